@@ -1,0 +1,61 @@
+"""Named Swin architectures: the paper's Swin-N/M (Table I) and the standard family.
+
+`create_model(name, **overrides)` is the one entry point; any field of
+`SwinTransformer` can be overridden (num_classes, img_size, dtype, depths, ...).
+"""
+
+from __future__ import annotations
+
+from swin_flax.model import SwinTransformer
+
+_SMALL_HEADS = (3, 6, 12, 24)
+
+# name -> architecture; names follow the paper, timm's names are aliases below.
+MODEL_PRESETS: dict[str, dict] = {
+    "swin_n": dict(embed_dim=96, depths=(2, 2, 2, 2), num_heads=_SMALL_HEADS),
+    "swin_m": dict(embed_dim=96, depths=(2, 2, 4, 2), num_heads=_SMALL_HEADS),
+    "swin_t": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=_SMALL_HEADS),
+    "swin_s": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=_SMALL_HEADS),
+    "swin_b": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    "swin_l": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+    # A tiny model for tests and the offline demo: 32x32 images, 2-pixel patches.
+    "swin_pico": dict(img_size=32, patch_size=2, embed_dim=32, depths=(2, 2, 2),
+                      num_heads=(1, 2, 4), window_size=4, drop_path_rate=0.0),
+}
+for _name in ("swin_t", "swin_s", "swin_b", "swin_l"):
+    MODEL_PRESETS[f"{_name}_384"] = dict(MODEL_PRESETS[_name], img_size=384, window_size=12)
+MODEL_PRESETS["swin_s"]["drop_path_rate"] = 0.3
+MODEL_PRESETS["swin_b"]["drop_path_rate"] = 0.5
+MODEL_PRESETS["swin_l"]["drop_path_rate"] = 0.5
+
+# timm model names (without the pretrained tag) -> our preset.
+TIMM_ALIASES = {
+    "swin_tiny_patch4_window7_224": "swin_t",
+    "swin_small_patch4_window7_224": "swin_s",
+    "swin_base_patch4_window7_224": "swin_b",
+    "swin_large_patch4_window7_224": "swin_l",
+    "swin_base_patch4_window12_384": "swin_b_384",
+    "swin_large_patch4_window12_384": "swin_l_384",
+}
+
+
+def model_names() -> list[str]:
+    return sorted(MODEL_PRESETS) + sorted(TIMM_ALIASES)
+
+
+def preset(name: str) -> dict:
+    """The architecture fields of a named model (timm names accepted, tags ignored)."""
+    base = name.split(".")[0]
+    base = TIMM_ALIASES.get(base, base)
+    if base not in MODEL_PRESETS:
+        raise ValueError(f"unknown model name {name!r}; known: {', '.join(model_names())}")
+    return dict(MODEL_PRESETS[base])
+
+
+def create_model(name: str, **overrides) -> SwinTransformer:
+    """`create_model('swin_m', num_classes=100, dtype=jnp.bfloat16)`."""
+    fields = set(SwinTransformer.__dataclass_fields__) - {"parent", "name"}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise TypeError(f"unknown model options {sorted(unknown)}; valid: {sorted(fields)}")
+    return SwinTransformer(**{**preset(name), **overrides})
