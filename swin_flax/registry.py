@@ -18,9 +18,12 @@ MODEL_PRESETS: dict[str, dict] = {
     "swin_s": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=_SMALL_HEADS),
     "swin_b": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
     "swin_l": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
-    # A tiny model for tests and the offline demo: 32x32 images, 2-pixel patches.
-    "swin_pico": dict(img_size=32, patch_size=2, embed_dim=32, depths=(2, 2, 2),
-                      num_heads=(1, 2, 4), window_size=4, drop_path_rate=0.0),
+    # Swin-T shaped miniatures for tests and the offline demo: 32x32 images, 2-pixel
+    # patches, window 4 (the last stage, 2x2, is a single unshifted window).
+    "swin_pico": dict(img_size=32, patch_size=2, embed_dim=32, depths=(2, 2, 4, 2),
+                      num_heads=(1, 2, 4, 8), window_size=4, drop_path_rate=0.0),
+    "swin_pico_n": dict(img_size=32, patch_size=2, embed_dim=32, depths=(2, 2, 2, 2),
+                        num_heads=(1, 2, 4, 8), window_size=4, drop_path_rate=0.0),
 }
 for _name in ("swin_t", "swin_s", "swin_b", "swin_l"):
     MODEL_PRESETS[f"{_name}_384"] = dict(MODEL_PRESETS[_name], img_size=384, window_size=12)

@@ -1,0 +1,158 @@
+"""The jitted train and eval steps: one pure function each, data parallel over the mesh.
+
+A step receives the whole (replicated, uint8) data set and a batch of indices sharded
+over the "data" axis; it gathers, augments and resizes the images on the device, runs
+the frozen teacher (when distilling) and the student on the same augmented batch,
+and updates the student. Only the student is differentiated; the teacher's parameters
+live outside the optimizer and the checkpoints (as in big_vision's distill trainer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from swin_flax import losses
+from swin_flax.data import augment_batch, preprocess_eval
+from swin_flax.model import SwinTransformer
+from swin_flax.sharding import batch_sharded, replicated
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def create_train_state(params, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """What `augment_batch` does to a training batch (static: part of the compiled step)."""
+
+    out_size: int
+    crop_padding: int = 4
+    flip: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Static loss choices. joint='hard_only' trains without a teacher (fine-tuning, baselines)."""
+
+    joint: str = "hard_only"
+    distillation: str = "mse"
+    temperature: float = 1.0
+    label_smoothing: float = 0.0
+    alpha: float = 0.25
+    alpha_start: float = 0.0
+    alpha_end: float = 0.5
+    w_d: float = 13.0
+    w_s: float = 1.0
+    total_steps: int = 1
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.joint != "hard_only"
+
+
+def make_train_step(
+    *,
+    student: SwinTransformer,
+    teacher: SwinTransformer | None,
+    tx: optax.GradientTransformation,
+    schedule: Callable[[jax.Array], jax.Array],
+    loss_config: LossConfig,
+    augment: AugmentConfig,
+    mesh: Mesh,
+):
+    """Returns `step(state, teacher_params, images, labels, indices, rng) -> (state, metrics)`.
+
+    `images`/`labels` are the full replicated data set, `indices` (global batch,) int32
+    sharded over the mesh, `rng` the run's base key: the step folds in its own number so a
+    resumed run draws exactly the same augmentation and stochastic depth.
+    """
+    if loss_config.uses_teacher and teacher is None:
+        raise ValueError(f"joint loss {loss_config.joint!r} needs a teacher model")
+    joint_loss = losses.make_joint_loss(
+        loss_config.joint, alpha=loss_config.alpha, alpha_start=loss_config.alpha_start,
+        alpha_end=loss_config.alpha_end, w_d=loss_config.w_d, w_s=loss_config.w_s,
+        total_steps=loss_config.total_steps)
+    distill_loss = losses.make_distillation_loss(
+        loss_config.distillation, temperature=loss_config.temperature)
+    data_sharding = batch_sharded(mesh)
+
+    def step(state: TrainState, teacher_params, images, labels, indices, rng):
+        rng = jax.random.fold_in(rng, state.step)
+        augment_rng, dropout_rng = jax.random.split(rng)
+        batch = augment_batch(
+            images[indices], augment_rng, out_size=augment.out_size,
+            crop_padding=augment.crop_padding, flip=augment.flip, dtype=student.dtype)
+        batch = jax.lax.with_sharding_constraint(batch, data_sharding)
+        batch_labels = labels[indices]
+
+        if loss_config.uses_teacher:
+            teacher_logits = jax.lax.stop_gradient(
+                teacher.apply({"params": teacher_params}, batch, train=False))
+        else:
+            teacher_logits = None
+
+        def loss_fn(params):
+            logits = student.apply({"params": params}, batch, train=True,
+                                   rngs={"dropout": dropout_rng})
+            hard = losses.cross_entropy(logits, batch_labels, loss_config.label_smoothing)
+            if teacher_logits is None:
+                return hard, (logits, {"loss_hard": hard})
+            soft = distill_loss(logits, teacher_logits)
+            total, weights = joint_loss(soft, hard, state.step)
+            return total, (logits, {"loss_hard": hard, "loss_distill": soft, **weights})
+
+        (loss, (logits, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss,
+            **parts,
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch_labels),
+            "learning_rate": schedule(state.step),
+            "grad_norm": optax.global_norm(grads),
+        }
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    rep = replicated(mesh)
+    return jax.jit(
+        step,
+        in_shardings=(rep, rep, rep, rep, data_sharding, rep),
+        out_shardings=(rep, rep),
+        donate_argnums=(0,),
+    )
+
+
+def make_eval_step(model: SwinTransformer, *, image_size: int, mesh: Mesh):
+    """Returns `eval_step(params, images, labels, indices, mask) -> (correct, count)`."""
+    data_sharding = batch_sharded(mesh)
+
+    def eval_step(params, images, labels, indices, mask):
+        batch = preprocess_eval(images[indices], out_size=image_size, dtype=model.dtype)
+        batch = jax.lax.with_sharding_constraint(batch, data_sharding)
+        logits = model.apply({"params": params}, batch, train=False)
+        correct = (jnp.argmax(logits, -1) == labels[indices]) & mask
+        return jnp.sum(correct), jnp.sum(mask)
+
+    rep = replicated(mesh)
+    return jax.jit(eval_step, in_shardings=(rep, rep, rep, data_sharding, data_sharding),
+                   out_shardings=(rep, rep))
+
+
+def make_predict_fn(model: SwinTransformer):
+    """Jitted logits for already-preprocessed NHWC images (used for throughput)."""
+    return jax.jit(lambda params, images: model.apply({"params": params}, images, train=False))

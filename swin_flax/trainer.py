@@ -1,0 +1,171 @@
+"""One training stage (fine-tune, distill or a baseline): the host loop around the jitted step.
+
+The loop is resumable by construction: the batch order of an epoch is a function of
+(seed, epoch), the step's randomness is `fold_in(seed key, step)`, and the train state
+is checkpointed by orbax. Re-running an interrupted stage restores the newest checkpoint
+and replays exactly the steps an uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from swin_flax import optim
+from swin_flax.checkpointing import TrainCheckpointer
+from swin_flax.data import ArrayDataset, epoch_batches
+from swin_flax.metrics_log import MetricsWriter, ProgressBar, is_main_process
+from swin_flax.model import SwinTransformer
+from swin_flax.sharding import (batch_sharded, check_batch_size, make_mesh, put_global,
+                                put_replicated, replicated)
+from swin_flax.train_step import (AugmentConfig, LossConfig, create_train_state,
+                                  make_train_step)
+
+STAGE_DONE_FILE = "stage_done.json"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN/Inf; the last good checkpoint is kept for inspection or resume."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    epochs: float
+    batch_size: int
+    peak_lr: float = 2e-4
+    warmup_epochs: float = 5.0
+    weight_decay: float = 0.01
+    end_lr: float = 0.0
+    grad_clip_norm: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    log_every_steps: int = 50
+    checkpoint_every_steps: int = 500
+    keep_checkpoints: int = 3
+    progress_bar: bool = True
+    stop_after_steps: int | None = None  # for tests: simulate an interruption
+
+
+@dataclasses.dataclass
+class StageResult:
+    params: Any
+    steps: int
+    completed: bool
+    final_metrics: dict
+
+
+def stage_is_done(stage_dir: str | Path) -> bool:
+    return (Path(stage_dir) / STAGE_DONE_FILE).exists()
+
+
+def train_stage(
+    *,
+    name: str,
+    stage_dir: str | Path,
+    model: SwinTransformer,
+    init_params,
+    train_data: ArrayDataset,
+    optim_config: OptimConfig,
+    loss_config: LossConfig,
+    augment: AugmentConfig,
+    loop: LoopConfig,
+    seed: int,
+    teacher: SwinTransformer | None = None,
+    teacher_params=None,
+    mesh=None,
+) -> StageResult:
+    """Train `model` from `init_params` (or from the newest checkpoint in stage_dir)."""
+    stage_dir = Path(stage_dir)
+    mesh = mesh if mesh is not None else make_mesh()
+    batch_size = optim_config.batch_size
+    check_batch_size(batch_size, mesh)
+    steps_per_epoch = len(train_data) // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"stage {name!r}: batch_size {batch_size} is larger than the training set "
+            f"({len(train_data)} examples); lower the batch size")
+    total_steps = optim.steps_from_epochs(optim_config.epochs, steps_per_epoch)
+    warmup_steps = min(optim.steps_from_epochs(optim_config.warmup_epochs, steps_per_epoch),
+                       total_steps)
+    tx, schedule = optim.make_optimizer(
+        peak_lr=optim_config.peak_lr, total_steps=total_steps, warmup_steps=warmup_steps,
+        weight_decay=optim_config.weight_decay, grad_clip_norm=optim_config.grad_clip_norm,
+        end_lr=optim_config.end_lr)
+    loss_config = dataclasses.replace(loss_config, total_steps=total_steps)
+
+    state = create_train_state(put_replicated(init_params, mesh), tx)
+    state = jax.tree_util.tree_map(lambda x: jax.device_put(x, replicated(mesh)), state)
+    checkpointer = TrainCheckpointer(stage_dir / "checkpoints", keep=loop.keep_checkpoints)
+    if checkpointer.latest_step() is not None:
+        state = checkpointer.restore(state)
+    start_step = int(jax.device_get(state.step))
+
+    step_fn = make_train_step(student=model, teacher=teacher, tx=tx, schedule=schedule,
+                              loss_config=loss_config, augment=augment, mesh=mesh)
+    teacher_params = put_replicated(teacher_params, mesh) if teacher_params is not None else None
+    images = put_global(train_data.images, replicated(mesh))
+    labels = put_global(train_data.labels, replicated(mesh))
+    base_rng = jax.random.PRNGKey(seed)
+    index_sharding = batch_sharded(mesh)
+
+    writer = MetricsWriter(stage_dir)
+    progress = ProgressBar(name, total_steps, start_step, steps_per_epoch, batch_size,
+                           enabled=loop.progress_bar)
+    pending: list[dict] = []
+    last_metrics: dict = {}
+    stop_at = total_steps if loop.stop_after_steps is None else min(total_steps, loop.stop_after_steps)
+    order, order_epoch = None, -1
+    try:
+        for step in range(start_step, stop_at):
+            epoch, position = divmod(step, steps_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = epoch_batches(len(train_data), batch_size, seed=seed,
+                                                   epoch=epoch), epoch
+            indices = put_global(order[position].astype(np.int32), index_sharding)
+            state, metrics = step_fn(state, teacher_params, images, labels, indices, base_rng)
+            pending.append(metrics)
+            done = step + 1
+            checkpoint_now = done % loop.checkpoint_every_steps == 0 or done == total_steps
+            if checkpoint_now or done % loop.log_every_steps == 0 or done == stop_at:
+                last_metrics = _drain(pending, name, done, checkpointer)
+                writer.write(done, {**last_metrics, "epoch": done / steps_per_epoch})
+                progress.update(done, last_metrics)
+            if checkpoint_now:
+                checkpointer.save(done, state)
+    finally:
+        progress.close()
+        writer.close()
+        checkpointer.close()
+
+    end_step = int(jax.device_get(state.step))
+    completed = end_step >= total_steps
+    if completed and is_main_process():
+        (stage_dir / STAGE_DONE_FILE).write_text(json.dumps(
+            {"stage": name, "steps": end_step, "final_metrics": last_metrics}, indent=2))
+    return StageResult(params=state.params, steps=end_step, completed=completed,
+                       final_metrics=last_metrics)
+
+
+def _drain(pending: list[dict], stage: str, step: int, checkpointer: TrainCheckpointer) -> dict:
+    """Bring the metrics since the last read to the host, stop on NaN/Inf, return their mean."""
+    values = jax.device_get(pending)
+    pending.clear()
+    for offset, metrics in enumerate(values):
+        if not all(math.isfinite(float(v)) for v in metrics.values()):
+            bad_step = step - len(values) + offset + 1
+            last = checkpointer.latest_step()
+            where = (f"the last good checkpoint (step {last}) is kept in {checkpointer.directory}"
+                     if last is not None else "no checkpoint was written yet")
+            raise TrainingDivergedError(
+                f"stage {stage!r}: non-finite loss or gradient at step {bad_step} "
+                f"({ {k: float(v) for k, v in metrics.items()} }); {where}. Lower the learning "
+                "rate or enable gradient clipping, then run the same command again to resume.")
+    return {k: float(np.mean([m[k] for m in values])) for k in values[-1]}
