@@ -1,0 +1,126 @@
+"""Convert Swin weights between timm/PyTorch and swin_flax.
+
+Import (timm .safetensors, .pth, an original Microsoft checkpoint, or a timm model name):
+
+    python convert_timm_weights.py swin_tiny_patch4_window7_224.ms_in1k ckpt/swin_t_in1k
+    python convert_timm_weights.py swin_tiny.pth ckpt/swin_t_c100 --num-classes 100 --reinit-head
+    python convert_timm_weights.py model.safetensors ckpt/swin_t_384 --window-size 12
+
+then `model, params = swin_flax.load_checkpoint("ckpt/swin_t_in1k")`.
+
+Export (a swin_flax checkpoint to a .safetensors file timm loads with strict=True):
+
+    python convert_timm_weights.py --export ckpt/swin_m_kd swin_m.safetensors
+
+Bad input ends with a message on stderr and exit code 2 (SWIN_FLAX_DEBUG=1: traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser.add_argument("source", help="import: checkpoint file or timm model name; "
+                        "--export: a swin_flax checkpoint directory")
+    parser.add_argument("out", help="import: output checkpoint directory; "
+                        "--export: output .safetensors file")
+    parser.add_argument("--export", action="store_true",
+                        help="export a swin_flax checkpoint to timm .safetensors")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="input resolution of the converted model (default: from the weights)")
+    parser.add_argument("--window-size", type=int, default=None,
+                        help="window of the converted model; bias tables are resampled and "
+                        "img-size defaults to window*patch*2**(stages-1), e.g. 384 for 12")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classes of the converted model (default: the checkpoint's head)")
+    head = parser.add_mutually_exclusive_group()
+    head.add_argument("--reinit-head", action="store_true",
+                      help="replace the checkpoint's classifier with a fresh random one")
+    head.add_argument("--drop-head", action="store_true",
+                      help="drop the classifier (num_classes=0, pooled features out)")
+    parser.add_argument("--bias-resize", choices=("timm", "bicubic"), default="timm",
+                        help="how bias tables are resampled for another window: as timm's "
+                        "loader does, or bicubic as the original Swin code")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return parser.parse_args(argv)
+
+
+def _architecture(model) -> str:
+    return (f"embed_dim={model.embed_dim} depths={tuple(model.depths)} "
+            f"heads={tuple(model.num_heads)} window={model.window_size} "
+            f"patch={model.patch_size} img={model.img_size} classes={model.num_classes}")
+
+
+def run_import(args) -> None:
+    from swin_flax import count_params
+    from swin_flax.convert import convert
+
+    head = "reinit" if args.reinit_head else "drop" if args.drop_head else "keep"
+    model, params = convert(args.source, args.out, img_size=args.img_size,
+                            num_classes=args.num_classes, window_size=args.window_size,
+                            head=head, overwrite=args.overwrite, bias_resize=args.bias_resize)
+    print(f"converted {args.source}")
+    print(f"  architecture: {_architecture(model)}")
+    print(f"  parameters:   {count_params(params):,}")
+    print(f"  written to:   {Path(args.out).absolute()}")
+    print(f"  load with:    model, params = swin_flax.load_checkpoint({str(args.out)!r})")
+
+
+def run_export(args) -> None:
+    from swin_flax import count_params
+    from swin_flax.checkpoint_io import load_checkpoint
+    from swin_flax.convert import ConversionError, save_timm_safetensors, timm_model_kwargs
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ConversionError(f"{out} already exists; pass --overwrite to replace it")
+    model, params = load_checkpoint(args.source)
+    save_timm_safetensors(params, out, model=model)
+    kwargs = timm_model_kwargs(model)
+    print(f"exported {args.source}")
+    print(f"  architecture: {_architecture(model)}")
+    print(f"  parameters:   {count_params(params):,}")
+    print(f"  written to:   {out.absolute()}")
+    print("  load in PyTorch:")
+    print("    from timm.models.swin_transformer import SwinTransformer")
+    print("    from safetensors.torch import load_file")
+    print(f"    model = SwinTransformer(**{json.dumps(kwargs)})")
+    print(f"    model.load_state_dict(load_file({str(out)!r}), strict=True)")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.export and (args.img_size or args.window_size or args.num_classes is not None
+                        or args.reinit_head or args.drop_head):
+        print("error: --export takes no model options (they are stored in the checkpoint)",
+              file=sys.stderr)
+        return 2
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("  note: %(message)s"))
+    logging.getLogger("swin_flax").addHandler(handler)
+    logging.getLogger("swin_flax").setLevel(logging.INFO)
+    from swin_flax.checkpoint_io import CheckpointError
+    from swin_flax.convert import ConversionError
+
+    try:
+        (run_export if args.export else run_import)(args)
+    except (ConversionError, CheckpointError, OSError) as e:  # bad input, not a bug
+        if os.environ.get("SWIN_FLAX_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
