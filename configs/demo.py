@@ -43,8 +43,8 @@ def get_config(arg=None):
     c.loop.log_every_steps = 20
     c.loop.checkpoint_every_steps = 200
     if args.get("smoke"):
-        c.finetune.epochs = 1
-        c.distill.epochs = 1
+        c.finetune.epochs = c.distill.epochs = 1
+        c.finetune.warmup_epochs = c.distill.warmup_epochs = 0.5
         c.eval.throughput_batch_size = 0
         c.loop.progress_bar = False
     return c

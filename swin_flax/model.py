@@ -130,6 +130,7 @@ class WindowAttention(nn.Module):
     attn_drop_rate: float = 0.0
     proj_drop_rate: float = 0.0
     dtype: Any = jnp.float32
+    implementation: str = "einsum"  # einsum | xla | cudnn (see ATTENTION_IMPLEMENTATIONS)
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: np.ndarray | None, deterministic: bool) -> jax.Array:
@@ -148,21 +149,57 @@ class WindowAttention(nn.Module):
         )
         index = relative_position_index(self.window_size).reshape(-1)
         bias = table[index].reshape(tokens, tokens, self.num_heads).transpose(2, 0, 1)
-
-        logits = jnp.einsum("bnhd,bmhd->bhnm", q * (head_dim**-0.5), k)
-        # Softmax statistics in float32 whatever the compute dtype.
-        logits = logits.astype(jnp.float32) + bias[None]
-        if mask is not None:
-            num_windows = mask.shape[0]
-            logits = logits.reshape(-1, num_windows, self.num_heads, tokens, tokens)
-            logits = logits + mask[None, :, None]
-            logits = logits.reshape(windows, self.num_heads, tokens, tokens)
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        weights = nn.Dropout(self.attn_drop_rate)(weights, deterministic=deterministic)
-
-        out = jnp.einsum("bhnm,bmhd->bnhd", weights, v).reshape(windows, tokens, channels)
+        scale = head_dim**-0.5
+        if self.implementation == "einsum":
+            out = _einsum_attention(q, k, v, bias, mask, scale, self.dtype,
+                                    nn.Dropout(self.attn_drop_rate), deterministic)
+        else:
+            out = _fused_attention(q, k, v, bias, mask, scale, self.implementation)
+        out = out.reshape(windows, tokens, channels)
         out = nn.Dense(channels, dtype=self.dtype, kernel_init=_dense_init(), name="proj")(out)
         return nn.Dropout(self.proj_drop_rate)(out, deterministic=deterministic)
+
+
+# How window attention is computed; all give the same numbers in float32.
+#   einsum: explicit q@k, bias + mask, float32 softmax, @v (supports attention dropout)
+#   xla / cudnn: jax.nn.dot_product_attention with the bias and mask as one additive bias
+#   (windows folded into the head axis so the per-window mask broadcasts over the batch);
+#   cudnn selects the fused cuDNN kernel on NVIDIA GPUs (bf16/fp16 only).
+ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+
+
+def _einsum_attention(q, k, v, bias, mask, scale, dtype, dropout, deterministic):
+    windows, tokens, heads, _ = q.shape
+    logits = jnp.einsum("bnhd,bmhd->bhnm", q * scale, k)
+    # Softmax statistics in float32 whatever the compute dtype.
+    logits = logits.astype(jnp.float32) + bias[None]
+    if mask is not None:
+        num_windows = mask.shape[0]
+        logits = logits.reshape(-1, num_windows, heads, tokens, tokens)
+        logits = logits + mask[None, :, None]
+        logits = logits.reshape(windows, heads, tokens, tokens)
+    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    weights = dropout(weights, deterministic=deterministic)
+    return jnp.einsum("bhnm,bmhd->bnhd", weights, v)
+
+
+def _fused_attention(q, k, v, bias, mask, scale, implementation):
+    windows, tokens, heads, head_dim = q.shape
+    impl = None if implementation == "xla" else implementation
+    if mask is None:
+        return jax.nn.dot_product_attention(q, k, v, bias=bias[None].astype(q.dtype), scale=scale,
+                                            implementation=impl)
+    num_windows = mask.shape[0]
+    full_bias = (bias[None] + mask[:, None]).reshape(1, num_windows * heads, tokens, tokens)
+
+    def fold(t):  # (B*nW, N, H, D) -> (B, N, nW*H, D)
+        t = t.reshape(-1, num_windows, tokens, heads, head_dim).transpose(0, 2, 1, 3, 4)
+        return t.reshape(-1, tokens, num_windows * heads, head_dim)
+
+    out = jax.nn.dot_product_attention(fold(q), fold(k), fold(v), bias=full_bias.astype(q.dtype),
+                                       scale=scale, implementation=impl)
+    out = out.reshape(-1, tokens, num_windows, heads, head_dim).transpose(0, 2, 1, 3, 4)
+    return out.reshape(windows, tokens, heads, head_dim)
 
 
 class Mlp(nn.Module):
@@ -192,6 +229,7 @@ class SwinBlock(nn.Module):
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     dtype: Any = jnp.float32
+    attention: str = "einsum"
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -208,7 +246,7 @@ class SwinBlock(nn.Module):
         windows = window_partition(x, self.window_size)
         windows = WindowAttention(
             self.num_heads, self.window_size, self.qkv_bias, self.attn_drop_rate,
-            self.drop_rate, dtype=self.dtype, name="attn",
+            self.drop_rate, dtype=self.dtype, implementation=self.attention, name="attn",
         )(windows, mask, deterministic)
         x = window_reverse(windows, self.window_size, height, width)
         if self.shift_size:
@@ -252,6 +290,7 @@ class SwinStage(nn.Module):
     attn_drop_rate: float = 0.0
     drop_path_rates: Sequence[float] = ()
     dtype: Any = jnp.float32
+    attention: str = "einsum"
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -269,6 +308,7 @@ class SwinStage(nn.Module):
                 attn_drop_rate=self.attn_drop_rate,
                 drop_path_rate=self.drop_path_rates[j] if self.drop_path_rates else 0.0,
                 dtype=self.dtype,
+                attention=self.attention,
                 name=f"blocks_{j}",
             )(x, deterministic)
         return x
@@ -297,6 +337,7 @@ class SwinTransformer(nn.Module):
     drop_path_rate: float = 0.1
     num_classes: int = 1000
     dtype: Any = jnp.float32
+    attention: str = "einsum"  # one of ATTENTION_IMPLEMENTATIONS; a run choice like dtype
 
     def __post_init__(self):
         validate_architecture(self)
@@ -340,6 +381,7 @@ class SwinTransformer(nn.Module):
                 attn_drop_rate=self.attn_drop_rate,
                 drop_path_rates=tuple(rates[start:start + depth]),
                 dtype=self.dtype,
+                attention=self.attention,
                 name=f"layers_{i}",
             )(x, deterministic)
             features[f"stage_{i}"] = x
@@ -393,6 +435,10 @@ def validate_architecture(m: SwinTransformer) -> None:
                     f"stage {i}: feature map {res}x{res} is not divisible by window_size "
                     f"{m.window_size}; choose img_size so that every stage resolution is a "
                     "multiple of the window (e.g. 224 for window 7, 384 for window 12)")
+    if m.attention not in ATTENTION_IMPLEMENTATIONS:
+        problems.append(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {m.attention!r}")
+    elif m.attention != "einsum" and m.attn_drop_rate:
+        problems.append("attention dropout (attn_drop_rate > 0) needs attention='einsum'")
     if problems:
         raise ValueError("invalid Swin configuration:\n  - " + "\n  - ".join(problems))
 

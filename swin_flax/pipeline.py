@@ -5,7 +5,8 @@ when finished, so running the same command again skips finished stages and resum
 interrupted one from its newest checkpoint:
 
     WORKDIR/config.json             the resolved configuration
-    WORKDIR/teacher/                fine-tune stage (checkpoints/, metrics.jsonl, final_model/)
+    WORKDIR/teacher/                fine-tune stage (checkpoints/, metrics.jsonl, final_model/,
+                                    timm_model.safetensors)
     WORKDIR/student_<variant>/      one distillation (or baseline) stage per student variant
     WORKDIR/results.json            one row per evaluated model
     WORKDIR/summary.md              the same rows as a table
@@ -30,6 +31,7 @@ from swin_flax.trainer import LoopConfig, OptimConfig, stage_is_done, train_stag
 from swin_flax.variants import StudentVariant, parse_variants
 
 FINAL_MODEL_DIR = "final_model"
+TIMM_EXPORT_FILE = "timm_model.safetensors"
 
 
 def compute_dtype(name: str):
@@ -49,6 +51,7 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
     if is_main_process():
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     dtype = compute_dtype(config.compute_dtype)
+    check_paths(config)
     train_data, eval_data = load_datasets(config.data, seed=config.seed)
     num_classes = train_data.num_classes
     loop = LoopConfig(**{**config.loop, "stop_after_steps": config.loop.stop_after_steps or None})
@@ -72,6 +75,20 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
         write_results(workdir, rows)
     print_summary(rows)
     return rows
+
+
+def check_paths(config) -> None:
+    """Fail before the (slow) data loading when a checkpoint the config names is missing."""
+    tcfg = config.teacher
+    if tcfg.finetuned and not Path(tcfg.finetuned).exists():
+        raise FileNotFoundError(
+            f"teacher.finetuned {tcfg.finetuned!r} does not exist; give the final_model "
+            "directory of a finished teacher run, or leave it empty to fine-tune one")
+    init = tcfg.init
+    if init not in ("random",) and not init.startswith("timm:") and not Path(init).exists():
+        raise FileNotFoundError(
+            f"teacher.init {init!r} is neither 'random', 'timm:<name or .safetensors file>' nor "
+            "an existing checkpoint directory (write one with convert_timm_weights.py)")
 
 
 # --- teacher ---------------------------------------------------------------------------
@@ -110,12 +127,7 @@ def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
 
         state_dict = convert.load_state_dict(init[len("timm:"):])
         return convert.timm_to_flax(state_dict, model, head="reinit", rng=seed)
-    path = Path(init)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"teacher.init {init!r} is neither 'random', 'timm:<name>' nor an existing "
-            "checkpoint directory (write one with convert_timm_weights.py)")
-    source, params = checkpoint_io.load_checkpoint(path)
+    source, params = checkpoint_io.load_checkpoint(Path(init))
     if source.num_classes == model.num_classes:
         return params
     # A new task: keep every pretrained weight but the classifier, which starts fresh.
@@ -209,12 +221,20 @@ def augment_config(config) -> AugmentConfig:
 
 
 def finish_stage(stage_dir: Path, model: SwinTransformer, result) -> None:
-    """Keep the finished model as a `load_checkpoint` directory (the stage's artifact)."""
+    """Keep the finished model as a `load_checkpoint` directory and as timm .safetensors.
+
+    The second is what users deploy: timm's `SwinTransformer(**kwargs)` (kwargs in the
+    file's metadata) loads it with strict=True, for PyTorch or ONNX export.
+    """
     if not result.completed:
         raise RuntimeError(f"stage in {stage_dir} stopped at step {result.steps} before the end")
     if is_main_process():
-        checkpoint_io.save_checkpoint(stage_dir / FINAL_MODEL_DIR, model.clone(dtype=jnp.float32),
-                                      jax.device_get(result.params))
+        from swin_flax.convert import save_timm_safetensors
+
+        model = model.clone(dtype=jnp.float32)
+        params = jax.device_get(result.params)
+        checkpoint_io.save_checkpoint(stage_dir / FINAL_MODEL_DIR, model, params, overwrite=True)
+        save_timm_safetensors(params, stage_dir / TIMM_EXPORT_FILE, model=model)
 
 
 def evaluate_row(config, label: str, init: str, distill: bool, model, params,

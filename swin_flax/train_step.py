@@ -19,7 +19,7 @@ import optax
 from jax.sharding import Mesh
 
 from swin_flax import losses
-from swin_flax.data import augment_batch, preprocess_eval
+from swin_flax.augment import augment_batch, preprocess_eval
 from swin_flax.model import SwinTransformer
 from swin_flax.sharding import batch_sharded, replicated
 
@@ -123,7 +123,7 @@ def make_train_step(
             **parts,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch_labels),
             "learning_rate": schedule(state.step),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads) if hasattr(optax, "tree") else optax.global_norm(grads),
         }
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics

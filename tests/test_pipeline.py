@@ -1,0 +1,295 @@
+"""The framework end to end in smoke size: pipeline, resume, multi-device, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import swin_flax
+from configs import common, demo, paper_tables, swin_m_kd
+from swin_flax.data import ArrayDataset, DatasetUnavailableError
+from swin_flax.pipeline import run_pipeline
+from swin_flax.train_step import AugmentConfig, LossConfig
+from swin_flax.trainer import LoopConfig, OptimConfig, train_stage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_dataset(n=48, classes=4, seed=0) -> ArrayDataset:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n).astype(np.int32)
+    images = rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8)
+    images[..., 0] = (labels * 60)[:, None, None].astype(np.uint8)  # a learnable signal
+    return ArrayDataset(images=images, labels=labels, num_classes=classes)
+
+
+def run_tiny_stage(stage_dir, *, stop_after=None, mesh=None, steps_epochs=2.0, teacher=None):
+    data = tiny_dataset()
+    model = swin_flax.create_model("swin_pico_n", num_classes=4)
+    loss = LossConfig(joint="weighted_harmonic" if teacher else "hard_only", w_d=13.0, w_s=1.0)
+    return train_stage(
+        name="tiny", stage_dir=stage_dir, model=model,
+        init_params=swin_flax.init_params(model, 0), train_data=data,
+        optim_config=OptimConfig(epochs=steps_epochs, batch_size=8, peak_lr=1e-3,
+                                 warmup_epochs=0.5),
+        loss_config=loss, augment=AugmentConfig(out_size=32),
+        loop=LoopConfig(log_every_steps=2, checkpoint_every_steps=4, progress_bar=False,
+                        stop_after_steps=stop_after),
+        seed=0, mesh=mesh,
+        teacher=teacher[0] if teacher else None, teacher_params=teacher[1] if teacher else None)
+
+
+def assert_trees_equal(a, b):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_after_interruption_gives_identical_parameters(tmp_path):
+    full = run_tiny_stage(tmp_path / "full")
+    assert full.completed and full.steps == 12
+
+    # Stops after step 6; the newest checkpoint is step 4, so steps 5-6 are lost and redone.
+    partial = run_tiny_stage(tmp_path / "resumed", stop_after=6)
+    assert not partial.completed and partial.steps == 6
+    resumed = run_tiny_stage(tmp_path / "resumed")
+    assert resumed.completed and resumed.steps == 12
+    assert_trees_equal(full.params, resumed.params)
+
+    lines = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines][-1] == 12
+    assert {"loss", "loss_hard", "learning_rate", "grad_norm", "accuracy"} <= set(lines[-1])
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path):
+    data = tiny_dataset()
+    model = swin_flax.create_model("swin_pico_n", num_classes=4)
+    with pytest.raises(Exception) as info:
+        train_stage(
+            name="nan", stage_dir=tmp_path, model=model,
+            init_params=swin_flax.init_params(model, 0), train_data=data,
+            optim_config=OptimConfig(epochs=2, batch_size=8, peak_lr=1e30, warmup_epochs=0),
+            loss_config=LossConfig(), augment=AugmentConfig(out_size=32),
+            loop=LoopConfig(log_every_steps=1, checkpoint_every_steps=1, progress_bar=False),
+            seed=0)
+    assert type(info.value).__name__ == "TrainingDivergedError"
+    assert "non-finite loss" in str(info.value) and "run the same command again" in str(info.value)
+    checkpoints = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert checkpoints, "the last good checkpoint must be kept"
+
+
+MULTI_DEVICE_SCRIPT = r"""
+import sys, jax, numpy as np
+sys.path.insert(0, sys.argv[1])
+from tests.test_pipeline import run_tiny_stage
+from swin_flax.sharding import make_mesh
+import swin_flax
+assert jax.device_count() == 4, jax.devices()
+teacher = swin_flax.create_model("swin_pico", num_classes=4)
+teacher = (teacher, swin_flax.init_params(teacher, 3))
+one = run_tiny_stage(sys.argv[2] + "/one", mesh=make_mesh(jax.devices()[:1]), steps_epochs=1, teacher=teacher)
+four = run_tiny_stage(sys.argv[2] + "/four", mesh=make_mesh(jax.devices()), steps_epochs=1, teacher=teacher)
+diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+           for a, b in zip(jax.tree_util.tree_leaves(one.params), jax.tree_util.tree_leaves(four.params)))
+print("MAX_PARAM_DIFF", diff)
+"""
+
+
+def test_four_devices_match_one_device(tmp_path):
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT, str(REPO), str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    diff = float(out.stdout.split("MAX_PARAM_DIFF")[1])
+    assert diff < 1e-5
+
+
+@pytest.fixture
+def mock_tfds(monkeypatch):
+    """tfds.testing.mock_data; its builders look unprepared, so report the network as up
+    (the mocked download is a no-op) to reach the mocked reader."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from swin_flax import data
+
+    monkeypatch.setattr(data, "network_available", lambda *a, **k: True)
+    return tfds
+
+
+def smoke_config():
+    config = swin_m_kd.get_config("smoke")
+    config.data.name = "cifar100"
+    return config
+
+
+def test_smoke_pipeline_under_mock_cifar100(tmp_path, mock_tfds):
+    tfds = mock_tfds
+    config = smoke_config()
+    config.runs = "transfer+kd,random"
+    with tfds.testing.mock_data(num_examples=32):
+        rows = run_pipeline(config, tmp_path)
+
+    assert [(r["model"], r["init"], r["distillation"]) for r in rows] == [
+        ("swin_pico (teacher)", "random", False),
+        ("swin_pico_n", "transfer", True),
+        ("swin_pico_n", "random", False),
+    ]
+    assert json.loads((tmp_path / "results.json").read_text()) == rows
+    assert all(0.0 <= r["top1"] <= 100.0 and r["images_per_second"] > 0 for r in rows)
+    assert rows[1]["params"] < rows[0]["params"]
+    assert "| model | init | distillation | top1 |" in (tmp_path / "summary.md").read_text()
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["student"]["model"] == "swin_pico_n"
+
+    kd_metrics = [json.loads(l) for l in
+                  (tmp_path / "student_transfer_kd" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss_distill", "loss_hard", "weight_distill", "weight_hard"} <= set(kd_metrics[-1])
+    assert list((tmp_path / "teacher" / "tensorboard").glob("events.out.tfevents.*"))
+
+    from safetensors.numpy import load_file
+
+    export = load_file(str(tmp_path / "student_transfer_kd" / "timm_model.safetensors"))
+    assert export["head.fc.weight"].shape == (100, 256) and "layers.3.downsample.reduction.weight" in export
+
+    # The finished teacher is a reusable checkpoint, and a second run skips every stage.
+    model, params = swin_flax.load_checkpoint(tmp_path / "teacher" / "final_model")
+    assert model.depths == (2, 2, 4, 2) and model.num_classes == 100
+    with tfds.testing.mock_data(num_examples=32):
+        again = run_pipeline(config, tmp_path)
+    assert [r["top1"] for r in again] == [r["top1"] for r in rows]
+
+
+def test_transferred_student_starts_from_teacher_prefix(tmp_path, mock_tfds):
+    """With a zero learning rate the student keeps exactly its transferred initialisation."""
+    tfds = mock_tfds
+    config = smoke_config()
+    config.runs = "transfer"
+    config.evaluate_teacher = False
+    config.distill.peak_lr = 1e-30  # updates below float32 resolution: the student keeps its init
+    with tfds.testing.mock_data(num_examples=32):
+        run_pipeline(config, tmp_path)
+    _, teacher = swin_flax.load_checkpoint(tmp_path / "teacher" / "final_model")
+    _, student = swin_flax.load_checkpoint(tmp_path / "student_transfer" / "final_model")
+    for path in ("patch_embed", "layers_0", "layers_1"):
+        assert_trees_equal(teacher[path], student[path])
+    assert_trees_equal(teacher["layers_2"]["blocks_1"], student["layers_2"]["blocks_1"])
+    assert "blocks_2" not in student["layers_2"]
+    assert not np.allclose(teacher["layers_3"]["blocks_0"]["mlp"]["fc1"]["kernel"],
+                           student["layers_3"]["blocks_0"]["mlp"]["fc1"]["kernel"])
+
+
+def test_offline_dataset_error_is_immediate(tmp_path, monkeypatch):
+    from swin_flax import data
+
+    monkeypatch.setattr(data, "network_available", lambda *a, **k: False)
+    config = smoke_config()
+    config.data.data_dir = str(tmp_path / "tfds")
+    start = time.monotonic()
+    with pytest.raises(DatasetUnavailableError, match="cifar100.*data_dir"):
+        run_pipeline(config, tmp_path / "work")
+    assert time.monotonic() - start < 30
+
+
+def run_train_py(*args, timeout=600):
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=timeout,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def test_train_py_reports_bad_input_without_traceback(tmp_path):
+    typo = run_train_py("--config", "configs/swin_m_kd.py:smoke", "--workdir", str(tmp_path),
+                        "--config.distill.epochz=1")
+    assert typo.returncode != 0 and "epochz" in typo.stderr
+
+    missing = run_train_py("--config", "configs/demo.py:smoke", "--workdir", str(tmp_path),
+                           "--config.teacher.finetuned=/nonexistent/teacher")
+    assert missing.returncode == 2
+    assert "error:" in missing.stderr and "/nonexistent/teacher" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_unknown_keys_in_a_config_file_are_rejected():
+    from swin_flax.config_check import check_config_keys
+
+    config = common.get_base_config().to_dict()
+    config["distill"]["w_dd"] = 3
+    with pytest.raises(ValueError, match=r"distill.w_dd \(did you mean distill.w_d\?\)"):
+        check_config_keys(config, common.get_base_config().to_dict())
+
+
+def test_impossible_cut_points_are_a_clear_error(tmp_path, mock_tfds):
+    tfds = mock_tfds
+    config = smoke_config()
+    config.student.cut_points = (9, 4)
+    with tfds.testing.mock_data(num_examples=32), pytest.raises(ValueError, match="cut"):
+        run_pipeline(config, tmp_path)
+
+
+@pytest.mark.parametrize("arg,runs,joint", [
+    ("table=II,smoke", "random", "weighted_harmonic"),
+    ("table=IV,alpha=0.5,teacher=swin_b,smoke", "random+kd", "arithmetic"),
+    ("table=VI,interval=0.5-1,smoke", "random+kd", "linear_alpha"),
+    ("table=VII,w_d=5,smoke", "random+kd", "weighted_harmonic"),
+    ("table=VIII,smoke", "transfer", "weighted_harmonic"),
+    ("table=IX,smoke", "random,random+kd,transfer,transfer+kd", "weighted_harmonic"),
+])
+def test_paper_table_rows_select_the_right_experiment(arg, runs, joint):
+    config = paper_tables.get_config(arg)
+    assert config.runs == runs and config.distill.joint == joint
+    check = common.get_base_config().to_dict()
+    from swin_flax.config_check import unknown_keys
+
+    assert unknown_keys(config.to_dict(), check) == []
+
+
+def test_paper_table_row_values():
+    assert paper_tables.get_config("table=IV,alpha=0.5").distill.alpha == 0.5
+    assert paper_tables.get_config("table=IV").distill.epochs == 30
+    vi = paper_tables.get_config("table=VI,interval=0.5-1")
+    assert (vi.distill.alpha_start, vi.distill.alpha_end) == (0.5, 1.0)
+    assert paper_tables.get_config("table=VII,w_d=13").distill.w_d == 13.0
+    assert paper_tables.get_config("table=IV,teacher=swin_b").teacher.init.endswith(
+        "swin_base_patch4_window7_224.ms_in1k")
+
+
+def test_kill_minus_nine_then_rerun_resumes_to_the_same_result(tmp_path):
+    """A real SIGKILL in the middle of the demo's teacher stage, then the same command."""
+    args = ["--config", "configs/demo.py:smoke", "--config.runs=",
+            "--config.finetune.epochs=1", "--config.finetune.warmup_epochs=0.5",
+            "--config.loop.checkpoint_every_steps=5",
+            "--config.eval.throughput_batch_size=0"]
+    clean = run_train_py(*args, "--workdir", str(tmp_path / "clean"))
+    assert clean.returncode == 0, clean.stderr[-2000:]
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, "--workdir",
+                             str(killed_dir)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    checkpoints = killed_dir / "teacher" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (checkpoints.exists() and any(
+            p.name.isdigit() for p in checkpoints.iterdir())):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed_dir / "teacher" / "stage_done.json").exists()
+
+    resumed = run_train_py(*args, "--workdir", str(killed_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _, clean_params = swin_flax.load_checkpoint(tmp_path / "clean" / "teacher" / "final_model")
+    _, resumed_params = swin_flax.load_checkpoint(killed_dir / "teacher" / "final_model")
+    assert_trees_equal(clean_params, resumed_params)
+    assert json.loads((killed_dir / "results.json").read_text())[0]["top1"] == \
+        json.loads((tmp_path / "clean" / "results.json").read_text())[0]["top1"]
+
+
+def test_demo_config_is_the_default_and_offline():
+    config = demo.get_config()
+    assert config.data.source == "digits" and config.teacher.init == "random"
+    assert config.runs == "random,random+kd,transfer,transfer+kd"
