@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with ':arg'.",
@@ -33,6 +33,7 @@ def default_workdir(config_arg: str | None) -> Path:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
     if FLAGS.multihost:
         import jax
 

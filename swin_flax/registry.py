@@ -24,6 +24,11 @@ MODEL_PRESETS: dict[str, dict] = {
                       num_heads=(1, 2, 4, 8), window_size=4, drop_path_rate=0.0),
     "swin_pico_n": dict(img_size=32, patch_size=2, embed_dim=32, depths=(2, 2, 2, 2),
                         num_heads=(1, 2, 4, 8), window_size=4, drop_path_rate=0.0),
+    # The offline demo's teacher and student: 4-pixel patches (8x8 tokens), 4x cheaper.
+    "swin_micro": dict(img_size=32, patch_size=4, embed_dim=32, depths=(2, 2, 4, 2),
+                       num_heads=(1, 2, 4, 8), window_size=4, drop_path_rate=0.0),
+    "swin_micro_n": dict(img_size=32, patch_size=4, embed_dim=32, depths=(2, 2, 2, 2),
+                         num_heads=(1, 2, 4, 8), window_size=4, drop_path_rate=0.0),
 }
 for _name in ("swin_t", "swin_s", "swin_b", "swin_l"):
     MODEL_PRESETS[f"{_name}_384"] = dict(MODEL_PRESETS[_name], img_size=384, window_size=12)
