@@ -201,9 +201,11 @@ def train_student(config, workdir: Path, variant: StudentVariant, dtype, num_cla
 
 
 def student_label(config, student: SwinTransformer) -> str:
-    named = {tuple(p["depths"]): n for n, p in registry.MODEL_PRESETS.items()
-             if p.get("embed_dim") == student.embed_dim and "384" not in n}
-    return named.get(tuple(student.depths), f"swin depths={list(student.depths)}")
+    """The configured student's name, or the depths when explicit cut points changed them."""
+    named = registry.preset(config.student.model)
+    if tuple(named["depths"]) == tuple(student.depths) and named["embed_dim"] == student.embed_dim:
+        return config.student.model
+    return f"{config.teacher.model} cut to depths {list(student.depths)}"
 
 
 # --- shared helpers --------------------------------------------------------------------
