@@ -106,6 +106,16 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+def full_framework_config(student: str, arg: str | None) -> ml_collections.ConfigDict:
+    """Algorithm 1 end to end for one student: fine-tune, transfer, distil, evaluate."""
+    c = get_base_config()
+    c.student.model = student
+    c.runs = "transfer+kd"
+    if parse_args(arg).get("smoke"):
+        apply_smoke(c)
+    return c
+
+
 def parse_args(arg: str | None) -> dict:
     """'smoke,alpha=0.5,student=swin_n' -> {'smoke': True, 'alpha': '0.5', 'student': 'swin_n'}."""
     out = {}

@@ -12,10 +12,4 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg)
-    c = common.get_base_config()
-    c.student.model = "swin_m"
-    c.runs = "transfer+kd"
-    if args.get("smoke"):
-        common.apply_smoke(c)
-    return c
+    return common.full_framework_config("swin_m", arg)

@@ -1,4 +1,4 @@
-r"""The paper's headline result: Swin-T (ImageNet-1K) -> CIFAR-100 teacher -> Swin-N student.
+r"""The paper's Swin-N result: Swin-T (ImageNet-1K) -> CIFAR-100 teacher -> Swin-N student.
 
 Algorithm 1 with the full framework (Table IX, 85.21% top-1): Swin-N keeps the teacher's
 first 6 blocks (cut points 6, 10), is distilled with the MSE logit loss and the weighted
@@ -12,10 +12,4 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg)
-    c = common.get_base_config()
-    c.student.model = "swin_n"
-    c.runs = "transfer+kd"
-    if args.get("smoke"):
-        common.apply_smoke(c)
-    return c
+    return common.full_framework_config("swin_n", arg)

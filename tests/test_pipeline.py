@@ -293,3 +293,19 @@ def test_demo_config_is_the_default_and_offline():
     config = demo.get_config()
     assert config.data.source == "digits" and config.teacher.init == "random"
     assert config.runs == "random,random+kd,transfer,transfer+kd"
+
+
+def test_teacher_init_from_timm_safetensors_replaces_only_the_head(tmp_path):
+    """`teacher.init = 'timm:<file>'`: converted on the fly (no torch), new head for the task."""
+    from swin_flax.convert import save_timm_safetensors
+    from swin_flax.pipeline import initial_teacher_params
+
+    imagenet_like = swin_flax.create_model("swin_pico", num_classes=1000)
+    source = swin_flax.init_params(imagenet_like, 7)
+    path = save_timm_safetensors(source, tmp_path / "pico.safetensors")
+
+    task_model = swin_flax.create_model("swin_pico", num_classes=10)
+    params = initial_teacher_params(f"timm:{path}", task_model, seed=0)
+    assert params["head"]["kernel"].shape == (256, 10)
+    source_body = {k: v for k, v in source.items() if k != "head"}
+    assert_trees_equal(source_body, {k: v for k, v in params.items() if k != "head"})
