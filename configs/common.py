@@ -24,6 +24,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.train_split = "train"
     c.data.test_split = "test"
     c.data.validation_fraction = 0.0  # >0: evaluate on a seeded carve-out of train instead of test
+    c.data.split_seed = 0  # how digits / the validation carve-out are split (not c.seed)
     c.data.image_size = 224  # model input side; resized on the device inside the step
     c.data.crop_padding = 4  # random crop at the stored resolution after this zero padding
     c.data.flip = True  # random horizontal flip

@@ -126,7 +126,8 @@ def load_checkpoint(path: str | os.PathLike, **overrides) -> tuple[SwinTransform
         raise CheckpointError(f"cannot build the model stored in {path}: {e}") from None
 
     abstract = abstract_params(stored)
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    # A device of this process: on several hosts jax.devices()[0] belongs to process 0.
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:

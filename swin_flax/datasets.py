@@ -8,7 +8,12 @@ SOURCES = ("tfds", "image_folder", "digits")
 
 
 def load_datasets(data_config, *, seed: int) -> tuple[data.ArrayDataset, data.ArrayDataset]:
-    """Train set and evaluation set (the validation split when one is carved, else test)."""
+    """Train set and evaluation set (the validation split when one is carved, else test).
+
+    `seed` only decides how examples are split (digits, the validation carve-out): the
+    pipeline passes data.split_seed, so runs with different training seeds are scored on
+    the same examples.
+    """
     source = data_config.source
     if source == "tfds":
         train = data.load_tfds(data_config.name, data_config.train_split,

@@ -10,8 +10,7 @@ import numpy as np
 
 from swin_flax.data import ArrayDataset, eval_batches
 from swin_flax.model import SwinTransformer, count_params
-from swin_flax.sharding import (batch_sharded, check_batch_size, make_mesh, put_global,
-                                put_replicated, replicated)
+from swin_flax.sharding import batch_sharded, make_mesh, put_global, put_replicated, replicated
 from swin_flax.train_step import make_eval_step, make_predict_fn
 
 
@@ -19,7 +18,8 @@ def top1_accuracy(model: SwinTransformer, params, dataset: ArrayDataset, *, batc
                   mesh=None) -> float:
     """Exact top-1 over every example (the last batch is padded and masked)."""
     mesh = mesh if mesh is not None else make_mesh()
-    check_batch_size(batch_size, mesh)
+    devices = mesh.devices.size
+    batch_size = -(-batch_size // devices) * devices  # padded examples are masked out anyway
     eval_step = make_eval_step(model, image_size=model.img_size, mesh=mesh)
     params = put_replicated(params, mesh)
     images = put_global(dataset.images, replicated(mesh))
@@ -42,7 +42,8 @@ def measure_throughput(model: SwinTransformer, params, *, batch_size: int, repea
     call, and the median of `repeats` runs is reported with the spread (min, max).
     """
     predict = make_predict_fn(model)
-    params = jax.device_put(params)
+    # One local device, whatever sharding the parameters had (they may be mesh-replicated).
+    params = jax.device_put(jax.device_get(params), jax.local_devices()[0])
     images = jax.random.normal(jax.random.PRNGKey(seed),
                                (batch_size, model.img_size, model.img_size, model.in_chans),
                                model.dtype)

@@ -91,5 +91,8 @@ def make_optimizer(*, peak_lr: float, total_steps: int, warmup_steps: int,
                                 end_lr=end_lr)
     adamw = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                         mask=weight_decay_mask)
-    parts = [] if grad_clip_norm is None else [optax.clip_by_global_norm(grad_clip_norm)]
-    return optax.chain(*parts, adamw), schedule
+    # The clipping stage is always there (an infinite norm when off) so that the optimizer
+    # state has the same structure either way: a run that diverged can be resumed from its
+    # last checkpoint with clipping switched on.
+    clip = optax.clip_by_global_norm(float("inf") if grad_clip_norm is None else grad_clip_norm)
+    return optax.chain(clip, adamw), schedule

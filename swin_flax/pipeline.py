@@ -25,9 +25,10 @@ from swin_flax.data import ArrayDataset
 from swin_flax.datasets import load_datasets
 from swin_flax.evaluate import measure_throughput, top1_accuracy
 from swin_flax.metrics_log import is_main_process
-from swin_flax.model import SwinTransformer, count_params, init_params
+from swin_flax.model import SwinTransformer, count_params, init_params, model_config
 from swin_flax.train_step import AugmentConfig, LossConfig
-from swin_flax.trainer import LoopConfig, OptimConfig, stage_is_done, train_stage
+from swin_flax.trainer import (LoopConfig, OptimConfig, mark_stage_done, stage_is_done,
+                               train_stage)
 from swin_flax.variants import StudentVariant, parse_variants
 
 FINAL_MODEL_DIR = "final_model"
@@ -38,10 +39,10 @@ def compute_dtype(name: str):
     """'auto': bf16 on GPU/TPU (float32 parameters), float32 on CPU."""
     if name == "auto":
         return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
-    try:
-        return jnp.dtype(name).type
-    except TypeError as err:
-        raise ValueError(f"compute_dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}") from err
+    allowed = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+    if name not in allowed:
+        raise ValueError(f"compute_dtype must be 'auto' or one of {sorted(allowed)}, got {name!r}")
+    return allowed[name]
 
 
 def run_pipeline(config, workdir: str | Path) -> list[dict]:
@@ -51,12 +52,22 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
     if is_main_process():
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     dtype = compute_dtype(config.compute_dtype)
-    check_paths(config)
-    train_data, eval_data = load_datasets(config.data, seed=config.seed)
-    num_classes = train_data.num_classes
     loop = LoopConfig(**{**config.loop, "stop_after_steps": config.loop.stop_after_steps or None})
     variants = parse_variants(config.runs)
+    validate_config(config, variants)
+    train_data, eval_data = load_datasets(config.data, seed=config.data.split_seed)
+    num_classes = train_data.num_classes
     rows = []
+    try:
+        run_stages(config, workdir, dtype, loop, variants, train_data, eval_data, rows)
+    except StageStopped as stop:
+        print(f"stopped early: {stop}", flush=True)
+    print_summary(rows)
+    return rows
+
+
+def run_stages(config, workdir, dtype, loop, variants, train_data, eval_data, rows) -> None:
+    num_classes = train_data.num_classes
 
     teacher = teacher_params = None
     if config.evaluate_teacher or any(v.transfer or v.distill for v in variants):
@@ -73,8 +84,39 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
         rows.append(evaluate_row(config, student_label(config, student), variant.init,
                                  variant.distill, student, params, eval_data))
         write_results(workdir, rows)
-    print_summary(rows)
-    return rows
+
+
+class StageStopped(Exception):
+    """A stage ended before its last step (loop.stop_after_steps); rerun to continue."""
+
+
+def validate_config(config, variants) -> None:
+    """Catch mistakes before the data is loaded and hours are spent on the teacher."""
+    from swin_flax import losses
+    from swin_flax.sharding import check_batch_size, make_mesh
+
+    check_paths(config)
+    registry.preset(config.teacher.model)
+    registry.preset(config.student.model)
+    if config.student.tail_init not in transfer.TAIL_INITS:
+        raise ValueError(f"student.tail_init must be one of {transfer.TAIL_INITS}, "
+                         f"got {config.student.tail_init!r}")
+    if config.student.cut_points:
+        p1, p2 = (int(x) for x in config.student.cut_points)
+        transfer.validate_cut_points(tuple(registry.preset(config.teacher.model)["depths"]), p1, p2)
+    d = config.distill
+    losses.make_distillation_loss(d.distillation, temperature=d.temperature)
+    losses.make_joint_loss(d.joint, alpha=d.alpha, alpha_start=d.alpha_start,
+                           alpha_end=d.alpha_end, w_d=d.w_d, w_s=d.w_s, total_steps=1)
+    if d.joint == "hard_only" and any(v.distill for v in variants):
+        raise ValueError("distill.joint='hard_only' trains without the teacher: use a variant "
+                         "without '+kd' (e.g. 'transfer') or a distillation joint loss")
+    mesh = make_mesh()
+    for name in ("finetune", "distill"):
+        try:
+            check_batch_size(config[name].batch_size, mesh)
+        except ValueError as err:
+            raise ValueError(f"{name}.batch_size: {err}") from None
 
 
 def check_paths(config) -> None:
@@ -91,6 +133,51 @@ def check_paths(config) -> None:
             "an existing checkpoint directory (write one with convert_timm_weights.py)")
 
 
+# Changing these between runs of one stage is allowed (e.g. to rescue a diverged run);
+# every other setting in a stage's fingerprint must match to resume or reuse the stage.
+RESUMABLE_CHANGES = ("peak_lr", "grad_clip_norm", "weight_decay", "end_lr")
+STAGE_CONFIG_FILE = "stage_config.json"
+
+
+def teacher_fingerprint(config) -> dict:
+    return {"seed": config.seed, "compute_dtype": config.compute_dtype,
+            "data": config.data.to_dict(), "teacher": config.teacher.to_dict(),
+            "finetune": config.finetune.to_dict()}
+
+
+def student_fingerprint(config, variant: StudentVariant) -> dict:
+    return {**teacher_fingerprint(config), "student": config.student.to_dict(),
+            "distill": config.distill.to_dict(), "variant": variant.name}
+
+
+def check_stage_config(stage_dir: Path, fingerprint: dict) -> None:
+    """Refuse to resume or reuse a stage that was started with other settings."""
+    fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
+    path = stage_dir / STAGE_CONFIG_FILE
+    if path.exists():
+        stored = json.loads(path.read_text())
+        changed = sorted(_differences(stored, fingerprint))
+        blocking = [c for c in changed if c.rsplit(".", 1)[-1] not in RESUMABLE_CHANGES]
+        if blocking:
+            raise ValueError(
+                f"{stage_dir} was started with different settings ({', '.join(blocking)}); "
+                "resuming would mix two runs. Use another --workdir, or delete that stage "
+                "directory to start it again.")
+        if changed:
+            print(f"note: {stage_dir.name} resumes with changed {', '.join(changed)}", flush=True)
+    if is_main_process():
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(fingerprint, indent=2))
+
+
+def _differences(a, b, prefix: str = ""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            yield from _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+    elif a != b:
+        yield prefix.rstrip(".")
+
+
 # --- teacher ---------------------------------------------------------------------------
 
 def prepare_teacher(config, workdir: Path, dtype, num_classes: int, train_data: ArrayDataset,
@@ -102,6 +189,7 @@ def prepare_teacher(config, workdir: Path, dtype, num_classes: int, train_data: 
         check_num_classes(model, num_classes, tcfg.finetuned)
         return model, params, "given"
     stage_dir = workdir / "teacher"
+    check_stage_config(stage_dir, teacher_fingerprint(config))
     if stage_is_done(stage_dir):
         model, params = checkpoint_io.load_checkpoint(stage_dir / FINAL_MODEL_DIR, dtype=dtype)
         return model, params, init_label(tcfg.init)
@@ -128,10 +216,21 @@ def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
         state_dict = convert.load_state_dict(init[len("timm:"):])
         return convert.timm_to_flax(state_dict, model, head="reinit", rng=seed)
     source, params = checkpoint_io.load_checkpoint(Path(init))
+    mine, theirs = model_config(model), model_config(source)
+    differing = [k for k in mine if k not in ("num_classes", "drop_rate", "attn_drop_rate",
+                                             "drop_path_rate") and mine[k] != theirs[k]]
+    if differing:
+        raise ValueError(
+            f"teacher.init {init!r} holds a different architecture than teacher.model "
+            f"{model_name(model)}: " + ", ".join(f"{k} {theirs[k]} vs {mine[k]}" for k in differing))
     if source.num_classes == model.num_classes:
         return params
     # A new task: keep every pretrained weight but the classifier, which starts fresh.
     return {**params, "head": init_params(model, seed)["head"]}
+
+
+def model_name(model: SwinTransformer) -> str:
+    return f"(depths {list(model.depths)}, embed_dim {model.embed_dim})"
 
 
 def init_label(init: str) -> str:
@@ -150,10 +249,9 @@ def build_student(config, teacher: SwinTransformer, variant: StudentVariant, dty
                   num_classes: int) -> tuple[SwinTransformer, tuple[int, int] | None]:
     """The student architecture and, when transferring, Algorithm 1's cut points."""
     scfg = config.student
-    if teacher is None:  # a baseline from scratch: the student stands alone
-        return registry.create_model(scfg.model, num_classes=num_classes,
-                                     img_size=config.data.image_size, dtype=dtype,
-                                     drop_path_rate=scfg.drop_path_rate), None
+    if teacher is None:  # a baseline from scratch: only the teacher's architecture matters
+        teacher = registry.create_model(config.teacher.model, num_classes=num_classes,
+                                        img_size=config.data.image_size, dtype=dtype)
     if scfg.cut_points:
         p1, p2 = (int(x) for x in scfg.cut_points)
         depths = transfer.student_depths_from_cuts(tuple(teacher.depths), p1, p2)
@@ -178,6 +276,7 @@ def train_student(config, workdir: Path, variant: StudentVariant, dtype, num_cla
                   teacher, teacher_params, train_data, loop: LoopConfig):
     student, cuts = build_student(config, teacher, variant, dtype, num_classes)
     stage_dir = workdir / f"student_{variant.name}"
+    check_stage_config(stage_dir, student_fingerprint(config, variant))
     if stage_is_done(stage_dir):
         return checkpoint_io.load_checkpoint(stage_dir / FINAL_MODEL_DIR, dtype=dtype)
     params = init_params(student, config.seed + 1)
@@ -229,14 +328,17 @@ def finish_stage(stage_dir: Path, model: SwinTransformer, result) -> None:
     file's metadata) loads it with strict=True, for PyTorch or ONNX export.
     """
     if not result.completed:
-        raise RuntimeError(f"stage in {stage_dir} stopped at step {result.steps} before the end")
-    if is_main_process():
-        from swin_flax.convert import save_timm_safetensors
+        raise StageStopped(f"{stage_dir.name} at step {result.steps}; run the same command "
+                           "again to continue")
+    from swin_flax.convert import save_timm_safetensors
 
-        model = model.clone(dtype=jnp.float32)
-        params = jax.device_get(result.params)
-        checkpoint_io.save_checkpoint(stage_dir / FINAL_MODEL_DIR, model, params, overwrite=True)
+    model = model.clone(dtype=jnp.float32)
+    params = jax.device_get(result.params)
+    # Every process joins orbax's save (it writes from the primary host only).
+    checkpoint_io.save_checkpoint(stage_dir / FINAL_MODEL_DIR, model, params, overwrite=True)
+    if is_main_process():
         save_timm_safetensors(params, stage_dir / TIMM_EXPORT_FILE, model=model)
+    mark_stage_done(stage_dir, {"steps": result.steps, "final_metrics": result.final_metrics})
 
 
 def evaluate_row(config, label: str, init: str, distill: bool, model, params,

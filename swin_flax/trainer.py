@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,11 @@ class LoopConfig:
     progress_bar: bool = True
     stop_after_steps: int | None = None  # for tests: simulate an interruption
 
+    def __post_init__(self):
+        for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
+
 
 @dataclasses.dataclass
 class StageResult:
@@ -64,6 +70,16 @@ class StageResult:
 
 def stage_is_done(stage_dir: str | Path) -> bool:
     return (Path(stage_dir) / STAGE_DONE_FILE).exists()
+
+
+def mark_stage_done(stage_dir: str | Path, summary: dict) -> None:
+    """Written last, atomically, once everything the stage produces is on disk."""
+    if not is_main_process():
+        return
+    target = Path(stage_dir) / STAGE_DONE_FILE
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(json.dumps(summary, indent=2))
+    os.replace(temporary, target)
 
 
 def train_stage(
@@ -113,7 +129,7 @@ def train_stage(
     teacher_params = put_replicated(teacher_params, mesh) if teacher_params is not None else None
     images = put_global(train_data.images, replicated(mesh))
     labels = put_global(train_data.labels, replicated(mesh))
-    base_rng = jax.random.PRNGKey(seed)
+    base_rng = put_replicated(jax.random.PRNGKey(seed), mesh)
     index_sharding = batch_sharded(mesh)
 
     writer = MetricsWriter(stage_dir)
@@ -147,9 +163,6 @@ def train_stage(
 
     end_step = int(jax.device_get(state.step))
     completed = end_step >= total_steps
-    if completed and is_main_process():
-        (stage_dir / STAGE_DONE_FILE).write_text(json.dumps(
-            {"stage": name, "steps": end_step, "final_metrics": last_metrics}, indent=2))
     return StageResult(params=state.params, steps=end_step, completed=completed,
                        final_metrics=last_metrics)
 

@@ -309,3 +309,34 @@ def test_teacher_init_from_timm_safetensors_replaces_only_the_head(tmp_path):
     assert params["head"]["kernel"].shape == (256, 10)
     source_body = {k: v for k, v in source.items() if k != "head"}
     assert_trees_equal(source_body, {k: v for k, v in params.items() if k != "head"})
+
+
+def test_a_stage_refuses_to_resume_with_other_settings(tmp_path, capsys):
+    from swin_flax.pipeline import check_stage_config, student_fingerprint
+    from swin_flax.variants import parse_variant
+
+    config = smoke_config()
+    variant = parse_variant("transfer+kd")
+    check_stage_config(tmp_path, student_fingerprint(config, variant))
+
+    config.distill.peak_lr = 1e-5  # allowed: e.g. to rescue a diverged run
+    check_stage_config(tmp_path, student_fingerprint(config, variant))
+    assert "resumes with changed distill.peak_lr" in capsys.readouterr().out
+
+    config.distill.epochs = 7
+    with pytest.raises(ValueError, match=r"different settings \(distill.epochs\).*--workdir"):
+        check_stage_config(tmp_path, student_fingerprint(config, variant))
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda c: setattr(c.distill, "joint", "harmonik"), "harmonik"),
+    (lambda c: setattr(c.distill, "joint", "hard_only"), "hard_only"),
+    (lambda c: setattr(c.student, "tail_init", "copy"), "tail_init"),
+    (lambda c: setattr(c.student, "model", "swin_q"), "swin_q"),
+    (lambda c: setattr(c, "compute_dtype", "int8"), "compute_dtype"),
+])
+def test_config_mistakes_fail_before_any_data_is_loaded(tmp_path, change, message):
+    config = smoke_config()
+    change(config)
+    with pytest.raises(ValueError, match=message):
+        run_pipeline(config, tmp_path)  # no mock data: loading would fail differently
