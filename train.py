@@ -41,7 +41,7 @@ def main(argv):
     from configs import common, demo
     from swin_flax.config_check import check_config_keys
     from swin_flax.pipeline import run_pipeline
-    from swin_flax.errors import user_errors
+    from swin_flax.errors import is_user_error, user_errors
 
     config = FLAGS.config if FLAGS.config is not None else demo.get_config()
     workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(
@@ -50,7 +50,7 @@ def main(argv):
         check_config_keys(config.to_dict(), common.get_base_config().to_dict())
         rows = run_pipeline(config, workdir)
     except user_errors() as err:
-        if os.environ.get("SWIN_FLAX_DEBUG"):
+        if os.environ.get("SWIN_FLAX_DEBUG") or not is_user_error(err):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,20 +17,31 @@ def is_main_process() -> bool:
 
 
 class MetricsWriter:
-    """Appends `{"step": s, ...}` lines to metrics.jsonl and scalars to TensorBoard."""
+    """Appends `{"step": s, ...}` lines to metrics.jsonl and scalars to TensorBoard.
 
-    def __init__(self, directory: str | Path, *, tensorboard: bool = True):
+    `resume_step` is the step the run restarts from. Lines logged after it by the
+    interrupted run are dropped, and TensorBoard hides its events past it (purge_step),
+    because the resumed run logs those steps again: each step then appears exactly once.
+    """
+
+    def __init__(self, directory: str | Path, *, resume_step: int = 0, tensorboard: bool = True):
         self.enabled = is_main_process()
         self.directory = Path(directory)
         self._tb = None
+        self.last_logged: dict = {}
         if not self.enabled:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.directory / "metrics.jsonl", "a", buffering=1)
+        path = self.directory / "metrics.jsonl"
+        kept = _truncate_after(path, resume_step)
+        if kept:
+            self.last_logged = {k: v for k, v in kept[-1].items() if k != "step"}
+        self._jsonl = open(path, "a", buffering=1)
         if tensorboard:
             from tensorboardX import SummaryWriter  # light: no TensorFlow needed
 
-            self._tb = SummaryWriter(str(self.directory / "tensorboard"))
+            self._tb = SummaryWriter(str(self.directory / "tensorboard"),
+                                     purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -46,6 +58,24 @@ class MetricsWriter:
         self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _truncate_after(path: Path, step: int) -> list[dict]:
+    """Keep the lines of `path` with step <= `step` (atomically); return them parsed."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(record)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(temporary, path)
+    return kept
 
 
 class ProgressBar:

@@ -132,11 +132,12 @@ def train_stage(
     base_rng = put_replicated(jax.random.PRNGKey(seed), mesh)
     index_sharding = batch_sharded(mesh)
 
-    writer = MetricsWriter(stage_dir)
+    writer = MetricsWriter(stage_dir, resume_step=start_step)
     progress = ProgressBar(name, total_steps, start_step, steps_per_epoch, batch_size,
                            enabled=loop.progress_bar)
     pending: list[dict] = []
-    last_metrics: dict = {}
+    # A run resumed at its final checkpoint runs no step: report what was logged there.
+    last_metrics: dict = {k: v for k, v in writer.last_logged.items() if k != "epoch"}
     stop_at = total_steps if loop.stop_after_steps is None else min(total_steps, loop.stop_after_steps)
     order, order_epoch = None, -1
     try:

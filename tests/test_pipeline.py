@@ -63,8 +63,15 @@ def test_resume_after_interruption_gives_identical_parameters(tmp_path):
     assert_trees_equal(full.params, resumed.params)
 
     lines = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
-    assert [l["step"] for l in lines][-1] == 12
+    # Step 6 was logged by the interrupted run and again after the resume: kept once.
+    assert [l["step"] for l in lines] == [2, 4, 6, 8, 10, 12]
     assert {"loss", "loss_hard", "learning_rate", "grad_norm", "accuracy"} <= set(lines[-1])
+
+    # Resuming a finished stage runs no step but still reports the final metrics.
+    again = run_tiny_stage(tmp_path / "resumed")
+    assert again.completed and again.steps == 12
+    assert again.final_metrics["loss"] == pytest.approx(lines[-1]["loss"])
+    assert again.final_metrics == resumed.final_metrics
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path):

@@ -1,0 +1,31 @@
+"""Which errors the entry points print as one line (the user's) and which keep a traceback."""
+
+import numpy as np
+import pytest
+
+from swin_flax import errors, registry
+from swin_flax.data import DatasetUnavailableError
+
+
+def _caught(fn):
+    with pytest.raises(Exception) as info:
+        fn()
+    return info.value
+
+
+def test_value_error_from_our_checks_is_the_users():
+    err = _caught(lambda: registry.create_model("swin_q"))
+    assert isinstance(err, ValueError) and "unknown model name" in str(err)
+    assert errors.is_user_error(err)
+
+
+def test_value_error_from_inside_numpy_is_a_bug_with_traceback():
+    err = _caught(lambda: np.zeros(6).reshape(4, 4))
+    assert isinstance(err, ValueError)
+    assert not errors.is_user_error(err)
+
+
+def test_project_error_classes_and_missing_files_are_the_users():
+    assert errors.is_user_error(DatasetUnavailableError("cifar100 is not prepared"))
+    assert errors.is_user_error(_caught(lambda: open("/nonexistent/swin_flax_file")))
+    assert not errors.is_user_error(RuntimeError("internal"))
