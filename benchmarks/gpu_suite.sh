@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU measurements of benchmarks/RESULTS.md, split into parts that each fit a 10-minute
+# command (times measured or estimated on one H100; torch.compile dominates).
+#
+#   bash benchmarks/gpu_suite.sh profile OUT_DIR   # ~5 min: kernel mix flax vs torch.compile
+#                                                  #   (Swin-T), XLA flag and batch sweeps
+#   bash benchmarks/gpu_suite.sh table   OUT_DIR   # ~8 min: Table X, bf16, flax/eager/compile
+#   bash benchmarks/gpu_suite.sh fp32    OUT_DIR   # ~5 min: Table X and KD step in fp32
+#   bash benchmarks/gpu_suite.sh kd      OUT_DIR   # ~6 min: KD step, Swin-M student, bf16,
+#                                                  #   flax/eager/compile (compile alone > 3 min)
+#   bash benchmarks/gpu_suite.sh kd_n    OUT_DIR   # ~6 min: the same with the Swin-N student
+#
+# Every part writes its JSON/text into OUT_DIR; merge the JSON files with
+#   python benchmarks/throughput.py --report OUT_DIR/*.json
+# Run from the repository root; the project needs no install (PYTHONPATH=.).
+set -euo pipefail
+part=${1:?usage: gpu_suite.sh profile|table|fp32|kd|kd_n OUT_DIR}
+out=${2:?usage: gpu_suite.sh profile|table|fp32|kd|kd_n OUT_DIR}
+mkdir -p "$out"
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+bench() { python3 benchmarks/throughput.py "$@"; }
+quick=(--parts infer --models swin_t --precisions bf16 --backends flax --repeats 3 --min-time 0.3)
+
+case "$part" in
+profile)
+  nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv | tee "$out/gpu.txt"
+  python3 benchmarks/profile_kernels.py --model swin_t --top 40 | tee "$out/profile_flax_swin_t.txt"
+  python3 benchmarks/profile_kernels.py --model swin_t --torch compile --top 40 \
+    | tee "$out/profile_torch_compile_swin_t.txt"
+  for flags in "" "--xla_gpu_enable_triton_gemm=false" "--xla_gpu_enable_cudnn_layer_norm=true" \
+               "--xla_gpu_triton_gemm_any=true"; do
+    echo "XLA_FLAGS=[$flags]" | tee -a "$out/xla_flags.txt"
+    XLA_FLAGS="$flags" bench "${quick[@]}" | grep "img/s \[" | tee -a "$out/xla_flags.txt"
+  done
+  for batch in 128 512; do
+    echo "batch $batch" | tee -a "$out/batch.txt"
+    bench "${quick[@]}" --batch-size "$batch" | grep "img/s \[" | tee -a "$out/batch.txt"
+  done
+  ;;
+table)
+  bench --parts infer --precisions bf16 --backends flax,torch_eager,torch_compile --repeats 5 \
+    --min-time 0.3 --json "$out/h100_bf16_infer_all.json"
+  ;;
+fp32)
+  bench --parts infer,kd --precisions fp32 --backends flax,torch_eager --repeats 3 \
+    --min-time 0.3 --json "$out/h100_fp32_infer_kd.json"
+  ;;
+kd|kd_n)
+  student=$([ "$part" = kd ] && echo swin_m || echo swin_n)
+  bench --parts kd --models "$student" --kd-students "$student" --precisions bf16 \
+    --backends flax,torch_eager,torch_compile --repeats 5 --min-time 0.3 \
+    --json "$out/h100_bf16_kd_${student}.json"
+  ;;
+*)
+  echo "unknown part '$part': expected profile, table, fp32, kd or kd_n" >&2
+  exit 2
+  ;;
+esac

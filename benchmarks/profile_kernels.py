@@ -1,0 +1,188 @@
+"""Where does a jitted Swin forward (or KD step) spend its device time? Kernel-level table.
+
+Traces a few calls with `jax.profiler`, then reads the trace back with
+`jax.profiler.ProfileData` (no TensorBoard or xprof needed) and prints the kernels that took
+the most device time, grouped into classes (GEMM, attention softmax, layout copies, ...).
+On CPU the same is done for the HLO ops of XLA's CPU runtime (pin the process to one core
+with `taskset -c 0` so that the op times add up to the wall time).
+With `--torch` it does the same for timm's model (eager or torch.compile) with
+`torch.profiler`, so the two kernel mixes can be compared side by side.
+
+    python benchmarks/profile_kernels.py --model swin_t --batch-size 256 --precision bf16
+    python benchmarks/profile_kernels.py --model swin_t --torch compile
+
+The raw trace stays in --trace-dir for TensorBoard/xprof if more detail is wanted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Kernel-name patterns, first match wins. Names differ between XLA (fusion names, cuBLAS /
+# cuDNN / Triton kernel names) and Inductor (triton_poi/red/per_fused_*), hence the regexes.
+KERNEL_CLASSES = (
+    ("gemm", r"ynn_fusion|addmm|aten::mm$|convolution|gemm|cutlass|sm90|xmma|cublas|nvjet|matmul|triton_gemm|dot|mm_|bmm|wgmma"),
+    ("softmax/reduce", r"softmax|layer_norm|reduce|red_fused|per_fused|_amax|_sum"),
+    ("copy/transpose", r"transpose|copy|concatenate|roll|slice|gather|pad|clone|cat_"),
+    ("elementwise", r"loop|fusion|poi_fused|elementwise|vectorized|add|mul|gelu|convert"),
+)
+
+
+def classify(name: str) -> str:
+    lowered = name.lower()
+    for label, pattern in KERNEL_CLASSES:
+        if re.search(pattern, lowered):
+            return label
+    return "other"
+
+
+def summarize(durations: dict[str, float], calls: int, top: int, title: str) -> None:
+    total = sum(durations.values())
+    if not total:
+        print(f"\n== {title}: no kernels found in the trace ==")
+        return
+    print(f"\n== {title}: {total / calls / 1e6:.3f} ms of kernels per call ==")
+    by_class = collections.Counter()
+    for name, ns in durations.items():
+        by_class[classify(name)] += ns
+    for label, ns in by_class.most_common():
+        print(f"  {label:16s} {ns / calls / 1e6:8.3f} ms  {100 * ns / total:5.1f}%")
+    print(f"  top {top} kernels (ms per call, share):")
+    for name, ns in sorted(durations.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {ns / calls / 1e6:8.3f}  {100 * ns / total:5.1f}%  {name[:110]}")
+
+
+# Bookkeeping events of XLA's CPU runtime that are not work on the data.
+CPU_RUNTIME_EVENTS = re.compile(r"^(end: |ThreadpoolListener|ThunkExecutor|SlinkyThreadPool)")
+
+
+def jax_kernel_times(trace_dir: str) -> dict[str, float]:
+    """Device time per kernel name; on CPU, time per HLO op of XLA's CPU runtime threads."""
+    from jax.profiler import ProfileData
+
+    files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
+    if not files:
+        raise SystemExit(f"no .xplane.pb trace under {trace_dir}")
+    data = ProfileData.from_file(files[-1])
+    gpu = collections.Counter()
+    cpu = collections.Counter()
+    for plane in data.planes:
+        for line in plane.lines:
+            if plane.name.startswith("/device:GPU"):
+                # One line per CUDA stream holds the kernels; the "XLA Ops"/"XLA Modules"
+                # lines are HLO-level views of the same time and would double count.
+                if not (line.name.startswith("XLA") or "Ops" in line.name):
+                    for event in line.events:
+                        gpu[event.name] += event.duration_ns
+            elif plane.name == "/host:CPU" and line.name.startswith("tf_XLA"):
+                for event in line.events:
+                    if not CPU_RUNTIME_EVENTS.match(event.name):
+                        cpu[event.name] += event.duration_ns
+    return gpu or cpu
+
+
+def profile_jax(args) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from swin_flax import registry
+
+    dtype = jnp.bfloat16 if args.precision == "bf16" else jnp.float32
+    model = registry.create_model(args.model, num_classes=100, dtype=dtype,
+                                  attention=args.attention)
+    params = jax.device_put(model.init(jax.random.PRNGKey(0),
+                                       jnp.zeros((1, 224, 224, 3)))["params"])
+    images = jax.device_put(np.random.default_rng(0).standard_normal(
+        (args.batch_size, 224, 224, 3), np.float32))
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    for _ in range(3):
+        forward(params, images).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(args.calls):
+        out = forward(params, images)
+    out.block_until_ready()
+    wall = (time.perf_counter() - start) / args.calls
+    print(f"flax {args.model} {args.precision} batch {args.batch_size}: {wall * 1e3:.3f} ms/call, "
+          f"{args.batch_size / wall:,.0f} img/s (untraced)")
+    with jax.profiler.trace(args.trace_dir):
+        for _ in range(args.calls):
+            out = forward(params, images)
+        out.block_until_ready()
+    summarize(jax_kernel_times(args.trace_dir), args.calls, args.top, f"flax {args.model}")
+
+
+def profile_torch(args) -> None:
+    import torch
+    from timm.models.swin_transformer import SwinTransformer as TimmSwin
+    from torch.profiler import ProfilerActivity, profile
+
+    from swin_flax.registry import preset
+
+    arch = preset(args.model)
+    model = TimmSwin(embed_dim=arch["embed_dim"], depths=tuple(arch["depths"]),
+                     num_heads=tuple(arch["num_heads"]), num_classes=100)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":  # one thread per core this process may use (taskset), as XLA does
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    model = model.to(device).eval().to(memory_format=torch.channels_last)
+    if args.torch == "compile":
+        model = torch.compile(model)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    images = torch.randn(args.batch_size, 3, 224, 224, device=device).to(
+        memory_format=torch.channels_last)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    with torch.inference_mode(), autocast:
+        for _ in range(3):
+            model(images)
+        sync()
+        start = time.perf_counter()
+        for _ in range(args.calls):
+            model(images)
+        sync()
+        wall = (time.perf_counter() - start) / args.calls
+        print(f"torch {args.torch} {args.model} {args.precision} batch {args.batch_size}: "
+              f"{wall * 1e3:.3f} ms/call, {args.batch_size / wall:,.0f} img/s (untraced)")
+        activity = ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU
+        with profile(activities=[activity]) as prof:
+            for _ in range(args.calls):
+                model(images)
+            sync()
+    durations = collections.Counter()
+    for event in prof.key_averages():
+        if device == "cuda":  # kernels only: their self time is device time (microseconds)
+            if event.device_type.name == "CUDA":
+                durations[event.key] += 1000 * event.self_device_time_total
+        else:
+            durations[event.key] += 1000 * event.self_cpu_time_total
+    summarize(durations, args.calls, args.top, f"torch {args.torch} {args.model}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="swin_t")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--attention", default="einsum")
+    parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--torch", choices=("eager", "compile"), default=None,
+                        help="profile timm's model instead of the Flax one")
+    parser.add_argument("--trace-dir", default="/tmp/swin_flax_trace")
+    args = parser.parse_args()
+    if args.torch:
+        profile_torch(args)
+    else:
+        profile_jax(args)
+
+
+if __name__ == "__main__":
+    main()
