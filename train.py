@@ -31,6 +31,43 @@ def default_workdir(config_arg: str | None) -> Path:
     return Path("runs") / (Path(path).stem + (f"_{suffix}" if suffix else ""))
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, but a bad --config (file, ':arg' or --config.key override) ends
+    with one clear line and exit code 2, like every other input mistake."""
+    from swin_flax.errors import UserInputError
+
+    try:
+        return FLAGS(argv)
+    except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as err:
+        if os.environ.get("SWIN_FLAX_DEBUG"):
+            raise
+        cause = _innermost_in_chain(err, UserInputError)
+        if cause is not None:  # our config file's own check
+            message = str(cause)
+        elif isinstance(err, (KeyError, AttributeError)):  # an override names no config key
+            message = ("unknown config key in a --config.* override: "
+                       + str(err.args[0]).replace("\n", " "))
+        else:  # absl's message; for an error inside a config file it holds the traceback
+            message = str(err)
+        print(f"error: {message}\nSee python train.py --helpshort.", file=sys.stderr)
+        sys.exit(2)
+
+
+def _innermost_in_chain(err: BaseException, kind: type) -> BaseException | None:
+    """The innermost exception of `kind` among err and the errors it was raised from.
+
+    ml_collections re-raises an error from get_config() as a new exception of the same
+    type whose message is the formatted traceback; the original, with our message, is
+    the innermost one."""
+    found, seen = None, set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            found = err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return found
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
@@ -41,16 +78,21 @@ def main(argv):
     from configs import common, demo
     from swin_flax.config_check import check_config_keys
     from swin_flax.pipeline import run_pipeline
-    from swin_flax.errors import is_user_error, user_errors
+    from swin_flax.errors import user_errors
 
-    config = FLAGS.config if FLAGS.config is not None else demo.get_config()
+    try:
+        config = FLAGS.config if FLAGS.config is not None else demo.get_config()
+        config_values = config.to_dict()
+    except OSError as err:  # ml_collections reports a missing config file on first use
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(
         config_flags.get_config_filename(FLAGS["config"]) if FLAGS.config is not None else None)
     try:
-        check_config_keys(config.to_dict(), common.get_base_config().to_dict())
+        check_config_keys(config_values, common.get_base_config().to_dict())
         rows = run_pipeline(config, workdir)
     except user_errors() as err:
-        if os.environ.get("SWIN_FLAX_DEBUG") or not is_user_error(err):
+        if os.environ.get("SWIN_FLAX_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -59,4 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -6,7 +6,11 @@ default. Batch size and augmentation are not given in the paper: the values belo
 our choices (batch 128, random crop with 4-pixel padding at 32x32, horizontal flip).
 """
 
+import difflib
+
 import ml_collections
+
+from swin_flax.errors import UserInputError
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -77,7 +81,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 def _stage_defaults(epochs: float) -> ml_collections.ConfigDict:
     """The paper's optimisation recipe (from TinyViT): AdamW, wd 0.01, 5 warm-up epochs, cosine."""
     s = ml_collections.ConfigDict()
-    s.epochs = epochs
+    s.epochs = float(epochs)  # a float field, so --config.*.epochs=0.5 is accepted
     s.batch_size = 128
     s.peak_lr = 2e-4
     s.warmup_epochs = 5.0
@@ -117,13 +121,30 @@ def full_framework_config(student: str, arg: str | None) -> ml_collections.Confi
     return c
 
 
-def parse_args(arg: str | None) -> dict:
-    """'smoke,alpha=0.5,student=swin_n' -> {'smoke': True, 'alpha': '0.5', 'student': 'swin_n'}."""
+def parse_args(arg: str | None, allowed: tuple[str, ...] = ("smoke",)) -> dict:
+    """'smoke,alpha=0.5' -> {'smoke': True, 'alpha': '0.5'}; a key not in `allowed` is an
+    error (a typo such as 'smok' must not silently start the full run)."""
     out = {}
     for part in (arg or "").split(","):
         part = part.strip()
         if not part:
             continue
         key, sep, value = part.partition("=")
-        out[key.strip()] = value.strip() if sep else True
+        key = key.strip()
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            raise UserInputError(
+                f"unknown config argument {key!r} in ':{arg}'"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; this config accepts: {', '.join(allowed)}")
+        out[key] = value.strip() if sep else True
     return out
+
+
+def number_arg(args: dict, key: str, default: float) -> float:
+    """A numeric ':key=value' argument, with an error that names it."""
+    value = args.get(key, default)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"config argument {key} must be a number, got {value!r}") from None

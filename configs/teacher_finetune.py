@@ -21,7 +21,7 @@ DROP_PATH = {"swin_t": 0.2, "swin_s": 0.3, "swin_b": 0.5}
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg)
+    args = common.parse_args(arg, allowed=("smoke", *TIMM_WEIGHTS))
     teacher = next((k for k in args if k in TIMM_WEIGHTS), "swin_t")
     c = common.get_base_config()
     c.teacher.model = teacher

@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from swin_flax.errors import UserInputError
 from swin_flax.model import (
     CONFIG_FIELDS, SwinTransformer, abstract_params, model_config, model_from_config,
 )
@@ -26,7 +27,7 @@ PARAMS_ITEM = "params"
 CONFIG_ITEM = "model_config"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A path that is not (or cannot become) a swin_flax checkpoint; the message says why."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 
+from swin_flax.errors import UserInputError
+
 
 def unknown_keys(config: dict, template: dict, prefix: str = "") -> list[str]:
     """Dotted paths present in `config` but not in `template`, with close-match hints."""
@@ -21,5 +23,5 @@ def unknown_keys(config: dict, template: dict, prefix: str = "") -> list[str]:
 def check_config_keys(config: dict, template: dict) -> None:
     problems = unknown_keys(config, template)
     if problems:
-        raise ValueError("unknown config keys: " + ", ".join(problems)
-                         + ". Valid keys are declared in configs/common.py.")
+        raise UserInputError("unknown config keys: " + ", ".join(problems)
+                             + ". Valid keys are declared in configs/common.py.")

@@ -35,6 +35,7 @@ import numpy as np
 from flax import traverse_util
 
 from swin_flax.model import SwinTransformer, abstract_params
+from swin_flax.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
 INSTALL_HINT = "pip install swin_flax[convert]"
 
 
-class ConversionError(ValueError):
+class ConversionError(UserInputError):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 
@@ -473,11 +474,11 @@ def resize_relative_position_bias_table(table: np.ndarray, window_size: int, *,
     Both are numpy; no PyTorch needed.
     """
     if method not in BIAS_RESIZE_METHODS:
-        raise ValueError(f"method must be one of {BIAS_RESIZE_METHODS}, got {method!r}")
+        raise UserInputError(f"method must be one of {BIAS_RESIZE_METHODS}, got {method!r}")
     table = np.asarray(table)
     old_window = _window_from_table_length(table.shape[0]) if table.ndim == 2 else None
     if old_window is None:
-        raise ValueError(f"expected a ((2w-1)^2, heads) table, got shape {table.shape}")
+        raise UserInputError(f"expected a ((2w-1)^2, heads) table, got shape {table.shape}")
     if old_window == window_size:
         return table
     src, dst = 2 * old_window - 1, 2 * window_size - 1
@@ -523,7 +524,7 @@ def timm_to_flax(state_dict: Mapping[str, Any], model: SwinTransformer, *, head:
     checkpoint's, e.g. a window-7 checkpoint into a window-12 model.
     """
     if head not in HEAD_MODES:
-        raise ValueError(f"head must be one of {HEAD_MODES}, got {head!r}")
+        raise UserInputError(f"head must be one of {HEAD_MODES}, got {head!r}")
     if head == "drop" and model.num_classes != 0:
         raise ConversionError(
             f"head='drop' builds a headless model, but the model has num_classes="
@@ -677,7 +678,7 @@ def convert(source: str | os.PathLike, out_dir: str | os.PathLike, *,
     from swin_flax import checkpoint_io
 
     if head not in HEAD_MODES:
-        raise ValueError(f"head must be one of {HEAD_MODES}, got {head!r}")
+        raise UserInputError(f"head must be one of {HEAD_MODES}, got {head!r}")
     checkpoint_io.check_writable(out_dir, overwrite=overwrite)  # fail before the slow part
     state = to_timm_layout(load_state_dict(source))
     arch = infer_architecture(state)

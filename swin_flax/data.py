@@ -40,6 +40,7 @@ from swin_flax.augment import (  # noqa: F401
     augment_batch,
     preprocess_eval,
 )
+from swin_flax.errors import UserInputError
 
 __all__ = [
     "ArrayDataset",
@@ -89,31 +90,31 @@ class ArrayDataset:
     def __post_init__(self):
         images, labels = self.images, self.labels
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-            raise ValueError(
+            raise UserInputError(
                 f"images must be a numpy uint8 array, got {type(images).__name__} "
                 f"of dtype {getattr(images, 'dtype', None)}"
             )
         if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must have shape (N, H, W, 3), got {images.shape}")
+            raise UserInputError(f"images must have shape (N, H, W, 3), got {images.shape}")
         if not isinstance(labels, np.ndarray) or labels.dtype != np.int32:
-            raise ValueError(
+            raise UserInputError(
                 f"labels must be a numpy int32 array, got {type(labels).__name__} "
                 f"of dtype {getattr(labels, 'dtype', None)}"
             )
         if labels.shape != (images.shape[0],):
-            raise ValueError(
+            raise UserInputError(
                 f"labels must have shape ({images.shape[0]},) to match the images, "
                 f"got {labels.shape}"
             )
         if self.num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
+            raise UserInputError(f"num_classes must be positive, got {self.num_classes}")
         if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(
+            raise UserInputError(
                 f"labels must lie in [0, {self.num_classes}), "
                 f"got values from {labels.min()} to {labels.max()}"
             )
         if self.class_names is not None and len(self.class_names) != self.num_classes:
-            raise ValueError(
+            raise UserInputError(
                 f"class_names has {len(self.class_names)} entries "
                 f"but num_classes is {self.num_classes}"
             )
@@ -143,10 +144,10 @@ def split_train_validation(
     the same split, and both parts keep the original example order.
     """
     if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+        raise UserInputError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     num_validation = int(round(len(ds) * validation_fraction))
     if not 0 < num_validation < len(ds):
-        raise ValueError(
+        raise UserInputError(
             f"validation_fraction={validation_fraction} of {len(ds)} examples leaves "
             f"{num_validation} for validation; both parts must be non-empty"
         )
@@ -168,9 +169,9 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[-1] not in (1, 3):
-        raise ValueError(f"expected a grayscale or RGB image, got shape {image.shape}")
+        raise UserInputError(f"expected a grayscale or RGB image, got shape {image.shape}")
     if image.dtype != np.uint8:
-        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
+        raise UserInputError(f"expected uint8 pixels, got {image.dtype}")
     return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
 
 
@@ -194,10 +195,10 @@ def _stack_images(images: Iterable[np.ndarray], image_size: int | None, source: 
     if image_size is not None:
         rgb = [_resize_rgb(image, image_size) for image in rgb]
     if not rgb:
-        raise ValueError(f"{source} holds no images")
+        raise UserInputError(f"{source} holds no images")
     shapes = sorted({image.shape for image in rgb})
     if len(shapes) > 1:
-        raise ValueError(
+        raise UserInputError(
             f"images in {source} have different sizes ({shapes[0]}, {shapes[1]}, ...); "
             "pass image_size to resize them all to one size"
         )
@@ -287,7 +288,7 @@ def _tfds_builder(tfds, name: str, data_dir: str | None):
         known = tfds.list_builders(with_community_datasets=False)
         close = difflib.get_close_matches(name.split("/")[0].split(":")[0], known, n=5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(
+        raise UserInputError(
             f"Unknown TFDS data set '{name}'.{hint} List all names with "
             "`python -c 'import tensorflow_datasets as tfds; print(tfds.list_builders())'` "
             "or see https://www.tensorflow.org/datasets/catalog/overview"
@@ -299,12 +300,12 @@ def _check_features(builder, image_key: str, label_key: str) -> None:
     features = builder.info.features
     for key in (image_key, label_key):
         if key not in features:
-            raise ValueError(
+            raise UserInputError(
                 f"TFDS data set '{builder.name}' has no feature '{key}'; its features "
                 f"are {sorted(features.keys())} (set image_key / label_key)"
             )
     if not hasattr(features[label_key], "num_classes"):
-        raise ValueError(
+        raise UserInputError(
             f"feature '{label_key}' of '{builder.name}' is {type(features[label_key]).__name__}, "
             "not a ClassLabel; load_tfds reads classification data sets only"
         )
@@ -416,7 +417,7 @@ def _reference_classes(root: Path, split: str) -> tuple[str, ...]:
     reference_dir = root / "train" if (root / "train").is_dir() else root / split
     classes = _class_dirs(reference_dir)
     if not classes:
-        raise ValueError(f"no class folders in {reference_dir}")
+        raise UserInputError(f"no class folders in {reference_dir}")
     return tuple(classes)
 
 
@@ -427,7 +428,7 @@ def _class_files(class_dir: Path) -> list[Path]:
         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
     )
     if not files:
-        raise ValueError(
+        raise UserInputError(
             f"class folder {class_dir} holds no images "
             f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
@@ -466,7 +467,7 @@ def load_image_folder(
     classes = tuple(class_names) if class_names is not None else _reference_classes(root, split)
     unknown = sorted(set(_class_dirs(split_dir)) - set(classes))
     if unknown:
-        raise ValueError(
+        raise UserInputError(
             f"class folders {unknown} in {split_dir} are not among the known classes "
             f"{list(classes)}"
         )
@@ -479,7 +480,7 @@ def load_image_folder(
         files.extend(class_files)
         labels.extend([label] * len(class_files))
     if not files:
-        raise ValueError(f"split folder {split_dir} holds no class folders")
+        raise UserInputError(f"split folder {split_dir} holds no class folders")
     images = _stack_images((_read_image(path) for path in files), image_size, str(split_dir))
     return ArrayDataset(
         images=images,
@@ -532,7 +533,7 @@ def load_digits(
 def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
     """Number of batches `epoch_batches` makes for one epoch."""
     if num_examples < 0 or batch_size < 1:
-        raise ValueError(
+        raise UserInputError(
             f"need num_examples >= 0 and batch_size >= 1, got {num_examples}, {batch_size}"
         )
     if drop_remainder:
@@ -557,12 +558,12 @@ def epoch_batches(
     """
     steps = steps_per_epoch(num_examples, batch_size, drop_remainder)
     if steps == 0:
-        raise ValueError(
+        raise UserInputError(
             f"batch_size={batch_size} exceeds the {num_examples} examples: "
             "an epoch has no full batch"
         )
     if seed < 0 or epoch < 0:
-        raise ValueError(f"seed and epoch must be non-negative, got {seed}, {epoch}")
+        raise UserInputError(f"seed and epoch must be non-negative, got {seed}, {epoch}")
     permutation = np.random.default_rng([seed, epoch]).permutation(num_examples)
     needed = steps * batch_size
     if needed > num_examples:
@@ -577,7 +578,7 @@ def eval_batches(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.nda
     shape and metrics count only the real examples.
     """
     if num_examples < 1:
-        raise ValueError(f"need at least one example, got {num_examples}")
+        raise UserInputError(f"need at least one example, got {num_examples}")
     steps = steps_per_epoch(num_examples, batch_size, drop_remainder=False)
     positions = np.arange(steps * batch_size)
     mask = positions < num_examples

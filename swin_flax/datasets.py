@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from swin_flax import data
+from swin_flax.errors import UserInputError
 
 SOURCES = ("tfds", "image_folder", "digits")
 
@@ -27,7 +28,7 @@ def load_datasets(data_config, *, seed: int) -> tuple[data.ArrayDataset, data.Ar
     elif source == "digits":
         train, test = data.load_digits(seed=seed, image_size=data_config.stored_size or 32)
     else:
-        raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
+        raise UserInputError(f"data.source must be one of {SOURCES}, got {source!r}")
     if data_config.validation_fraction:
         train, validation = data.split_train_validation(
             train, data_config.validation_fraction, seed)

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from swin_flax.errors import UserInputError
+
 Array = jax.Array
 # fn(l_d, l_s, step) -> (loss, {'weight_distill': dL/dl_d, 'weight_hard': dL/dl_s})
 JointLossFn = Callable[[Array | None, Array, Array | int], tuple[Array, dict[str, Array]]]
@@ -45,8 +47,8 @@ def _masked_mean(per_example: Array, mask: Array | None) -> Array:
         return jnp.mean(per_example)
     mask = jnp.asarray(mask, dtype=bool)
     if mask.shape != per_example.shape:
-        raise ValueError(f"mask shape {mask.shape} must be one bool per example, "
-                         f"i.e. {per_example.shape}")
+        raise UserInputError(f"mask shape {mask.shape} must be one bool per example, "
+                             f"i.e. {per_example.shape}")
     total = jnp.sum(jnp.where(mask, per_example, 0.0))
     count = jnp.sum(mask)
     return total / jnp.maximum(count, 1).astype(per_example.dtype)
@@ -60,7 +62,7 @@ def cross_entropy(logits: Array, labels: Array, label_smoothing: float = 0.0,
     so the smoothed loss is (1 - eps) * CE(one_hot) + eps * mean_c(-log p_c).
     """
     if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        raise UserInputError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     logits = jnp.asarray(logits, jnp.float32)
     labels = jnp.asarray(labels)
     if label_smoothing > 0.0:
@@ -80,8 +82,8 @@ def mse_logits(student_logits: Array, teacher_logits: Array, mask: Array | None 
     student = jnp.asarray(student_logits, jnp.float32)
     teacher = jax.lax.stop_gradient(jnp.asarray(teacher_logits, jnp.float32))
     if student.shape != teacher.shape:
-        raise ValueError(f"student logits {student.shape} and teacher logits {teacher.shape} "
-                         "must have the same shape")
+        raise UserInputError(f"student logits {student.shape} and teacher logits {teacher.shape} "
+                             "must have the same shape")
     per_example = jnp.mean(jnp.square(student - teacher), axis=-1)
     return _masked_mean(per_example, mask)
 
@@ -95,12 +97,12 @@ def kl_divergence(student_logits: Array, teacher_logits: Array, temperature: flo
     need no retuning when tau changes.
     """
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise UserInputError(f"temperature must be > 0, got {temperature}")
     student = jnp.asarray(student_logits, jnp.float32)
     teacher = jax.lax.stop_gradient(jnp.asarray(teacher_logits, jnp.float32))
     if student.shape != teacher.shape:
-        raise ValueError(f"student logits {student.shape} and teacher logits {teacher.shape} "
-                         "must have the same shape")
+        raise UserInputError(f"student logits {student.shape} and teacher logits {teacher.shape} "
+                             "must have the same shape")
     log_p_student = jax.nn.log_softmax(student / temperature, axis=-1)
     log_p_teacher = jax.nn.log_softmax(teacher / temperature, axis=-1)
     per_example = optax.losses.kl_divergence_with_log_targets(log_p_student, log_p_teacher)
@@ -122,7 +124,7 @@ def linear_alpha(step: Array | int, total_steps: int, start: float, end: float) 
     the distillation loss (Fig. 3); e.g. [0, 0.5] beat every fixed alpha. Works on a traced step.
     """
     if total_steps <= 0:
-        raise ValueError(f"total_steps must be > 0, got {total_steps}")
+        raise UserInputError(f"total_steps must be > 0, got {total_steps}")
     progress = jnp.clip(jnp.asarray(step, jnp.float32) / total_steps, 0.0, 1.0)
     return start + (end - start) * progress
 
@@ -194,13 +196,14 @@ def harmonic(l_d: Array, l_s: Array) -> Array:
 def _require(kind: str, **options) -> None:
     missing = sorted(name for name, value in options.items() if value is None)
     if missing:
-        raise ValueError(f"joint loss {kind!r} needs {', '.join(missing)} (set them in the config)")
+        raise UserInputError(
+            f"joint loss {kind!r} needs {', '.join(missing)} (set them in the config)")
 
 
 def _check_unit_interval(kind: str, **options) -> None:
     for name, value in options.items():
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"joint loss {kind!r}: {name} must be in [0, 1], got {value}")
+            raise UserInputError(f"joint loss {kind!r}: {name} must be in [0, 1], got {value}")
 
 
 def _weights(weight_distill, weight_hard) -> dict[str, Array]:
@@ -225,7 +228,8 @@ def _build_linear_alpha(*, alpha_start, alpha_end, total_steps, **_) -> JointLos
              total_steps=total_steps)
     _check_unit_interval("linear_alpha", alpha_start=alpha_start, alpha_end=alpha_end)
     if total_steps <= 0:
-        raise ValueError(f"joint loss 'linear_alpha': total_steps must be > 0, got {total_steps}")
+        raise UserInputError(
+            f"joint loss 'linear_alpha': total_steps must be > 0, got {total_steps}")
 
     def fn(l_d, l_s, step):
         alpha = linear_alpha(step, total_steps, alpha_start, alpha_end)
@@ -253,8 +257,8 @@ def _build_harmonic(**_) -> JointLossFn:
 def _build_weighted_harmonic(*, w_d, w_s, **_) -> JointLossFn:
     _require("weighted_harmonic", w_d=w_d, w_s=w_s)
     if w_d < 0 or w_s < 0 or w_d + w_s <= 0:
-        raise ValueError(f"joint loss 'weighted_harmonic': need w_d, w_s >= 0 with a positive "
-                         f"sum, got w_d={w_d}, w_s={w_s}")
+        raise UserInputError(f"joint loss 'weighted_harmonic': need w_d, w_s >= 0 with a positive "
+                             f"sum, got w_d={w_d}, w_s={w_s}")
     return _harmonic_fn(float(w_d), float(w_s))
 
 
@@ -282,7 +286,7 @@ def joint_loss_kinds() -> list[str]:
 
 def _check_kind(kind: str, table: dict, what: str) -> None:
     if kind not in table:
-        raise ValueError(f"unknown {what} {kind!r}; valid kinds: {', '.join(sorted(table))}")
+        raise UserInputError(f"unknown {what} {kind!r}; valid kinds: {', '.join(sorted(table))}")
 
 
 def joint_loss_needs_teacher(kind: str) -> bool:
@@ -320,7 +324,7 @@ def _build_mse(*, temperature) -> DistillationLossFn:
 
 def _build_kl(*, temperature) -> DistillationLossFn:
     if temperature is None or temperature <= 0:
-        raise ValueError(f"distillation loss 'kl' needs a temperature > 0, got {temperature}")
+        raise UserInputError(f"distillation loss 'kl' needs a temperature > 0, got {temperature}")
 
     def fn(student_logits, teacher_logits, mask=None):
         return kl_divergence(student_logits, teacher_logits, temperature, mask=mask)

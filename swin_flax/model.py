@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from swin_flax.errors import UserInputError
+
 # timm uses torch defaults: LayerNorm eps 1e-5 (Flax: 1e-6) and exact-erf GELU
 # (Flax: tanh approximation). Both differences show up at the 1e-3 level in logits.
 LAYER_NORM_EPS = 1e-5
@@ -402,7 +404,7 @@ def check_images(images: jax.Array, img_size: int, in_chans: int) -> None:
     """Shape check at trace time: a clear error instead of a reshape failure deep inside."""
     expected = (img_size, img_size, in_chans)
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-        raise ValueError(
+        raise UserInputError(
             f"expected images of shape (batch, {img_size}, {img_size}, {in_chans}) (NHWC), "
             f"got {tuple(images.shape)}. Resize the images to the model's img_size, or build "
             "the model with a matching img_size.")
@@ -440,7 +442,7 @@ def validate_architecture(m: SwinTransformer) -> None:
     elif m.attention != "einsum" and m.attn_drop_rate:
         problems.append("attention dropout (attn_drop_rate > 0) needs attention='einsum'")
     if problems:
-        raise ValueError("invalid Swin configuration:\n  - " + "\n  - ".join(problems))
+        raise UserInputError("invalid Swin configuration:\n  - " + "\n  - ".join(problems))
 
 
 # Fields that define the architecture: saved beside checkpoints and restored from them.
@@ -461,7 +463,7 @@ def model_config(model: SwinTransformer) -> dict:
 def model_from_config(config: dict, **overrides) -> SwinTransformer:
     unknown = set(config) - set(CONFIG_FIELDS)
     if unknown:
-        raise ValueError(f"unknown Swin config keys {sorted(unknown)}; valid: {CONFIG_FIELDS}")
+        raise UserInputError(f"unknown Swin config keys {sorted(unknown)}; valid: {CONFIG_FIELDS}")
     kwargs = dict(config, **overrides)
     for key in ("depths", "num_heads"):
         if key in kwargs:

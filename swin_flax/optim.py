@@ -11,6 +11,8 @@ from typing import Any, Callable
 import jax
 import optax
 
+from swin_flax.errors import UserInputError
+
 Schedule = Callable[[Any], Any]
 
 # The only leaves that get weight decay. Everything else -- LayerNorm scale/bias, Dense/Conv
@@ -27,9 +29,9 @@ def steps_from_epochs(epochs: float, steps_per_epoch: int) -> int:
     """
     if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, numbers.Integral) \
             or steps_per_epoch <= 0:
-        raise ValueError(f"steps_per_epoch must be a positive int, got {steps_per_epoch!r}")
+        raise UserInputError(f"steps_per_epoch must be a positive int, got {steps_per_epoch!r}")
     if not math.isfinite(epochs) or epochs < 0:
-        raise ValueError(f"epochs must be a finite number >= 0, got {epochs!r}")
+        raise UserInputError(f"epochs must be a finite number >= 0, got {epochs!r}")
     # floor(x + 0.5), not round(): Python rounds halves to even (round(2.5) == 2).
     return int(math.floor(epochs * int(steps_per_epoch) + 0.5))
 
@@ -44,12 +46,12 @@ def make_lr_schedule(peak_lr: float, total_steps: int, warmup_steps: int, init_l
     schedule(total_steps - 1), just above `end_lr`.
     """
     if total_steps <= 0:
-        raise ValueError(f"total_steps must be > 0, got {total_steps}")
+        raise UserInputError(f"total_steps must be > 0, got {total_steps}")
     if not 0 <= warmup_steps < total_steps:
-        raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}), got "
-                         f"{warmup_steps}; shorten the warmup or train longer")
+        raise UserInputError(f"warmup_steps must be in [0, total_steps={total_steps}), got "
+                             f"{warmup_steps}; shorten the warmup or train longer")
     if peak_lr <= 0:
-        raise ValueError(f"peak_lr must be > 0, got {peak_lr}")
+        raise UserInputError(f"peak_lr must be > 0, got {peak_lr}")
     return optax.warmup_cosine_decay_schedule(init_value=init_lr, peak_value=peak_lr,
                                               warmup_steps=warmup_steps, decay_steps=total_steps,
                                               end_value=end_lr)
@@ -84,9 +86,9 @@ def make_optimizer(*, peak_lr: float, total_steps: int, warmup_steps: int,
     gradients are clipped to that global norm before Adam sees them.
     """
     if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        raise UserInputError(f"weight_decay must be >= 0, got {weight_decay}")
     if grad_clip_norm is not None and grad_clip_norm <= 0:
-        raise ValueError(f"grad_clip_norm must be None or > 0, got {grad_clip_norm}")
+        raise UserInputError(f"grad_clip_norm must be None or > 0, got {grad_clip_norm}")
     schedule = make_lr_schedule(peak_lr, total_steps, warmup_steps, init_lr=init_lr,
                                 end_lr=end_lr)
     adamw = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,

@@ -30,6 +30,7 @@ from swin_flax.train_step import AugmentConfig, LossConfig
 from swin_flax.trainer import (LoopConfig, OptimConfig, mark_stage_done, stage_is_done,
                                train_stage)
 from swin_flax.variants import StudentVariant, parse_variants
+from swin_flax.errors import UserInputError
 
 FINAL_MODEL_DIR = "final_model"
 TIMM_EXPORT_FILE = "timm_model.safetensors"
@@ -41,7 +42,8 @@ def compute_dtype(name: str):
         return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
     allowed = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
     if name not in allowed:
-        raise ValueError(f"compute_dtype must be 'auto' or one of {sorted(allowed)}, got {name!r}")
+        raise UserInputError(
+            f"compute_dtype must be 'auto' or one of {sorted(allowed)}, got {name!r}")
     return allowed[name]
 
 
@@ -99,8 +101,8 @@ def validate_config(config, variants) -> None:
     registry.preset(config.teacher.model)
     registry.preset(config.student.model)
     if config.student.tail_init not in transfer.TAIL_INITS:
-        raise ValueError(f"student.tail_init must be one of {transfer.TAIL_INITS}, "
-                         f"got {config.student.tail_init!r}")
+        raise UserInputError(f"student.tail_init must be one of {transfer.TAIL_INITS}, "
+                             f"got {config.student.tail_init!r}")
     if config.student.cut_points:
         p1, p2 = (int(x) for x in config.student.cut_points)
         transfer.validate_cut_points(tuple(registry.preset(config.teacher.model)["depths"]), p1, p2)
@@ -109,14 +111,14 @@ def validate_config(config, variants) -> None:
     losses.make_joint_loss(d.joint, alpha=d.alpha, alpha_start=d.alpha_start,
                            alpha_end=d.alpha_end, w_d=d.w_d, w_s=d.w_s, total_steps=1)
     if d.joint == "hard_only" and any(v.distill for v in variants):
-        raise ValueError("distill.joint='hard_only' trains without the teacher: use a variant "
-                         "without '+kd' (e.g. 'transfer') or a distillation joint loss")
+        raise UserInputError("distill.joint='hard_only' trains without the teacher: use a variant "
+                             "without '+kd' (e.g. 'transfer') or a distillation joint loss")
     mesh = make_mesh()
     for name in ("finetune", "distill"):
         try:
             check_batch_size(config[name].batch_size, mesh)
         except ValueError as err:
-            raise ValueError(f"{name}.batch_size: {err}") from None
+            raise UserInputError(f"{name}.batch_size: {err}") from None
 
 
 def check_paths(config) -> None:
@@ -159,7 +161,7 @@ def check_stage_config(stage_dir: Path, fingerprint: dict) -> None:
         changed = sorted(_differences(stored, fingerprint))
         blocking = [c for c in changed if c.rsplit(".", 1)[-1] not in RESUMABLE_CHANGES]
         if blocking:
-            raise ValueError(
+            raise UserInputError(
                 f"{stage_dir} was started with different settings ({', '.join(blocking)}); "
                 "resuming would mix two runs. Use another --workdir, or delete that stage "
                 "directory to start it again.")
@@ -220,7 +222,7 @@ def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
     differing = [k for k in mine if k not in ("num_classes", "drop_rate", "attn_drop_rate",
                                              "drop_path_rate") and mine[k] != theirs[k]]
     if differing:
-        raise ValueError(
+        raise UserInputError(
             f"teacher.init {init!r} holds a different architecture than teacher.model "
             f"{model_name(model)}: " + ", ".join(f"{k} {theirs[k]} vs {mine[k]}" for k in differing))
     if source.num_classes == model.num_classes:
@@ -239,8 +241,8 @@ def init_label(init: str) -> str:
 
 def check_num_classes(model: SwinTransformer, num_classes: int, where) -> None:
     if model.num_classes != num_classes:
-        raise ValueError(f"the teacher in {where} has {model.num_classes} classes but the data "
-                         f"set has {num_classes}")
+        raise UserInputError(f"the teacher in {where} has {model.num_classes} classes but the data "
+                             f"set has {num_classes}")
 
 
 # --- students --------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def build_student(config, teacher: SwinTransformer, variant: StudentVariant, dty
         return student, None
     for field in ("embed_dim", "num_heads", "window_size", "patch_size", "mlp_ratio"):
         if getattr(student, field) != getattr(teacher, field):
-            raise ValueError(
+            raise UserInputError(
                 f"cannot transfer blocks from {config.teacher.model} to {scfg.model}: their "
                 f"{field} differ ({getattr(teacher, field)} vs {getattr(student, field)}); "
                 "a transferred student must be a shallower copy of the teacher")

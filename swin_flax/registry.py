@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from swin_flax.model import SwinTransformer
+from swin_flax.errors import UserInputError
 
 _SMALL_HEADS = (3, 6, 12, 24)
 
@@ -56,7 +57,7 @@ def preset(name: str) -> dict:
     base = name.split(".")[0]
     base = TIMM_ALIASES.get(base, base)
     if base not in MODEL_PRESETS:
-        raise ValueError(f"unknown model name {name!r}; known: {', '.join(model_names())}")
+        raise UserInputError(f"unknown model name {name!r}; known: {', '.join(model_names())}")
     return dict(MODEL_PRESETS[base])
 
 

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from swin_flax.errors import UserInputError
+
 DATA_AXIS = "data"
 
 
@@ -31,7 +33,7 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     devices = mesh.devices.size
     if batch_size % devices:
-        raise ValueError(
+        raise UserInputError(
             f"batch_size {batch_size} must be divisible by the number of devices ({devices}) "
             f"for data parallelism; use e.g. {max(devices, batch_size // devices * devices)}")
 

@@ -22,6 +22,7 @@ from swin_flax import losses
 from swin_flax.augment import augment_batch, preprocess_eval
 from swin_flax.model import SwinTransformer
 from swin_flax.sharding import batch_sharded, replicated
+from swin_flax.errors import UserInputError
 
 
 @flax.struct.dataclass
@@ -81,7 +82,7 @@ def make_train_step(
     resumed run draws exactly the same augmentation and stochastic depth.
     """
     if loss_config.uses_teacher and teacher is None:
-        raise ValueError(f"joint loss {loss_config.joint!r} needs a teacher model")
+        raise UserInputError(f"joint loss {loss_config.joint!r} needs a teacher model")
     joint_loss = losses.make_joint_loss(
         loss_config.joint, alpha=loss_config.alpha, alpha_start=loss_config.alpha_start,
         alpha_end=loss_config.alpha_end, w_d=loss_config.w_d, w_s=loss_config.w_s,

@@ -21,6 +21,7 @@ import numpy as np
 from swin_flax import optim
 from swin_flax.checkpointing import TrainCheckpointer
 from swin_flax.data import ArrayDataset, epoch_batches
+from swin_flax.errors import UserInputError
 from swin_flax.metrics_log import MetricsWriter, ProgressBar, is_main_process
 from swin_flax.model import SwinTransformer
 from swin_flax.sharding import (batch_sharded, check_batch_size, make_mesh, put_global,
@@ -57,7 +58,7 @@ class LoopConfig:
     def __post_init__(self):
         for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
             if getattr(self, name) < 1:
-                raise ValueError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
+                raise UserInputError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass
@@ -105,7 +106,7 @@ def train_stage(
     check_batch_size(batch_size, mesh)
     steps_per_epoch = len(train_data) // batch_size
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise UserInputError(
             f"stage {name!r}: batch_size {batch_size} is larger than the training set "
             f"({len(train_data)} examples); lower the batch size")
     total_steps = optim.steps_from_epochs(optim_config.epochs, steps_per_epoch)

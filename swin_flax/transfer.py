@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from swin_flax.errors import UserInputError
+
 TAIL_INITS = ("random", "teacher")
 
 
@@ -35,8 +37,8 @@ def _check_depths(depths: Sequence[int], what: str) -> tuple[int, ...]:
     depths = tuple(depths)
     if not depths or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1
                          for d in depths):
-        raise ValueError(f"{what} depths must be a non-empty sequence of ints >= 1, "
-                         f"got {depths}")
+        raise UserInputError(f"{what} depths must be a non-empty sequence of ints >= 1, "
+                             f"got {depths}")
     return tuple(int(d) for d in depths)
 
 
@@ -56,20 +58,20 @@ def validate_cut_points(teacher_depths: Sequence[int], p1: int, p2: int) -> None
     total = sum(depths)
     for name, p in (("p1", p1), ("p2", p2)):
         if isinstance(p, bool) or not isinstance(p, numbers.Integral):
-            raise ValueError(f"cut point {name} must be an int block index, got {p!r}")
+            raise UserInputError(f"cut point {name} must be an int block index, got {p!r}")
         if not 0 <= p <= total:
-            raise ValueError(f"cut point {name}={p} is out of range: the teacher {depths} has "
-                             f"blocks 0..{total - 1}, so cut points lie in [0, {total}]")
+            raise UserInputError(f"cut point {name}={p} is out of range: the teacher {depths} has "
+                                 f"blocks 0..{total - 1}, so cut points lie in [0, {total}]")
     if p1 > p2:
-        raise ValueError(f"cut points need p1 <= p2 (the student keeps blocks [0, p1) and "
-                         f"[p2, {total})), got p1={p1}, p2={p2}")
+        raise UserInputError(f"cut points need p1 <= p2 (the student keeps blocks [0, p1) and "
+                             f"[p2, {total})), got p1={p1}, p2={p2}")
     starts = _stage_starts(depths)
     for s in range(len(depths)):
         first, end = starts[s], starts[s + 1]
         if first >= p1 and end <= p2:
-            raise ValueError(f"cut points p1={p1}, p2={p2} remove every block of stage {s} "
-                             f"(teacher blocks [{first}, {end})); each stage must keep at least "
-                             "one block")
+            raise UserInputError(
+                f"cut points p1={p1}, p2={p2} remove every block of stage {s} (teacher blocks "
+                f"[{first}, {end})); each stage must keep at least one block")
 
 
 def student_depths_from_cuts(teacher_depths: Sequence[int], p1: int, p2: int) -> tuple[int, ...]:
@@ -94,15 +96,16 @@ def cut_points_from_depths(teacher_depths: Sequence[int],
     student = _check_depths(student_depths, "student")
     total = sum(teacher)
     if len(student) != len(teacher):
-        raise ValueError(f"student depths {student} and teacher depths {teacher} have different "
-                         "numbers of stages; a student must keep every teacher stage")
+        raise UserInputError(
+            f"student depths {student} and teacher depths {teacher} have different numbers "
+            "of stages; a student must keep every teacher stage")
     changed = [s for s in range(len(teacher)) if student[s] != teacher[s]]
     if not changed:
         return total, total
     if len(changed) > 1 or student[changed[0]] > teacher[changed[0]]:
-        raise ValueError(f"cannot derive cut points from teacher depths {teacher} and student "
-                         f"depths {student}: they are derivable only when the student is "
-                         "shallower in exactly one stage; set p1 and p2 explicitly")
+        raise UserInputError(f"cannot derive cut points from teacher depths {teacher} and student "
+                             f"depths {student}: they are derivable only when the student is "
+                             "shallower in exactly one stage; set p1 and p2 explicitly")
     s = changed[0]
     starts = _stage_starts(teacher)
     return starts[s] + student[s], starts[s + 1]
@@ -119,8 +122,8 @@ def depths_from_params(params: Mapping[str, Any]) -> tuple[int, ...]:
         stage = params[f"layers_{len(depths)}"]
         blocks = sorted(int(k[len("blocks_"):]) for k in stage if k.startswith("blocks_"))
         if blocks != list(range(len(blocks))) or not blocks:
-            raise ValueError(f"layers_{len(depths)} has blocks {blocks}; expected blocks_0.."
-                             "blocks_{d-1} with d >= 1")
+            raise UserInputError(f"layers_{len(depths)} has blocks {blocks}; expected blocks_0.."
+                                 "blocks_{d-1} with d >= 1")
         depths.append(len(blocks))
     return tuple(depths)
 
@@ -128,9 +131,9 @@ def depths_from_params(params: Mapping[str, Any]) -> tuple[int, ...]:
 def _check_is_swin_tree(params: Any, what: str) -> None:
     if not isinstance(params, Mapping) or "patch_embed" not in params or "layers_0" not in params:
         keys = sorted(params) if isinstance(params, Mapping) else type(params).__name__
-        raise ValueError(f"{what} is not a Swin 'params' collection (expected top-level keys "
-                         f"patch_embed, layers_0, ..., norm, head); got {keys}. Pass "
-                         "variables['params'], not the whole variables dict")
+        raise UserInputError(f"{what} is not a Swin 'params' collection (expected top-level keys "
+                             f"patch_embed, layers_0, ..., norm, head); got {keys}. Pass "
+                             "variables['params'], not the whole variables dict")
 
 
 def transfer_plan(teacher_depths: Sequence[int], p1: int, p2: int,
@@ -145,7 +148,7 @@ def transfer_plan(teacher_depths: Sequence[int], p1: int, p2: int,
     shapes still match, so this is allowed.
     """
     if tail_init not in TAIL_INITS:
-        raise ValueError(f"tail_init must be one of {TAIL_INITS}, got {tail_init!r}")
+        raise UserInputError(f"tail_init must be one of {TAIL_INITS}, got {tail_init!r}")
     teacher = _check_depths(teacher_depths, "teacher")
     student = student_depths_from_cuts(teacher, p1, p2)
     t_starts, s_starts = _stage_starts(teacher), _stage_starts(student)
@@ -220,12 +223,13 @@ def transfer_params(teacher_params: Mapping[str, Any], student_params: Mapping[s
     found_teacher, found_student = depths_from_params(teacher_params), depths_from_params(
         student_params)
     if found_teacher != teacher_depths:
-        raise ValueError(f"teacher_params have depths {found_teacher}, but teacher_depths "
-                         f"says {teacher_depths}")
+        raise UserInputError(f"teacher_params have depths {found_teacher}, but teacher_depths "
+                             f"says {teacher_depths}")
     if found_student != expected_student:
-        raise ValueError(f"student_params have depths {found_student}, but cutting teacher "
-                         f"{teacher_depths} at p1={p1}, p2={p2} gives {expected_student}; build "
-                         "the student with those depths or change the cut points")
+        raise UserInputError(
+            f"student_params have depths {found_student}, but cutting teacher {teacher_depths} "
+            f"at p1={p1}, p2={p2} gives {expected_student}; build the student with those "
+            "depths or change the cut points")
 
     plan = transfer_plan(teacher_depths, p1, p2, tail_init)
     if "head" not in teacher_params and "head" not in student_params:
@@ -258,6 +262,6 @@ def transfer_params(teacher_params: Mapping[str, Any], student_params: Mapping[s
         for name, leaf in copied.items():
             _set_subtree(new, s_path + name, leaf)
     if problems:
-        raise ValueError("cannot transfer teacher weights into the student:\n  "
-                         + "\n  ".join(problems))
+        raise UserInputError("cannot transfer teacher weights into the student:\n  "
+                             + "\n  ".join(problems))
     return new

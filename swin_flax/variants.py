@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from swin_flax.errors import UserInputError
+
 INITS = ("random", "transfer")
 
 
@@ -31,7 +33,7 @@ class StudentVariant:
 def parse_variant(text: str) -> StudentVariant:
     init, _, suffix = text.strip().partition("+")
     if init not in INITS or suffix not in ("", "kd"):
-        raise ValueError(
+        raise UserInputError(
             f"unknown student variant {text!r}; expected one of random, random+kd, transfer, "
             "transfer+kd")
     return StudentVariant(init=init, distill=suffix == "kd")
@@ -42,5 +44,5 @@ def parse_variants(text: str) -> list[StudentVariant]:
     variants = [parse_variant(part) for part in text.split(",") if part.strip()]
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
-        raise ValueError(f"student variants repeat: {text!r}")
+        raise UserInputError(f"student variants repeat: {text!r}")
     return variants

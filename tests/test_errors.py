@@ -25,6 +25,14 @@ def test_value_error_from_inside_numpy_is_a_bug_with_traceback():
     assert not errors.is_user_error(err)
 
 
+def test_plain_value_error_in_our_code_is_a_bug_with_traceback():
+    def unpack_in_project_code():
+        first, second = (5,)  # what a missing check lets through: not the user's message
+        return first, second
+
+    assert not errors.is_user_error(_caught(unpack_in_project_code))
+
+
 def test_project_error_classes_and_missing_files_are_the_users():
     assert errors.is_user_error(DatasetUnavailableError("cifar100 is not prepared"))
     assert errors.is_user_error(_caught(lambda: open("/nonexistent/swin_flax_file")))
