@@ -45,8 +45,11 @@ def parse_flags(argv: list[str]) -> list[str]:
         if cause is not None:  # our config file's own check
             message = str(cause)
         elif isinstance(err, (KeyError, AttributeError)):  # an override names no config key
+            detail = err.args[0] if err.args else err
+            while isinstance(detail, BaseException) and detail.args:  # AttributeError(KeyError)
+                detail = detail.args[0]
             message = ("unknown config key in a --config.* override: "
-                       + str(err.args[0]).replace("\n", " "))
+                       + str(detail).replace("\n", " "))
         else:  # absl's message; for an error inside a config file it holds the traceback
             message = str(err)
         print(f"error: {message}\nSee python train.py --helpshort.", file=sys.stderr)
