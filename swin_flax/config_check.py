@@ -1,4 +1,5 @@
-"""Reject config keys that the base config does not declare (a typo must not be ignored)."""
+"""Config checks that need no data: undeclared keys (a typo must not be ignored) and values
+out of range, reported before the data loads and hours go into the teacher."""
 
 from __future__ import annotations
 
@@ -25,3 +26,42 @@ def check_config_keys(config: dict, template: dict) -> None:
     if problems:
         raise UserInputError("unknown config keys: " + ", ".join(problems)
                              + ". Valid keys are declared in configs/common.py.")
+
+
+# (dotted key, test, what is expected); the test gets the value.
+VALUE_RULES = (
+    ("data.crop_padding", lambda v: v >= 0, "an int >= 0 (pixels of zero padding)"),
+    ("data.split_seed", lambda v: v >= 0, "an int >= 0"),
+    ("data.stored_size", lambda v: v >= 0, "0 (keep the stored size) or a side in pixels"),
+    ("data.image_size", lambda v: v > 0, "a side in pixels > 0"),
+    ("data.validation_fraction", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("eval.batch_size", lambda v: v >= 1, "an int >= 1"),
+    ("eval.throughput_batch_size", lambda v: v >= 0, "0 (no throughput) or a batch size"),
+    ("eval.throughput_repeats", lambda v: v >= 1, "an int >= 1"),
+    ("finetune.epochs", lambda v: v > 0, "a number of epochs > 0"),
+    ("distill.epochs", lambda v: v > 0, "a number of epochs > 0"),
+    ("finetune.batch_size", lambda v: v >= 1, "an int >= 1"),
+    ("distill.batch_size", lambda v: v >= 1, "an int >= 1"),
+    ("finetune.warmup_epochs", lambda v: v >= 0, "a number of epochs >= 0"),
+    ("distill.warmup_epochs", lambda v: v >= 0, "a number of epochs >= 0"),
+)
+
+
+def check_config_values(config) -> None:
+    """Every out-of-range value at once, each with what was expected."""
+    problems = []
+    for key, test, expected in VALUE_RULES:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if not test(value):
+            problems.append(f"{key} must be {expected}, got {value!r}")
+    cut_points = tuple(config.student.cut_points or ())
+    if cut_points and len(cut_points) != 2:
+        problems.append(f"student.cut_points must be empty (derived from student.model) or two "
+                        f"block indices (p1, p2), got {cut_points}")
+    if config.data.source == "image_folder" and not config.data.root:
+        problems.append("data.root is empty: data.source='image_folder' reads "
+                        "data.root/<split>/<class>/*.jpg")
+    if problems:
+        raise UserInputError("invalid config:\n  - " + "\n  - ".join(problems))

@@ -40,8 +40,9 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter  # light: no TensorFlow needed
 
+            # Also on a fresh start (resume_step 0): events an earlier attempt left are hidden.
             self._tb = SummaryWriter(str(self.directory / "tensorboard"),
-                                     purge_step=resume_step + 1 if resume_step else None)
+                                     purge_step=resume_step + 1)
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -51,6 +52,14 @@ class MetricsWriter:
         if self._tb is not None:
             for key, value in scalars.items():
                 self._tb.add_scalar(key, value, step)
+
+    def flush(self) -> None:
+        """Before a checkpoint: steps up to it are never logged again after a resume."""
+        if not self.enabled:
+            return
+        self._jsonl.flush()
+        if self._tb is not None:
+            self._tb.flush()
 
     def close(self) -> None:
         if not self.enabled:

@@ -424,10 +424,13 @@ def validate_architecture(m: SwinTransformer) -> None:
             problems.append(f"stage {i}: dim {dim} is not divisible by num_heads {h}")
     reduction = m.patch_size * 2 ** (len(depths) - 1)
     if m.img_size % reduction:
+        nearest = [n * reduction for n in (m.img_size // reduction, m.img_size // reduction + 1)
+                   if n > 0]
         problems.append(
             f"img_size {m.img_size} must be divisible by patch_size * 2**(stages-1) = "
-            f"{reduction}; the nearest valid sizes are {m.img_size // reduction * reduction} "
-            f"and {(m.img_size // reduction + 1) * reduction}")
+            f"{reduction}; the nearest valid "
+            + (f"sizes are {nearest[0]} and {nearest[1]}" if len(nearest) == 2
+               else f"size is {nearest[0]}"))
     else:
         for i in range(len(depths)):
             res = m.img_size // m.patch_size // 2**i

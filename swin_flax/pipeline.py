@@ -15,14 +15,17 @@ interrupted one from its newest checkpoint:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 from swin_flax import checkpoint_io, registry, transfer
+from swin_flax.config_check import check_config_values
 from swin_flax.data import ArrayDataset
 from swin_flax.datasets import load_datasets
+from swin_flax.errors import UserInputError
 from swin_flax.evaluate import measure_throughput, top1_accuracy
 from swin_flax.metrics_log import is_main_process
 from swin_flax.model import SwinTransformer, count_params, init_params, model_config
@@ -30,7 +33,6 @@ from swin_flax.train_step import AugmentConfig, LossConfig
 from swin_flax.trainer import (LoopConfig, OptimConfig, mark_stage_done, stage_is_done,
                                train_stage)
 from swin_flax.variants import StudentVariant, parse_variants
-from swin_flax.errors import UserInputError
 
 FINAL_MODEL_DIR = "final_model"
 TIMM_EXPORT_FILE = "timm_model.safetensors"
@@ -58,7 +60,7 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
     variants = parse_variants(config.runs)
     validate_config(config, variants)
     train_data, eval_data = load_datasets(config.data, seed=config.data.split_seed)
-    num_classes = train_data.num_classes
+    check_batch_sizes_fit(config, variants, len(train_data))
     rows = []
     try:
         run_stages(config, workdir, dtype, loop, variants, train_data, eval_data, rows)
@@ -97,6 +99,7 @@ def validate_config(config, variants) -> None:
     from swin_flax import losses
     from swin_flax.sharding import check_batch_size, make_mesh
 
+    check_config_values(config)
     check_paths(config)
     registry.preset(config.teacher.model)
     registry.preset(config.student.model)
@@ -121,6 +124,17 @@ def validate_config(config, variants) -> None:
             raise UserInputError(f"{name}.batch_size: {err}") from None
 
 
+def check_batch_sizes_fit(config, variants, num_train: int) -> None:
+    """Before the teacher trains for hours: the student's batch must fit the data too."""
+    stages = [("distill", bool(variants))]
+    stages.append(("finetune", not config.teacher.finetuned))
+    for name, runs in stages:
+        if runs and config[name].batch_size > num_train:
+            raise UserInputError(
+                f"{name}.batch_size {config[name].batch_size} is larger than the training set "
+                f"({num_train} examples); lower it")
+
+
 def check_paths(config) -> None:
     """Fail before the (slow) data loading when a checkpoint the config names is missing."""
     tcfg = config.teacher
@@ -135,9 +149,11 @@ def check_paths(config) -> None:
             "an existing checkpoint directory (write one with convert_timm_weights.py)")
 
 
-# Changing these between runs of one stage is allowed (e.g. to rescue a diverged run);
-# every other setting in a stage's fingerprint must match to resume or reuse the stage.
-RESUMABLE_CHANGES = ("peak_lr", "grad_clip_norm", "weight_decay", "end_lr")
+# Changing these between runs of one stage is allowed: the optimisation knobs (to rescue a
+# diverged run) and where the data is stored (moved, or offline on the rerun). Every other
+# setting in a stage's fingerprint must match to resume or reuse the stage.
+RESUMABLE_CHANGES = ("peak_lr", "grad_clip_norm", "weight_decay", "end_lr",
+                     "data_dir", "download", "root")
 STAGE_CONFIG_FILE = "stage_config.json"
 
 
@@ -153,10 +169,13 @@ def student_fingerprint(config, variant: StudentVariant) -> dict:
 
 
 def check_stage_config(stage_dir: Path, fingerprint: dict) -> None:
-    """Refuse to resume or reuse a stage that was started with other settings."""
+    """Refuse to resume or reuse a stage that was started with other settings.
+
+    Only a stage with something to lose (a checkpoint, or finished) is protected: one that
+    failed before its first checkpoint simply starts again with the new settings."""
     fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
     path = stage_dir / STAGE_CONFIG_FILE
-    if path.exists():
+    if path.exists() and stage_has_progress(stage_dir):
         stored = json.loads(path.read_text())
         changed = sorted(_differences(stored, fingerprint))
         blocking = [c for c in changed if c.rsplit(".", 1)[-1] not in RESUMABLE_CHANGES]
@@ -169,7 +188,15 @@ def check_stage_config(stage_dir: Path, fingerprint: dict) -> None:
             print(f"note: {stage_dir.name} resumes with changed {', '.join(changed)}", flush=True)
     if is_main_process():
         stage_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(fingerprint, indent=2))
+        temporary = path.with_suffix(".tmp")  # other processes may be reading it
+        temporary.write_text(json.dumps(fingerprint, indent=2))
+        os.replace(temporary, path)
+
+
+def stage_has_progress(stage_dir: Path) -> bool:
+    checkpoints = stage_dir / "checkpoints"
+    has_checkpoint = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+    return has_checkpoint or stage_is_done(stage_dir)
 
 
 def _differences(a, b, prefix: str = ""):

@@ -157,6 +157,7 @@ def train_stage(
                 writer.write(done, {**last_metrics, "epoch": done / steps_per_epoch})
                 progress.update(done, last_metrics)
             if checkpoint_now:
+                writer.flush()
                 checkpointer.save(done, state)
     finally:
         progress.close()

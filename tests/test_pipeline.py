@@ -15,6 +15,7 @@ import pytest
 import swin_flax
 from configs import common, demo, paper_tables, swin_m_kd
 from swin_flax.data import ArrayDataset, DatasetUnavailableError
+from swin_flax.errors import UserInputError
 from swin_flax.pipeline import run_pipeline
 from swin_flax.train_step import AugmentConfig, LossConfig
 from swin_flax.trainer import LoopConfig, OptimConfig, train_stage
@@ -243,6 +244,28 @@ def test_unknown_keys_in_a_config_file_are_rejected():
         check_config_keys(config, common.get_base_config().to_dict())
 
 
+def test_out_of_range_values_are_reported_together_before_any_data_loads(tmp_path):
+    config = smoke_config()
+    config.data.crop_padding = -1
+    config.eval.throughput_batch_size = -1
+    config.student.cut_points = (5,)
+    with pytest.raises(UserInputError) as info:
+        run_pipeline(config, tmp_path)  # no mock data: the check must come first
+    message = str(info.value)
+    assert "data.crop_padding must be an int >= 0" in message
+    assert "eval.throughput_batch_size must be 0 (no throughput) or a batch size" in message
+    assert "student.cut_points must be empty" in message and "got (5,)" in message
+
+
+def test_student_batch_larger_than_the_data_fails_before_the_teacher_trains(tmp_path, mock_tfds):
+    config = smoke_config()
+    config.distill.batch_size = 64
+    with mock_tfds.testing.mock_data(num_examples=32), pytest.raises(
+            UserInputError, match=r"distill.batch_size 64 is larger than the training set"):
+        run_pipeline(config, tmp_path)
+    assert not (tmp_path / "teacher").exists()
+
+
 def test_impossible_cut_points_are_a_clear_error(tmp_path, mock_tfds):
     tfds = mock_tfds
     config = smoke_config()
@@ -339,12 +362,22 @@ def test_a_stage_refuses_to_resume_with_other_settings(tmp_path, capsys):
     variant = parse_variant("transfer+kd")
     check_stage_config(tmp_path, student_fingerprint(config, variant))
 
-    config.distill.peak_lr = 1e-5  # allowed: e.g. to rescue a diverged run
+    # Nothing to lose yet (no checkpoint): a stage that failed early starts with new settings.
+    config.distill.epochs = 5
     check_stage_config(tmp_path, student_fingerprint(config, variant))
-    assert "resumes with changed distill.peak_lr" in capsys.readouterr().out
+    (tmp_path / "checkpoints" / "4").mkdir(parents=True)  # now it has progress
+
+    config.distill.peak_lr = 1e-5  # allowed: e.g. to rescue a diverged run
+    config.data.data_dir = "/moved/tfds"  # allowed: the data moved, or the rerun is offline
+    config.data.download = False
+    check_stage_config(tmp_path, student_fingerprint(config, variant))
+    note = capsys.readouterr().out
+    assert "resumes with changed" in note
+    assert {"distill.peak_lr", "data.data_dir", "data.download"} <= set(
+        note.split("changed ")[1].strip().split(", "))
 
     config.distill.epochs = 7
-    with pytest.raises(ValueError, match=r"different settings \(distill.epochs\).*--workdir"):
+    with pytest.raises(UserInputError, match=r"different settings \(distill.epochs\).*--workdir"):
         check_stage_config(tmp_path, student_fingerprint(config, variant))
 
 
