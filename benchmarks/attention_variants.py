@@ -5,7 +5,7 @@ see `swin_flax.model.ATTENTION_IMPLEMENTATIONS`); two proposals that model.py do
 are swapped in here as subclasses of `swin_flax.model.WindowAttention` (same parameters), so
 they can be measured without editing model.py. For each variant: forward (inference) and
 forward+backward img/s of the whole model, and the largest logit difference to the first
-variant on the same parameters and images.
+variant that ran (named in the output) on the same parameters and images.
 
     python benchmarks/attention_variants.py --model swin_t --precision bf16 --batch-size 128
     python benchmarks/attention_variants.py --model swin_t --precision fp32 --batch-size 8
@@ -141,6 +141,17 @@ def run_variant(variant, params, images, args):
     return rows
 
 
+def parse_variants(spec: str) -> list[str]:
+    """`--variants`: a comma-separated subset of VARIANTS; unknown names are a usage error
+    (before any model is built), not a failed variant."""
+    names = [v.strip() for v in spec.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown variant(s) {', '.join(unknown) or repr(spec)}; valid: {', '.join(VARIANTS)}")
+    return names
+
+
 def _rate(row: dict) -> str:
     return f"{row['img_s']:9.1f} img/s [{row['img_s_min']:.1f}, {row['img_s_max']:.1f}]"
 
@@ -150,7 +161,8 @@ def main(argv=None):
     ap.add_argument("--model", default="swin_t")
     ap.add_argument("--precision", choices=tp.PRECISIONS, default="fp32")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--variants", default=None, help=f"subset of {','.join(VARIANTS)}")
+    ap.add_argument("--variants", type=parse_variants, default=None,
+                    help=f"comma-separated subset of {','.join(VARIANTS)}")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=0.0)
@@ -162,7 +174,7 @@ def main(argv=None):
     default = ["einsum", "xla", "low_softmax", "onehot_bias"]
     if on_gpu and args.precision == "bf16":
         default.append("cudnn")
-    variants = args.variants.split(",") if args.variants else default
+    variants = args.variants or default
 
     model = create_model(args.model, num_classes=tp.NUM_CLASSES,
                          dtype=tp.flax_dtype(args.precision))
@@ -171,7 +183,9 @@ def main(argv=None):
     images = [jax.random.normal(k, (args.batch_size, 224, 224, 3)) for k in keys]
     device = jax.devices()[0].device_kind
     print(f"{args.model} {args.precision} batch {args.batch_size} on {device}")
-    results, reference = {}, None
+    # The logits are compared with the first variant that ran (the first one listed can fail,
+    # e.g. cudnn off the GPU); the column names it.
+    results, reference, reference_name = {}, None, None
     for variant in variants:
         try:
             rows = run_variant(variant, params, images, args)
@@ -179,13 +193,13 @@ def main(argv=None):
             print(f"{variant:12} failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
             continue
         if reference is None:
-            reference = rows["logits"]
+            reference, reference_name = rows["logits"], variant
         err = float(np.max(np.abs(rows["logits"] - reference)) / np.max(np.abs(reference)))
         results[variant] = rows
         line = f"{variant:12} fwd {_rate(rows['fwd'])}"
         if "fwd_bwd" in rows:
             line += f"   fwd+bwd {_rate(rows['fwd_bwd'])}"
-        print(f"{line}   max|dlogits|/max|logits| vs {variants[0]} {err:.1e}", flush=True)
+        print(f"{line}   max|dlogits|/max|logits| vs {reference_name} {err:.1e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,15 @@ out=${2:?usage: gpu_suite.sh profile|table|fp32|kd|kd_n OUT_DIR}
 mkdir -p "$out"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 bench() { python3 benchmarks/throughput.py "$@"; }
+# One row of a sweep, appended to the file $1: its "img/s [" line, or a note. Under
+# `set -euo pipefail` a failed row (grep finds no line, or the run exits non-zero, e.g. XLA
+# rejecting a flag) would otherwise end the whole sweep; the rest of the sweep still runs.
+sweep_row() {
+  local log=$1
+  shift
+  bench "$@" | grep "img/s \[" | tee -a "$log" \
+    || echo "  no result (the error is above)" | tee -a "$log"
+}
 quick=(--parts infer --models swin_t --precisions bf16 --backends flax --repeats 3 --min-time 0.3)
 
 case "$part" in
@@ -30,11 +39,11 @@ profile)
   for flags in "" "--xla_gpu_enable_triton_gemm=false" "--xla_gpu_enable_cudnn_layer_norm=true" \
                "--xla_gpu_triton_gemm_any=true"; do
     echo "XLA_FLAGS=[$flags]" | tee -a "$out/xla_flags.txt"
-    XLA_FLAGS="$flags" bench "${quick[@]}" | grep "img/s \[" | tee -a "$out/xla_flags.txt"
+    XLA_FLAGS="$flags" sweep_row "$out/xla_flags.txt" "${quick[@]}"
   done
   for batch in 128 512; do
     echo "batch $batch" | tee -a "$out/batch.txt"
-    bench "${quick[@]}" --batch-size "$batch" | grep "img/s \[" | tee -a "$out/batch.txt"
+    sweep_row "$out/batch.txt" "${quick[@]}" --batch-size "$batch"
   done
   ;;
 table)

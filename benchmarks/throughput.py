@@ -249,6 +249,16 @@ def summarise(timing: Timing, batch: int) -> dict:
     }
 
 
+# A row whose interquartile range is wider than this (in % of the median) is flagged as noisy:
+# on a loaded CPU torch's OpenMP pool alone can swing many-fold between repeats.
+NOISY_IQR_PERCENT = 20.0
+
+
+def iqr_percent(row: dict) -> float:
+    """Interquartile range of the per-repeat img/s, in % of the median."""
+    return 100 * (row["img_s_q3"] - row["img_s_q1"]) / row["img_s"]
+
+
 def jax_sync(out) -> None:
     jax.block_until_ready(out)
 
@@ -341,6 +351,14 @@ def torch_autocast(settings: Settings, precision: str):
     return torch.autocast(settings.torch_device, dtype=torch.bfloat16)
 
 
+def available_cores() -> int:
+    """Cores this process may run on. os.cpu_count() counts the machine's cores and ignores
+    the affinity mask (taskset), which would oversubscribe torch's thread pool."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def configure_torch(device: str) -> dict:
     """No TF32 anywhere: fp32 rows are true fp32; bf16 rows use autocast's bf16 matmuls."""
     torch.set_float32_matmul_precision("highest")
@@ -352,7 +370,7 @@ def configure_torch(device: str) -> dict:
             torch.backends.cuda.matmul.fp32_precision = "ieee"
             torch.backends.cudnn.conv.fp32_precision = "ieee"
     else:
-        torch.set_num_threads(CPU_THREADS or os.cpu_count() or 1)
+        torch.set_num_threads(CPU_THREADS or available_cores())
     return {
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
@@ -698,7 +716,8 @@ def git_commit() -> str | None:
 
 def device_name(env: dict) -> str:
     if env["jax_backend"] == "cpu":
-        threads = env.get("cpu_threads") or env["cpu_count"]
+        threads = (env.get("cpu_threads") or len(env.get("cpu_affinity") or [])
+                   or env["cpu_count"])
         return f"CPU {env['cpu']} ({env['cpu_count']} cores, {threads} threads used)"
     return env["jax_device_kind"]
 
@@ -749,7 +768,7 @@ def print_report(results: list[dict], envs: list[dict]) -> None:
             print(f"{r['part']:6} {r.get('model') or '-':7} {r['precision']:5} "
                   f"{r['backend']:20} {'':>5} {'-- ' + why[:100]}")
             continue
-        iqr = 100 * (r["img_s_q3"] - r["img_s_q1"]) / r["img_s"]
+        iqr = iqr_percent(r)
         gflop = r.get("flops_per_img")
         print(f"{r['part']:6} {r.get('model') or '-':7} {r['precision']:5} {r['backend']:20} "
               f"{r['batch']:>5} {r['img_s']:>9.1f} {r['img_s_min']:>9.1f} {r['img_s_max']:>9.1f} "
@@ -1001,6 +1020,7 @@ def main(argv=None) -> None:
             print(f"    {record['img_s']:.1f} img/s [{record['img_s_min']:.1f}, "
                   f"{record['img_s_max']:.1f}], compile {record['compile_s']:.1f}s, "
                   f"wall {record['wall_s']:.1f}s", flush=True)
+            warn_if_noisy(record, plat)
         results.append(record)
         write_json(args.json, env, results)  # after every row: a killed run keeps its rows
         release_memory()
@@ -1011,6 +1031,22 @@ def main(argv=None) -> None:
     print_report(results, [env])
     if args.json:
         print(f"wrote {args.json}")
+
+
+def warn_if_noisy(record: dict, plat: str) -> None:
+    """Flag (in the JSON too) a row whose repeats disagree too much for its median to mean much."""
+    iqr = iqr_percent(record)
+    if iqr <= NOISY_IQR_PERCENT:
+        return
+    record["noisy"] = True
+    advice = ""
+    if plat == "cpu" and CPU_THREADS != 1:
+        advice = ("; on a loaded machine rerun with --cpu-threads 1 (torch's thread pool slows "
+                  "down many-fold when one of its threads is descheduled)")
+    elif plat == "cpu":
+        advice = "; the machine is probably loaded (see the load average in the JSON)"
+    print(f"    WARNING: noisy row: IQR {iqr:.0f}% of the median (> {NOISY_IQR_PERCENT:.0f}%), "
+          f"its img/s and ratios are unreliable{advice}", flush=True)
 
 
 def write_json(path: str | None, env: dict, results: list[dict]) -> None:

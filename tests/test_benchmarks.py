@@ -33,6 +33,8 @@ def test_throughput_script_measures_flax_and_timm_and_writes_json(tmp_path):
         assert row["params"] == 20_490_286  # the same architecture on both sides
         assert row["flops_per_img"] == 6_146_211_840  # analytic 2 x MACs, as RESULTS.md
         assert len(row["img_s_each"]) == 2 and row["img_s_min"] <= row["img_s"] <= row["img_s_max"]
+        iqr = 100 * (row["img_s_q3"] - row["img_s_q1"]) / row["img_s"]
+        assert row.get("noisy", False) == (iqr > 20)  # flagged (and warned about) when noisy
     assert rows[("input", "flax")]["img_s"] > 0
 
     report = run_script("benchmarks/throughput.py", "--report", str(out))
@@ -68,3 +70,57 @@ def test_roofline_traffic_model_counts_swin_t_by_hand():
     assert bound["compute_us"] == pytest.approx(1.0) and bound["memory_us"] == pytest.approx(5.0)
     assert bound["mfu_ceiling"] == pytest.approx(0.2)
     assert bound["max_img_s"] == pytest.approx(200_000)
+
+
+# Kernel names from the traces of both sides (XLA GPU/CPU, Inductor, torch eager CUDA/CPU).
+KERNEL_NAME_CLASSES = [
+    # Inductor: the prefix decides, whatever aten ops the fused name lists after it.
+    ("triton_poi_fused_addmm_gelu_view_3", "elementwise"),
+    ("triton_poi_fused_convolution_0", "elementwise"),
+    ("triton_poi_fused_bmm_14", "elementwise"),
+    ("triton_poi_fused__to_copy_1", "elementwise"),
+    ("triton_per_fused__softmax_add_5", "softmax/reduce"),
+    ("triton_red_fused_native_layer_norm_2", "softmax/reduce"),
+    ("triton_tem_fused_mm_0", "gemm"),
+    ("triton_mm", "gemm"),
+    ("## Call CompiledFxGraph fz3kzbxq6y7 ##", "unattributed (compiled graph)"),
+    # XLA GPU
+    ("gemm_fusion_dot.12", "gemm"),
+    ("nvjet_tst_128x256_64x4_2x1_v_bz_coopA_TNT", "gemm"),
+    ("cutlass_80_tensorop_bf16_s16816gemm_relu_bf16_64x64_32x6_tn_align8", "gemm"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1", "gemm"),
+    ("input_reduce_fusion", "softmax/reduce"),
+    ("triton_softmax_3", "softmax/reduce"),
+    ("loop_convert_fusion", "elementwise"),
+    ("loop_add_fusion", "elementwise"),
+    ("transpose_copy_fusion", "copy/transpose"),
+    ("copy_bitcast_fusion", "copy/transpose"),
+    # XLA CPU
+    ("ynn_fusion.12", "gemm"),
+    ("multiply_bitcast_fusion", "elementwise"),
+    ("transpose_copy_fusion.3", "copy/transpose"),
+    ("slice_concatenate_fusion", "copy/transpose"),
+    # torch eager (CPU ops; CUDA kernels)
+    ("aten::addmm", "gemm"),
+    ("aten::mm", "gemm"),
+    ("aten::bmm", "gemm"),
+    ("aten::mkldnn_convolution", "gemm"),
+    ("aten::native_layer_norm", "softmax/reduce"),
+    ("aten::_softmax", "softmax/reduce"),
+    ("aten::gelu", "elementwise"),
+    ("aten::add", "elementwise"),
+    ("aten::cat", "copy/transpose"),
+    ("aten::index", "copy/transpose"),
+    ("aten::copy_", "copy/transpose"),
+    ("aten::roll", "copy/transpose"),
+    ("void at::native::unrolled_elementwise_kernel<at::native::CUDAFunctor_add<float>, "
+     "at::detail::Array<char*, 3>>", "elementwise"),
+]
+
+
+@pytest.mark.parametrize("name, expected", KERNEL_NAME_CLASSES)
+def test_kernel_names_are_classed_like_their_work(name, expected):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import profile_kernels
+
+    assert profile_kernels.classify(name) == expected
