@@ -9,6 +9,7 @@ stage continues from its newest checkpoint. On several hosts add --multihost.
 """
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,7 +20,11 @@ config_flags.DEFINE_config_file("config", None, "Config file, optionally with ':
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go "
                     "(default: runs/<config name>).")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (one process "
+                  "per host; on SLURM, TPU pods and other known clusters it finds its peers).")
+flags.DEFINE_string("coordinator_address", None, "--multihost elsewhere: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "--multihost elsewhere: how many processes in all.")
+flags.DEFINE_integer("process_id", None, "--multihost elsewhere: this process's index.")
 FLAGS = flags.FLAGS
 
 
@@ -71,17 +76,39 @@ def _innermost_in_chain(err: BaseException, kind: type) -> BaseException | None:
     return found
 
 
+def start_multihost() -> None:
+    import jax
+
+    # CPU processes need a collectives backend to talk to each other (GPUs and TPUs
+    # have their own); setting it is harmless elsewhere.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+
+
+def resume_command(workdir: Path) -> str:
+    """This very command, with --workdir made explicit: running it again resumes."""
+    args, skip_next = [], False
+    for arg in sys.argv[1:]:
+        if skip_next:
+            skip_next = False
+        elif arg in ("--workdir", "-workdir"):
+            skip_next = True  # '--workdir DIR' as two arguments
+        elif not arg.lstrip("-").startswith("workdir="):
+            args.append(arg)
+    return shlex.join(["python", sys.argv[0], *args, f"--workdir={workdir}"])
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
     if FLAGS.multihost:
-        import jax
-
-        jax.distributed.initialize()
+        start_multihost()
     from configs import common, demo
+    from swin_flax import preemption
     from swin_flax.config_check import check_config_keys
     from swin_flax.pipeline import run_pipeline
-    from swin_flax.errors import user_errors
+    from swin_flax.errors import RunPreempted, user_errors
 
     try:
         config = FLAGS.config if FLAGS.config is not None else demo.get_config()
@@ -93,7 +120,11 @@ def main(argv):
         config_flags.get_config_filename(FLAGS["config"]) if FLAGS.config is not None else None)
     try:
         check_config_keys(config_values, common.get_base_config().to_dict())
-        rows = run_pipeline(config, workdir)
+        with preemption.handle_stop_signals():
+            rows = run_pipeline(config, workdir)
+    except RunPreempted as stop:
+        print(f"{stop}\nresume with: {resume_command(workdir)}", file=sys.stderr, flush=True)
+        return preemption.PREEMPTED_EXIT_CODE
     except user_errors() as err:
         if os.environ.get("SWIN_FLAX_DEBUG"):
             raise

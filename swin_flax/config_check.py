@@ -4,6 +4,7 @@ out of range, reported before the data loads and hours go into the teacher."""
 from __future__ import annotations
 
 import difflib
+import math
 
 from swin_flax.errors import UserInputError
 
@@ -28,6 +29,23 @@ def check_config_keys(config: dict, template: dict) -> None:
                              + ". Valid keys are declared in configs/common.py.")
 
 
+def _finite(test):
+    """A rule that also rejects NaN and infinity (NaN compares False, inf passes `> 0`)."""
+    return lambda v: isinstance(v, (int, float)) and math.isfinite(v) and test(v)
+
+
+def _stage_rules(stage: str) -> tuple:
+    """Optimisation settings of one training stage: wrong ones otherwise show up only as a
+    NaN loss, after the teacher's whole fine-tuning for the student's stage."""
+    return (
+        (f"{stage}.peak_lr", _finite(lambda v: v > 0), "a finite learning rate > 0"),
+        (f"{stage}.end_lr", _finite(lambda v: v >= 0), "a finite learning rate >= 0"),
+        (f"{stage}.weight_decay", _finite(lambda v: v >= 0), "a finite number >= 0"),
+        (f"{stage}.grad_clip_norm", _finite(lambda v: v >= 0), "0 (no clipping) or a norm > 0"),
+        (f"{stage}.label_smoothing", _finite(lambda v: 0 <= v < 1), "a fraction in [0, 1)"),
+    )
+
+
 # (dotted key, test, what is expected); the test gets the value.
 VALUE_RULES = (
     ("data.crop_padding", lambda v: v >= 0, "an int >= 0 (pixels of zero padding)"),
@@ -38,12 +56,20 @@ VALUE_RULES = (
     ("eval.batch_size", lambda v: v >= 1, "an int >= 1"),
     ("eval.throughput_batch_size", lambda v: v >= 0, "0 (no throughput) or a batch size"),
     ("eval.throughput_repeats", lambda v: v >= 1, "an int >= 1"),
-    ("finetune.epochs", lambda v: v > 0, "a number of epochs > 0"),
-    ("distill.epochs", lambda v: v > 0, "a number of epochs > 0"),
+    ("finetune.epochs", _finite(lambda v: v > 0), "a finite number of epochs > 0"),
+    ("distill.epochs", _finite(lambda v: v > 0), "a finite number of epochs > 0"),
     ("finetune.batch_size", lambda v: v >= 1, "an int >= 1"),
     ("distill.batch_size", lambda v: v >= 1, "an int >= 1"),
     ("finetune.warmup_epochs", lambda v: v >= 0, "a number of epochs >= 0"),
     ("distill.warmup_epochs", lambda v: v >= 0, "a number of epochs >= 0"),
+    *_stage_rules("finetune"),
+    *_stage_rules("distill"),
+    ("distill.temperature", _finite(lambda v: v > 0), "a finite temperature > 0"),
+    ("distill.alpha", _finite(lambda v: 0 <= v <= 1), "a weight in [0, 1]"),
+    ("distill.alpha_start", _finite(lambda v: 0 <= v <= 1), "a weight in [0, 1]"),
+    ("distill.alpha_end", _finite(lambda v: 0 <= v <= 1), "a weight in [0, 1]"),
+    ("distill.w_d", _finite(lambda v: v >= 0), "a finite weight >= 0"),
+    ("distill.w_s", _finite(lambda v: v >= 0), "a finite weight >= 0"),
 )
 
 

@@ -15,14 +15,24 @@ class UserInputError(ValueError):
     """Bad input that the user can fix: the message says what was expected."""
 
 
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN/Inf; the last good checkpoint is kept for inspection or resume."""
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exception classes an entry point prints as one line."""
     # CheckpointError and ConversionError are UserInputErrors too.
     from swin_flax.data import DatasetUnavailableError
-    from swin_flax.trainer import TrainingDivergedError
 
     return (UserInputError, FileNotFoundError, DatasetUnavailableError, TrainingDivergedError)
 
 
 def is_user_error(err: BaseException) -> bool:
     return isinstance(err, user_errors())
+
+
+class RunPreempted(Exception):
+    """SIGTERM/SIGINT stopped the run after a checkpoint was saved; the same command resumes.
+
+    Not an error in the user's input: entry points exit with `preemption.PREEMPTED_EXIT_CODE`.
+    """

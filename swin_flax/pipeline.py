@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from swin_flax import checkpoint_io, registry, transfer
+from swin_flax import checkpoint_io, preemption, registry, transfer
 from swin_flax.config_check import check_config_values
 from swin_flax.data import ArrayDataset
 from swin_flax.datasets import load_datasets
-from swin_flax.errors import UserInputError
+from swin_flax.errors import RunPreempted, UserInputError
 from swin_flax.evaluate import measure_throughput, top1_accuracy
 from swin_flax.metrics_log import is_main_process
 from swin_flax.model import SwinTransformer, count_params, init_params, model_config
@@ -33,6 +36,7 @@ from swin_flax.train_step import AugmentConfig, LossConfig
 from swin_flax.trainer import (LoopConfig, OptimConfig, mark_stage_done, stage_is_done,
                                train_stage)
 from swin_flax.variants import StudentVariant, parse_variants
+from swin_flax.workdir_lock import exclusive_workdir
 
 FINAL_MODEL_DIR = "final_model"
 TIMM_EXPORT_FILE = "timm_model.safetensors"
@@ -50,9 +54,30 @@ def compute_dtype(name: str):
 
 
 def run_pipeline(config, workdir: str | Path) -> list[dict]:
-    """Run every stage the config asks for; returns (and writes) the result rows."""
+    """Run every stage the config asks for; returns (and writes) the result rows.
+
+    One run at a time per workdir: a second one fails at once (WorkdirInUseError). A
+    SIGTERM/SIGINT inside `preemption.handle_stop_signals()` saves a checkpoint and raises
+    RunPreempted; the same call again resumes.
+    """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_workdir_writable(workdir)
+    with exclusive_workdir(workdir, enabled=is_main_process()):
+        return _run_pipeline_locked(config, workdir)
+
+
+def check_workdir_writable(workdir: Path) -> None:
+    """A read-only or unwritable workdir is found now, not at the first checkpoint."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as err:
+        raise UserInputError(f"cannot write to the workdir {workdir} ({err.strerror or err}); "
+                             "give a writable directory with --workdir") from None
+
+
+def _run_pipeline_locked(config, workdir: Path) -> list[dict]:
     if is_main_process():
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     dtype = compute_dtype(config.compute_dtype)
@@ -61,6 +86,7 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
     validate_config(config, variants)
     train_data, eval_data = load_datasets(config.data, seed=config.data.split_seed)
     check_batch_sizes_fit(config, variants, len(train_data))
+    check_data_fits_devices(train_data, eval_data)
     rows = []
     try:
         run_stages(config, workdir, dtype, loop, variants, train_data, eval_data, rows)
@@ -75,6 +101,7 @@ def run_stages(config, workdir, dtype, loop, variants, train_data, eval_data, ro
 
     teacher = teacher_params = None
     if config.evaluate_teacher or any(v.transfer or v.distill for v in variants):
+        stop_if_requested("the teacher")
         teacher, teacher_params, teacher_init = prepare_teacher(
             config, workdir, dtype, num_classes, train_data, loop)
     if config.evaluate_teacher:
@@ -83,6 +110,7 @@ def run_stages(config, workdir, dtype, loop, variants, train_data, eval_data, ro
         write_results(workdir, rows)
 
     for variant in variants:
+        stop_if_requested(f"student_{variant.name}")
         student, params = train_student(config, workdir, variant, dtype, num_classes,
                                         teacher, teacher_params, train_data, loop)
         rows.append(evaluate_row(config, student_label(config, student), variant.init,
@@ -92,6 +120,13 @@ def run_stages(config, workdir, dtype, loop, variants, train_data, eval_data, ro
 
 class StageStopped(Exception):
     """A stage ended before its last step (loop.stop_after_steps); rerun to continue."""
+
+
+def stop_if_requested(next_stage: str) -> None:
+    """Between stages: a SIGTERM/SIGINT received meanwhile stops here (nothing unsaved)."""
+    if preemption.stop_requested():
+        raise RunPreempted(f"stopped by {preemption.pending_signal()} before {next_stage}; "
+                           "every finished stage is kept")
 
 
 def validate_config(config, variants) -> None:
@@ -109,6 +144,10 @@ def validate_config(config, variants) -> None:
     if config.student.cut_points:
         p1, p2 = (int(x) for x in config.student.cut_points)
         transfer.validate_cut_points(tuple(registry.preset(config.teacher.model)["depths"]), p1, p2)
+    elif any(v.transfer for v in variants):
+        check_student_fits_teacher(config)
+    if config.teacher.finetuned:
+        check_finetuned_teacher(config)
     d = config.distill
     losses.make_distillation_loss(d.distillation, temperature=d.temperature)
     losses.make_joint_loss(d.joint, alpha=d.alpha, alpha_start=d.alpha_start,
@@ -122,6 +161,86 @@ def validate_config(config, variants) -> None:
             check_batch_size(config[name].batch_size, mesh)
         except ValueError as err:
             raise UserInputError(f"{name}.batch_size: {err}") from None
+
+
+# The fields a transferred student must share with its teacher (only depths may differ).
+TRANSFER_SHARED_FIELDS = ("embed_dim", "num_heads", "window_size", "patch_size", "mlp_ratio")
+
+
+def check_student_fits_teacher(config) -> None:
+    """student.model must be a shallower copy of teacher.model (Algorithm 1's transfer)."""
+    teacher = registry.preset(config.teacher.model)
+    student = registry.preset(config.student.model)
+    defaults = {f: SwinTransformer.__dataclass_fields__[f].default for f in TRANSFER_SHARED_FIELDS}
+    for field in TRANSFER_SHARED_FIELDS:
+        mine, theirs = student.get(field, defaults[field]), teacher.get(field, defaults[field])
+        if tuple(np.atleast_1d(mine)) != tuple(np.atleast_1d(theirs)):
+            raise UserInputError(
+                f"cannot transfer blocks from {config.teacher.model} to {config.student.model}: "
+                f"their {field} differ ({theirs} vs {mine}); a transferred student must be a "
+                "shallower copy of the teacher")
+    try:
+        transfer.cut_points_from_depths(tuple(teacher["depths"]), tuple(student["depths"]))
+    except UserInputError as err:
+        raise UserInputError(f"student.model {config.student.model} cannot be cut from "
+                             f"teacher.model {config.teacher.model}: {err}") from None
+
+
+def architecture_differences(stored: dict, expected: dict) -> list[str]:
+    """'field stored vs expected' for every architecture field that differs (the class
+    count and the regularisation rates are not architecture)."""
+    ignored = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate")
+    return [f"{k} {stored.get(k)} vs {expected[k]}" for k in expected
+            if k not in ignored and stored.get(k) != expected[k]]
+
+
+def expected_teacher_config(config) -> dict:
+    return model_config(registry.create_model(config.teacher.model,
+                                              img_size=config.data.image_size))
+
+
+def check_finetuned_teacher(config) -> None:
+    """teacher.finetuned must hold the architecture teacher.model names: results are
+    labelled with that name, so a different one would be reported under a false name."""
+    where = config.teacher.finetuned
+    differing = architecture_differences(checkpoint_io.load_model_config(where),
+                                         expected_teacher_config(config))
+    if differing:
+        raise UserInputError(
+            f"teacher.finetuned {where!r} holds a different architecture than teacher.model "
+            f"{config.teacher.model!r} at data.image_size {config.data.image_size} "
+            f"({'; '.join(differing)}); set teacher.model to the checkpoint's architecture")
+
+
+# Each device holds the whole data set (replicated) beside the model, optimizer state and
+# activations; beyond this fraction of its memory the run would fail mid-way with an
+# out-of-memory error from deep inside XLA.
+MAX_DATA_FRACTION_OF_DEVICE = 0.5
+
+
+def device_memory_bytes() -> tuple[int, str]:
+    """(bytes one device can hold, what that is): the accelerator's limit, or on CPU the
+    host's physical memory shared by its local devices."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return physical // jax.local_device_count(), "host memory per CPU device"
+
+
+def check_data_fits_devices(train_data: ArrayDataset, eval_data: ArrayDataset) -> None:
+    """Before anything trains: the replicated uint8 data sets must leave room for the model."""
+    needed = train_data.images.nbytes + eval_data.images.nbytes
+    available, what = device_memory_bytes()
+    if needed > MAX_DATA_FRACTION_OF_DEVICE * available:
+        side = train_data.images.shape[1]
+        raise UserInputError(
+            f"the data sets take {needed / 2**30:.2f} GiB ({len(train_data) + len(eval_data)} "
+            f"images of {side}x{side}) on every device, more than "
+            f"{MAX_DATA_FRACTION_OF_DEVICE:.0%} of the {available / 2**30:.2f} GiB of {what}; "
+            "store the images smaller with data.stored_size (e.g. 32 or 64: the resize to "
+            "data.image_size happens on the device), or use fewer images")
 
 
 def check_batch_sizes_fit(config, variants, num_train: int) -> None:
@@ -176,7 +295,12 @@ def check_stage_config(stage_dir: Path, fingerprint: dict) -> None:
     fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
     path = stage_dir / STAGE_CONFIG_FILE
     if path.exists() and stage_has_progress(stage_dir):
-        stored = json.loads(path.read_text())
+        try:
+            stored = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserInputError(
+                f"{path} is damaged ({err}); it records the settings this stage was started "
+                "with. Restore it, or delete the stage directory to train the stage again.") from None
         changed = sorted(_differences(stored, fingerprint))
         blocking = [c for c in changed if c.rsplit(".", 1)[-1] not in RESUMABLE_CHANGES]
         if blocking:
@@ -219,7 +343,7 @@ def prepare_teacher(config, workdir: Path, dtype, num_classes: int, train_data: 
         return model, params, "given"
     stage_dir = workdir / "teacher"
     check_stage_config(stage_dir, teacher_fingerprint(config))
-    if stage_is_done(stage_dir):
+    if finished_model_available(stage_dir):
         model, params = checkpoint_io.load_checkpoint(stage_dir / FINAL_MODEL_DIR, dtype=dtype)
         return model, params, init_label(tcfg.init)
     model = registry.create_model(tcfg.model, num_classes=num_classes,
@@ -235,6 +359,22 @@ def prepare_teacher(config, workdir: Path, dtype, num_classes: int, train_data: 
     return model, result.params, init_label(tcfg.init)
 
 
+def finished_model_available(stage_dir: Path) -> bool:
+    """Whether a finished stage can be reused as is. A finished stage whose final_model/
+    was deleted or damaged is trained "again": the loop restores the final checkpoint,
+    runs no step, and finish_stage writes final_model/ anew."""
+    if not stage_is_done(stage_dir):
+        return False
+    if checkpoint_io.is_checkpoint(stage_dir / FINAL_MODEL_DIR):
+        return True
+    print(f"note: {stage_dir.name} is finished but its {FINAL_MODEL_DIR}/ is missing or "
+          "incomplete; rebuilding it from the stage's newest checkpoint", flush=True)
+    broken = stage_dir / FINAL_MODEL_DIR
+    if broken.exists() and is_main_process():
+        shutil.move(str(broken), str(stage_dir / f"{FINAL_MODEL_DIR}.damaged"))
+    return False
+
+
 def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
     """'random', a `load_checkpoint` directory, or 'timm:<name or .safetensors path>'."""
     if init == "random":
@@ -245,13 +385,11 @@ def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
         state_dict = convert.load_state_dict(init[len("timm:"):])
         return convert.timm_to_flax(state_dict, model, head="reinit", rng=seed)
     source, params = checkpoint_io.load_checkpoint(Path(init))
-    mine, theirs = model_config(model), model_config(source)
-    differing = [k for k in mine if k not in ("num_classes", "drop_rate", "attn_drop_rate",
-                                             "drop_path_rate") and mine[k] != theirs[k]]
+    differing = architecture_differences(model_config(source), model_config(model))
     if differing:
         raise UserInputError(
             f"teacher.init {init!r} holds a different architecture than teacher.model "
-            f"{model_name(model)}: " + ", ".join(f"{k} {theirs[k]} vs {mine[k]}" for k in differing))
+            f"{model_name(model)}: " + ", ".join(differing))
     if source.num_classes == model.num_classes:
         return params
     # A new task: keep every pretrained weight but the classifier, which starts fresh.
@@ -306,7 +444,7 @@ def train_student(config, workdir: Path, variant: StudentVariant, dtype, num_cla
     student, cuts = build_student(config, teacher, variant, dtype, num_classes)
     stage_dir = workdir / f"student_{variant.name}"
     check_stage_config(stage_dir, student_fingerprint(config, variant))
-    if stage_is_done(stage_dir):
+    if finished_model_available(stage_dir):
         return checkpoint_io.load_checkpoint(stage_dir / FINAL_MODEL_DIR, dtype=dtype)
     params = init_params(student, config.seed + 1)
     if variant.transfer:
@@ -356,6 +494,9 @@ def finish_stage(stage_dir: Path, model: SwinTransformer, result) -> None:
     The second is what users deploy: timm's `SwinTransformer(**kwargs)` (kwargs in the
     file's metadata) loads it with strict=True, for PyTorch or ONNX export.
     """
+    if result.stopped_by:
+        raise RunPreempted(f"{stage_dir.name} stopped by {result.stopped_by} after step "
+                           f"{result.steps}; its checkpoint is saved")
     if not result.completed:
         raise StageStopped(f"{stage_dir.name} at step {result.steps}; run the same command "
                            "again to continue")

@@ -18,10 +18,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from swin_flax import optim
+from swin_flax import optim, preemption
 from swin_flax.checkpointing import TrainCheckpointer
 from swin_flax.data import ArrayDataset, epoch_batches
-from swin_flax.errors import UserInputError
+from swin_flax.errors import TrainingDivergedError, UserInputError
 from swin_flax.metrics_log import MetricsWriter, ProgressBar, is_main_process
 from swin_flax.model import SwinTransformer
 from swin_flax.sharding import (batch_sharded, check_batch_size, make_mesh, put_global,
@@ -30,10 +30,6 @@ from swin_flax.train_step import (AugmentConfig, LossConfig, create_train_state,
                                   make_train_step)
 
 STAGE_DONE_FILE = "stage_done.json"
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN/Inf; the last good checkpoint is kept for inspection or resume."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +63,7 @@ class StageResult:
     steps: int
     completed: bool
     final_metrics: dict
+    stopped_by: str | None = None  # the signal that stopped it early, checkpoint saved
 
 
 def stage_is_done(stage_dir: str | Path) -> bool:
@@ -121,8 +118,7 @@ def train_stage(
     state = create_train_state(put_replicated(init_params, mesh), tx)
     state = jax.tree_util.tree_map(lambda x: jax.device_put(x, replicated(mesh)), state)
     checkpointer = TrainCheckpointer(stage_dir / "checkpoints", keep=loop.keep_checkpoints)
-    if checkpointer.latest_step() is not None:
-        state = checkpointer.restore(state)
+    state = checkpointer.restore_newest_intact(state) or state
     start_step = int(jax.device_get(state.step))
 
     step_fn = make_train_step(student=model, teacher=teacher, tx=tx, schedule=schedule,
@@ -141,6 +137,7 @@ def train_stage(
     last_metrics: dict = {k: v for k, v in writer.last_logged.items() if k != "epoch"}
     stop_at = total_steps if loop.stop_after_steps is None else min(total_steps, loop.stop_after_steps)
     order, order_epoch = None, -1
+    stopped_by = None
     try:
         for step in range(start_step, stop_at):
             epoch, position = divmod(step, steps_per_epoch)
@@ -151,7 +148,10 @@ def train_stage(
             state, metrics = step_fn(state, teacher_params, images, labels, indices, base_rng)
             pending.append(metrics)
             done = step + 1
-            checkpoint_now = done % loop.checkpoint_every_steps == 0 or done == total_steps
+            # A SIGTERM/SIGINT since the last step: save now, so the stop loses no step.
+            stopping = preemption.stop_requested()
+            checkpoint_now = (done % loop.checkpoint_every_steps == 0 or done == total_steps
+                              or stopping)
             if checkpoint_now or done % loop.log_every_steps == 0 or done == stop_at:
                 last_metrics = _drain(pending, name, done, checkpointer)
                 writer.write(done, {**last_metrics, "epoch": done / steps_per_epoch})
@@ -159,6 +159,9 @@ def train_stage(
             if checkpoint_now:
                 writer.flush()
                 checkpointer.save(done, state)
+            if stopping:
+                stopped_by = preemption.pending_signal()
+                break
     finally:
         progress.close()
         writer.close()
@@ -167,7 +170,7 @@ def train_stage(
     end_step = int(jax.device_get(state.step))
     completed = end_step >= total_steps
     return StageResult(params=state.params, steps=end_step, completed=completed,
-                       final_metrics=last_metrics)
+                       final_metrics=last_metrics, stopped_by=stopped_by)
 
 
 def _drain(pending: list[dict], stage: str, step: int, checkpointer: TrainCheckpointer) -> dict:

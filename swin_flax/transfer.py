@@ -105,7 +105,9 @@ def cut_points_from_depths(teacher_depths: Sequence[int],
     if len(changed) > 1 or student[changed[0]] > teacher[changed[0]]:
         raise UserInputError(f"cannot derive cut points from teacher depths {teacher} and student "
                              f"depths {student}: they are derivable only when the student is "
-                             "shallower in exactly one stage; set p1 and p2 explicitly")
+                             "shallower in exactly one stage (a student deeper than its teacher "
+                             "cannot be cut from it); set the blocks to keep explicitly with "
+                             "student.cut_points=(p1, p2) (config) or p1=, p2= (Python)")
     s = changed[0]
     starts = _stage_starts(teacher)
     return starts[s] + student[s], starts[s + 1]

@@ -102,8 +102,8 @@ def test_cut_points_from_depths(teacher, student, cuts):
 
 
 @pytest.mark.parametrize("student, match", [
-    ((2, 1, 2, 2), "set p1 and p2 explicitly"),      # two stages differ
-    ((2, 2, 8, 2), "set p1 and p2 explicitly"),      # deeper than the teacher
+    ((2, 1, 2, 2), r"student.cut_points=\(p1, p2\)"),  # two stages differ
+    ((2, 2, 8, 2), "deeper than its teacher"),       # deeper than the teacher
     ((2, 2, 2), "different numbers of stages"),
     ((2, 2, 0, 2), "ints >= 1"),
 ])
