@@ -1,8 +1,10 @@
 """A model and its parameters as one standard orbax checkpoint directory.
 
 The directory has two items: 'params' (the parameter pytree, `StandardSave`) and
-'model_config' (the architecture, `JsonSave` of `model_config(model)`). Any orbax
-user can read it; `load_checkpoint(path)` is all swin_flax users need:
+'model_config' (the architecture, `JsonSave` of `model_config(model)`), and optionally a
+third, 'class_names' (`JsonSave` of a list: the classifier's label names, e.g. from a
+transformers config.json). Any orbax user can read it; `load_checkpoint(path)` is all
+swin_flax users need:
 
     model, params = swin_flax.load_checkpoint("swin_t_in1k")
     logits = model.apply({"params": params}, images_nhwc)
@@ -25,6 +27,7 @@ from swin_flax.model import (
 
 PARAMS_ITEM = "params"
 CONFIG_ITEM = "model_config"
+CLASS_NAMES_ITEM = "class_names"
 
 
 class CheckpointError(UserInputError):
@@ -70,32 +73,53 @@ def _shape_problems(params, abstract) -> list[str]:
     return problems
 
 
-def checkpoint_args(model: SwinTransformer, params):
-    """`ocp.args.Composite` saving `params` and the model configuration (for managers too)."""
+def checkpoint_args(model: SwinTransformer, params, class_names=None):
+    """`ocp.args.Composite` saving `params` and the model configuration (for managers too),
+    and the class names if given."""
     import orbax.checkpoint as ocp
 
-    return ocp.args.Composite(**{
+    items = {
         PARAMS_ITEM: ocp.args.StandardSave(params),
         CONFIG_ITEM: ocp.args.JsonSave(model_config(model)),
-    })
+    }
+    if class_names is not None:
+        items[CLASS_NAMES_ITEM] = ocp.args.JsonSave([str(name) for name in class_names])
+    return ocp.args.Composite(**items)
 
 
 def save_checkpoint(path: str | os.PathLike, model: SwinTransformer, params, *,
-                    overwrite: bool = False) -> Path:
-    """Write `params` and `model_config(model)` to the orbax checkpoint directory `path`."""
+                    overwrite: bool = False, class_names=None) -> Path:
+    """Write `params` and `model_config(model)` to the orbax checkpoint directory `path`,
+    and `class_names` (one per output of the classifier) if given."""
     import orbax.checkpoint as ocp
 
     path = _absolute(path)
     if set(params) == {"params"}:
         params = params["params"]
     problems = _shape_problems(params, abstract_params(model))
+    if class_names is not None and len(class_names) != model.num_classes:
+        problems.append(f"{len(class_names)} class names for {model.num_classes} classes")
     if problems:
         raise CheckpointError("params do not match the model:\n  " + "\n  ".join(problems))
     check_writable(path, overwrite=overwrite)
     # check_writable allowed it: an empty directory or an old checkpoint may be replaced.
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        checkpointer.save(path, args=checkpoint_args(model, params), force=path.exists())
+        checkpointer.save(path, args=checkpoint_args(model, params, class_names),
+                          force=path.exists())
     return path
+
+
+def load_class_names(path: str | os.PathLike) -> list[str] | None:
+    """The class names stored with a checkpoint; None when it has none (most do not)."""
+    import orbax.checkpoint as ocp
+
+    path = _require_checkpoint(path)
+    if not (path / CLASS_NAMES_ITEM).is_dir():
+        return None
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(
+            path, args=ocp.args.Composite(**{CLASS_NAMES_ITEM: ocp.args.JsonRestore()}))
+    return list(restored[CLASS_NAMES_ITEM])
 
 
 def load_model_config(path: str | os.PathLike) -> dict:
@@ -160,5 +184,6 @@ def _require_checkpoint(path: str | os.PathLike) -> Path:
 
 __all__ = [
     "CheckpointError", "save_checkpoint", "load_checkpoint", "load_model_config",
-    "checkpoint_args", "check_writable", "is_checkpoint", "PARAMS_ITEM", "CONFIG_ITEM",
+    "load_class_names", "checkpoint_args", "check_writable", "is_checkpoint", "PARAMS_ITEM",
+    "CONFIG_ITEM", "CLASS_NAMES_ITEM",
 ]

@@ -1,19 +1,23 @@
 """Swin weights between timm (PyTorch) and swin_flax, in both directions.
 
-Import (timm / original Microsoft checkpoint -> Flax):
+Import (timm / original Microsoft / Hugging Face transformers checkpoint -> Flax):
 
-    sd = load_state_dict("model.safetensors")        # or a .pth, or a timm model name
+    sd = load_state_dict("model.safetensors")        # or a .pth, a directory, a hub name
     model = SwinTransformer(**infer_architecture(sd), num_classes=100)
     params = timm_to_flax(sd, model, head="reinit")   # strict: every problem in one error
 
-or all of it, writing an orbax checkpoint directory: `convert(source, out_dir, ...)`.
+or all of it: `import_weights(source, ...)` (a transformers directory's config.json
+included), `convert(source, out_dir, ...)` to write an orbax checkpoint directory.
 
 Export (Flax -> timm): `save_timm_safetensors(params, path)` then in PyTorch
-`SwinTransformer(**timm_model_kwargs(model)).load_state_dict(..., strict=True)`.
+`SwinTransformer(**timm_model_kwargs(model)).load_state_dict(..., strict=True)`;
+to transformers: `swin_flax.hf_transformers.save_transformers`.
 
 The mapping is one table (`KEY_TABLE`) of timm key templates, Flax path templates and
-the layout change between them; both directions read it. Derived buffers
-(`relative_position_index`, `attn_mask`) are never loaded: the model recomputes them.
+the layout change between them; both directions read it. Other layouts are renamed to
+timm's first (`to_timm_layout`; transformers' table is in `swin_flax.hf_transformers`).
+Derived buffers (`relative_position_index`, `attn_mask`) are never loaded: the model
+recomputes them.
 PyTorch is only needed to read `.pth` files; `.safetensors` files and timm hub names are
 read with `safetensors.numpy`.
 """
@@ -26,7 +30,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +46,10 @@ logger = logging.getLogger(__name__)
 HEAD_MODES = ("keep", "reinit", "drop")
 BIAS_RESIZE_METHODS = ("timm", "bicubic")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in a directory or hub repo, in order
+# Training checkpoints wrap the state_dict; timm's load_checkpoint picks them in this order.
+STATE_DICT_WRAPPERS = ("state_dict", "model")
+EMA_WRAPPERS = ("state_dict_ema", "model_ema")
 DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
 INSTALL_HINT = "pip install swin_flax[convert]"
 
@@ -141,45 +149,61 @@ def _timm_shape(flax_shape: tuple[int, ...], layout: str | None) -> tuple[int, .
 # --------------------------------------------------------------------------------------
 # Reading checkpoints.
 
-def load_state_dict(source: str | os.PathLike) -> dict[str, np.ndarray]:
+def load_state_dict(source: str | os.PathLike, *, use_ema: bool = False
+                    ) -> dict[str, np.ndarray]:
     """The weights of `source` as numpy arrays, keys as in the file.
 
     `source` is a `.safetensors` file (read without PyTorch), a `.pth`/`.pt`/`.bin` file
-    written by `torch.save` (needs PyTorch; `{'model': sd}` and `{'state_dict': sd}` are
-    unwrapped), a directory holding `model.safetensors`, or a timm model name with its
-    pretrained tag (`swin_tiny_patch4_window7_224.ms_in1k`, also `timm/...` or
-    `hf-hub:owner/repo`), downloaded from the Hugging Face Hub.
+    written by `torch.save` (needs PyTorch; `{'state_dict': sd}` and `{'model': sd}` are
+    unwrapped, EMA weights `{'state_dict_ema': sd}`/`{'model_ema': sd}` with use_ema=True
+    or when they are the only ones), a directory holding `model.safetensors` or
+    `pytorch_model.bin` (a transformers `save_pretrained` directory), a timm model name with
+    its pretrained tag (`swin_tiny_patch4_window7_224.ms_in1k`, also `timm/...`) or a
+    Hugging Face Hub repo (`microsoft/swin-tiny-patch4-window7-224`, also
+    `hf-hub:owner/repo`), downloaded.
     """
+    return _read_file(locate(source)[0], use_ema=use_ema)
+
+
+def locate(source: str | os.PathLike) -> tuple[Path, Path | None]:
+    """(weights file, config.json or None) of `source` (see `load_state_dict`), downloading
+    hub repos. A config.json comes only with a directory or a non-timm hub repo."""
     path = Path(os.fspath(source)).expanduser()
     if path.is_dir():
-        candidate = path / "model.safetensors"
-        if not candidate.is_file():
+        weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
+        if not weights:
             raise ConversionError(
-                f"{path} is a directory without model.safetensors; pass a checkpoint file "
-                "(.safetensors, .pth, .pt, .bin) or a timm model name")
-        return _read_safetensors(candidate)
+                f"{path} is a directory without {' or '.join(WEIGHT_FILES)}; pass a "
+                "checkpoint file (.safetensors, .pth, .pt, .bin), a transformers "
+                "save_pretrained directory or a hub name")
+        config = path / "config.json"
+        return weights[0], config if config.is_file() else None
     if path.is_file():
-        return _read_file(path)
+        return path, None
     repo_id = _hub_repo_id(str(source))
     if repo_id is None:
         raise ConversionError(
-            f"{source}: no such file, and not a timm model name. Pass a checkpoint file "
-            "(.safetensors, .pth, .pt, .bin) or a timm name with its pretrained tag such as "
-            "swin_tiny_patch4_window7_224.ms_in1k")
-    return _read_safetensors(_download_from_hub(repo_id, str(source)))
+            f"{source}: no such file or directory, and not a hub name. Pass a checkpoint file "
+            "(.safetensors, .pth, .pt, .bin), a directory, a timm name with its pretrained tag "
+            "such as swin_tiny_patch4_window7_224.ms_in1k or a Hugging Face Hub repo such as "
+            "microsoft/swin-tiny-patch4-window7-224")
+    if repo_id.startswith("timm/"):  # timm repos: model.safetensors, config.json is timm's
+        return _download_from_hub(repo_id, str(source), WEIGHT_FILES[0]), None
+    config = _download_from_hub(repo_id, str(source), "config.json", optional=True)
+    return _download_from_hub(repo_id, str(source), *WEIGHT_FILES), config
 
 
-def _read_file(path: Path) -> dict[str, np.ndarray]:
+def _read_file(path: Path, *, use_ema: bool = False) -> dict[str, np.ndarray]:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         return _read_safetensors(path)
     if suffix in TORCH_SUFFIXES:
-        return _read_torch(path)
+        return _read_torch(path, use_ema)
     # Unknown suffix: decide by content.
     with open(path, "rb") as f:
         head = f.read(9)
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch zip archive / legacy pickle
-        return _read_torch(path)
+        return _read_torch(path, use_ema)
     if len(head) == 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON
         return _read_safetensors(path)
     raise ConversionError(
@@ -201,7 +225,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return _check_tensors(state, path)
 
 
-def _read_torch(path: Path) -> dict[str, np.ndarray]:
+def _read_torch(path: Path, use_ema: bool = False) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04" and head[:1] != b"\x80":  # zip archive / legacy pickle
@@ -226,17 +250,36 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
             f"{path} could not be read as a PyTorch checkpoint ({type(e).__name__}: "
             f"{_first_line(e)}); expected a file written by torch.save holding a state_dict "
             f"or {{'model': state_dict}}.{hint}") from None
-    if isinstance(obj, Mapping):
-        for wrapper in ("model", "state_dict"):
-            if isinstance(obj.get(wrapper), Mapping):
-                obj = obj[wrapper]
-                break
     if not isinstance(obj, Mapping):
         raise ConversionError(
             f"{path} holds a {type(obj).__name__}, not a state_dict; expected "
             "torch.save(model.state_dict(), path) or {'model': state_dict}")
-    state = {str(k): _as_numpy(v) for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    return _check_tensors(state, path)
+    inner = _unwrap(obj, path, use_ema)
+    state = {str(k): _as_numpy(v) for k, v in inner.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ConversionError(
+            f"{path} holds no tensors (top-level keys: {', '.join(map(str, list(obj)[:20]))}); "
+            "expected a state_dict, or one under 'state_dict', 'model', 'state_dict_ema' or "
+            "'model_ema'")
+    return state
+
+
+def _unwrap(obj: Mapping, path: Path, use_ema: bool) -> Mapping:
+    """The state_dict in a training checkpoint, chosen as timm's `load_checkpoint(use_ema=)`
+    does: the plain weights unless use_ema; EMA weights also when they are all there is."""
+    plain = [key for key in STATE_DICT_WRAPPERS if isinstance(obj.get(key), Mapping)]
+    ema = [key for key in EMA_WRAPPERS if isinstance(obj.get(key), Mapping)]
+    if use_ema and not ema:
+        raise ConversionError(
+            f"{path} holds no EMA weights (no {' or '.join(map(repr, EMA_WRAPPERS))}; top-level "
+            f"keys: {', '.join(map(str, list(obj)[:20]))}); leave out use_ema (--use-ema)")
+    if use_ema or (ema and not plain):
+        logger.info("reading the EMA weights %r of %s", ema[0], path)
+        return obj[ema[0]]
+    if plain and ema:
+        logger.info("reading %r of %s; it also holds EMA weights %r: use_ema=True (CLI: "
+                    "--use-ema) reads those", plain[0], path, ema[0])
+    return obj[plain[0]] if plain else obj
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -261,7 +304,7 @@ def _first_line(e: BaseException) -> str:
 
 
 # A timm Swin name, optionally with its pretrained tag: swin_tiny_patch4_window7_224.ms_in1k.
-# Other hub repositories need an explicit 'timm/...' or 'hf-hub:owner/repo'.
+# Other hub repositories are 'timm/...', 'owner/repo' (not a local path) or 'hf-hub:owner/repo'.
 _SWIN_NAME = re.compile(r"swin[A-Za-z0-9_]*(\.[A-Za-z0-9_]+)?\Z")
 _TIMM_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?\Z")
 _HUB_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -273,30 +316,54 @@ def _hub_repo_id(source: str) -> str | None:
         return source if _HUB_REPO.match(source) else None
     if source.startswith("timm/"):
         return source if _TIMM_NAME.match(source[len("timm/"):]) else None
-    if _SWIN_NAME.match(source) and not source.lower().endswith(
-            (".safetensors",) + TORCH_SUFFIXES):
+    if source.lower().endswith((".safetensors",) + TORCH_SUFFIXES):
+        return None  # a missing weights file, not a repo
+    if _SWIN_NAME.match(source):
         return f"timm/{source}"
-    return None
+    return source if _HUB_REPO.match(source) else None
 
 
-def _download_from_hub(repo_id: str, source: str) -> Path:
+def _hf_hub_download():
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
         raise ConversionError(
-            f"downloading {source!r} needs huggingface_hub: {INSTALL_HINT}, or download "
-            "model.safetensors yourself and pass its path") from None
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename="model.safetensors"))
-    except Exception as e:  # network, authentication, missing repo or file: all end here
-        tag_hint = ""
-        if "." not in repo_id.split("/")[-1]:
-            tag_hint = (" timm repositories are named with the pretrained tag, e.g. "
-                        "swin_tiny_patch4_window7_224.ms_in1k.")
-        raise ConversionError(
-            f"could not download model.safetensors for {source!r} from the Hugging Face Hub "
-            f"repo {repo_id!r} ({type(e).__name__}: {_first_line(e)}).{tag_hint} Without "
-            "network access, download the file on another machine and pass its path.") from None
+            f"downloading from the Hugging Face Hub needs huggingface_hub: {INSTALL_HINT}, or "
+            "download the files yourself and pass their path") from None
+    return hf_hub_download
+
+
+def _not_in_repo(e: Exception) -> bool:
+    """The repo answered and has no such file (not: offline, no such repo, no access)."""
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    return isinstance(e, EntryNotFoundError) and not isinstance(e, LocalEntryNotFoundError)
+
+
+def _download_from_hub(repo_id: str, source: str, *filenames: str,
+                       optional: bool = False) -> Path | None:
+    """The first of `filenames` that the repo has, downloaded (cached by huggingface_hub);
+    None if it has none of them and they are `optional`."""
+    download = _hf_hub_download()
+    for filename in filenames:
+        try:
+            return Path(download(repo_id=repo_id, filename=filename))
+        except Exception as e:  # network, authentication, missing repo or file: all end here
+            error = e
+            if not _not_in_repo(e):
+                break
+    else:
+        if optional:
+            return None
+    tried = " or ".join(filenames[: filenames.index(filename) + 1])
+    tag_hint = ""
+    if repo_id.startswith("timm/") and "." not in repo_id.split("/")[-1]:
+        tag_hint = (" timm repositories are named with the pretrained tag, e.g. "
+                    "swin_tiny_patch4_window7_224.ms_in1k.")
+    raise ConversionError(
+        f"could not download {tried} for {source!r} from the Hugging Face Hub repo "
+        f"{repo_id!r} ({type(error).__name__}: {_first_line(error)}).{tag_hint} Without "
+        "network access, download the files on another machine and pass their path.")
 
 
 # --------------------------------------------------------------------------------------
@@ -311,10 +378,17 @@ def to_timm_layout(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     - `head.weight`/`head.bias` (Microsoft, older timm) -> `head.fc.*`.
     - Derived buffers (`relative_position_index`, `attn_mask`) are dropped.
     - A `module.` prefix (DistributedDataParallel) is stripped.
+    - Hugging Face transformers checkpoints (`swin.encoder.layers...`, both namings) are
+      renamed by `swin_flax.hf_transformers.to_timm_layout`.
     Values become numpy arrays; torch tensors (e.g. `model.state_dict()`) are accepted.
     """
+    from swin_flax import hf_transformers  # here: it imports this module
+
     keys = list(state_dict)
     strip = "module." if keys and all(k.startswith("module.") for k in keys) else ""
+    if hf_transformers.is_transformers_layout(k[len(strip):] for k in keys):
+        return hf_transformers.to_timm_layout(
+            {k[len(strip):]: _as_numpy(v) for k, v in state_dict.items()})
     microsoft = any(k[len(strip):].startswith("layers.0.downsample.") for k in keys)
     out = {}
     for key, value in state_dict.items():
@@ -356,10 +430,18 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> dict:
     than the window is exactly one window wide, which fixes it; otherwise it is
     `default_img_size` (224 for window 7, 384 for window 12).
     """
+    from swin_flax import hf_transformers
+
     sd = to_timm_layout(state_dict)
     conv = sd.get("patch_embed.proj.weight")
     if conv is None or conv.ndim != 4:
         sample = ", ".join(sorted(sd)[:5])
+        model_type = hf_transformers.other_model_type(sd)
+        if model_type:
+            raise ConversionError(
+                f"a transformers {model_type!r} model (first keys: {sample}), not a Swin "
+                "Transformer: swin_flax reads Swin (v1) weights in the timm, Microsoft or "
+                "transformers layout")
         raise ConversionError(
             "not a Swin Transformer state_dict: no 4-D 'patch_embed.proj.weight' "
             f"(first keys: {sample})")
@@ -532,6 +614,8 @@ def timm_to_flax(state_dict: Mapping[str, Any], model: SwinTransformer, *, head:
     if head == "reinit" and model.num_classes == 0:
         raise ConversionError("head='reinit' needs a model with num_classes > 0")
 
+    from swin_flax import hf_transformers
+
     target = traverse_util.flatten_dict(abstract_params(model), sep="/")
     sd = to_timm_layout(state_dict)
     loaded: dict[str, np.ndarray] = {}
@@ -542,7 +626,7 @@ def timm_to_flax(state_dict: Mapping[str, Any], model: SwinTransformer, *, head:
         if mapped is not None and mapped[0].startswith("head/") and head != "keep":
             continue  # the caller asked for a new head / no head
         if mapped is None or mapped[0] not in target:
-            unexpected.append(f"{key} {tuple(value.shape)}")
+            unexpected.append((key, tuple(value.shape)))
             continue
         path, layout = mapped
         present.add(path)
@@ -555,9 +639,7 @@ def timm_to_flax(state_dict: Mapping[str, Any], model: SwinTransformer, *, head:
                 value = resize_relative_position_bias_table(value, window, method=bias_resize)
                 resized.append(path)
         if value.shape != _timm_shape(want, layout):
-            mismatched.append(
-                f"{key}: checkpoint {tuple(value.shape)}, model expects "
-                f"{_timm_shape(want, layout)}")
+            mismatched.append((key, tuple(value.shape), _timm_shape(want, layout)))
             continue
         loaded[path] = _to_flax_layout(value, layout).astype(target[path].dtype)
 
@@ -565,7 +647,7 @@ def timm_to_flax(state_dict: Mapping[str, Any], model: SwinTransformer, *, head:
                and not (head in ("reinit", "drop") and path.startswith("head/"))]
     if unexpected or missing or mismatched:
         raise ConversionError(_problem_report(model, head, missing, unexpected, mismatched,
-                                              target))
+                                              target, hf_transformers.key_namer(state_dict)))
     if resized:
         logger.info("resized %d relative position bias tables to the model's windows (%s)",
                     len(resized), bias_resize)
@@ -577,21 +659,24 @@ def timm_to_flax(state_dict: Mapping[str, Any], model: SwinTransformer, *, head:
     return traverse_util.unflatten_dict(params, sep="/")
 
 
-def _problem_report(model, head, missing, unexpected, mismatched, target) -> str:
+def _problem_report(model, head, missing, unexpected, mismatched, target, name) -> str:
+    """The report of `timm_to_flax`; keys are shown as `name` gives them (the checkpoint's
+    own naming: a transformers checkpoint's problems in transformers names)."""
     lines = [f"the checkpoint does not fit {_describe(model)}:"]
     if missing:
         lines.append(f"  missing from the checkpoint ({len(missing)}):")
         for path in missing:
             timm_key, layout = flax_path_to_timm_key(path) or (path, None)
             want = _timm_shape(target[path].shape, layout)
-            lines.append(f"    {timm_key} (model expects {want})")
+            lines.append(f"    {name(timm_key)} (model expects {want})")
     if unexpected:
         lines.append(f"  unexpected in the checkpoint ({len(unexpected)}):")
-        lines += [f"    {key}" for key in unexpected]
+        lines += [f"    {name(key)} {shape}" for key, shape in unexpected]
     if mismatched:
         lines.append(f"  shape mismatches ({len(mismatched)}):")
-        lines += [f"    {entry}" for entry in mismatched]
-    head_involved = any(entry.startswith("head.") for entry in unexpected + mismatched) or any(
+        lines += [f"    {name(key)}: checkpoint {have}, model expects {want}"
+                  for key, have, want in mismatched]
+    head_involved = any(key.startswith("head.") for key, *_ in unexpected + mismatched) or any(
         path.startswith("head/") for path in missing)
     if head_involved and head == "keep":
         lines.append(
@@ -664,24 +749,34 @@ def save_timm_safetensors(params: Mapping[str, Any], path: str | os.PathLike, *,
 # --------------------------------------------------------------------------------------
 # The whole import path.
 
-def convert(source: str | os.PathLike, out_dir: str | os.PathLike, *,
-            img_size: int | None = None, num_classes: int | None = None,
-            window_size: int | None = None, head: str = "keep", overwrite: bool = False,
-            bias_resize: str = "timm", rng: int = 0) -> tuple[SwinTransformer, dict]:
-    """Read `source`, build the matching model, convert and write an orbax checkpoint.
+class Imported(NamedTuple):
+    model: SwinTransformer
+    params: dict
+    class_names: list[str] | None  # a transformers config.json's id2label, if it names them
 
-    The architecture comes from the weights (`infer_architecture`); `img_size` and
+
+def import_weights(source: str | os.PathLike, *, img_size: int | None = None,
+                   num_classes: int | None = None, window_size: int | None = None,
+                   head: str = "keep", bias_resize: str = "timm", rng: int = 0,
+                   use_ema: bool = False) -> Imported:
+    """Read `source` (see `load_state_dict`), build the matching model and convert.
+
+    The architecture comes from the weights (`infer_architecture`) and, for a transformers
+    directory or hub repo, its config.json (which must agree with them); `img_size` and
     `window_size` may be changed (bias tables are resampled), `num_classes` only together
-    with head='reinit' (or num_classes=0 with head='drop'). `load_checkpoint(out_dir)`
-    gives the model and parameters back.
+    with head='reinit' (or num_classes=0 with head='drop').
     """
-    from swin_flax import checkpoint_io
+    from swin_flax import hf_transformers
 
     if head not in HEAD_MODES:
         raise UserInputError(f"head must be one of {HEAD_MODES}, got {head!r}")
-    checkpoint_io.check_writable(out_dir, overwrite=overwrite)  # fail before the slow part
-    state = to_timm_layout(load_state_dict(source))
-    arch = infer_architecture(state)
+    weights, config_path = locate(source)
+    config = None if config_path is None else hf_transformers.read_config(config_path, source)
+    raw = _read_file(weights, use_ema=use_ema)
+    arch = infer_architecture(raw)
+    class_names = None
+    if config is not None:
+        arch, class_names = hf_transformers.architecture_from_config(config, arch, source)
     ckpt_classes = arch["num_classes"]
     if head == "drop":
         if num_classes not in (None, 0):
@@ -713,14 +808,35 @@ def convert(source: str | os.PathLike, out_dir: str | os.PathLike, *,
         model = SwinTransformer(**arch)
     except ValueError as e:
         raise ConversionError(f"cannot build a Swin model for {source}: {e}") from None
-    params = timm_to_flax(state, model, head=head, rng=rng, bias_resize=bias_resize)
-    checkpoint_io.save_checkpoint(out_dir, model, params, overwrite=overwrite)
+    params = timm_to_flax(raw, model, head=head, rng=rng, bias_resize=bias_resize)
+    return Imported(model, params, class_names if head == "keep" else None)
+
+
+def convert(source: str | os.PathLike, out_dir: str | os.PathLike, *,
+            img_size: int | None = None, num_classes: int | None = None,
+            window_size: int | None = None, head: str = "keep", overwrite: bool = False,
+            bias_resize: str = "timm", rng: int = 0, use_ema: bool = False
+            ) -> tuple[SwinTransformer, dict]:
+    """`import_weights(source, ...)`, written as an orbax checkpoint to `out_dir`.
+
+    `load_checkpoint(out_dir)` gives the model and parameters back,
+    `checkpoint_io.load_class_names(out_dir)` the class names of a transformers config.json.
+    """
+    from swin_flax import checkpoint_io
+
+    checkpoint_io.check_writable(out_dir, overwrite=overwrite)  # fail before the slow part
+    model, params, class_names = import_weights(
+        source, img_size=img_size, num_classes=num_classes, window_size=window_size, head=head,
+        bias_resize=bias_resize, rng=rng, use_ema=use_ema)
+    checkpoint_io.save_checkpoint(out_dir, model, params, overwrite=overwrite,
+                                  class_names=class_names)
     return model, params
 
 
 __all__ = [
-    "ConversionError", "KEY_TABLE", "load_state_dict", "to_timm_layout", "infer_architecture",
-    "default_img_size", "resize_relative_position_bias_table", "timm_to_flax", "flax_to_timm",
-    "timm_model_kwargs", "save_timm_safetensors", "convert",
+    "ConversionError", "KEY_TABLE", "load_state_dict", "locate", "to_timm_layout",
+    "infer_architecture", "default_img_size", "resize_relative_position_bias_table",
+    "timm_to_flax", "flax_to_timm", "timm_model_kwargs", "save_timm_safetensors", "Imported",
+    "import_weights", "convert",
 ]
 

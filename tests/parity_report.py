@@ -1,13 +1,16 @@
-"""Parity of swin_flax with timm, configuration by configuration.
+"""Parity of swin_flax with timm and with transformers, configuration by configuration.
 
     python tests/parity_report.py
 
 prints, for each configuration, the largest |difference| between timm (PyTorch, CPU,
 float32) and swin_flax (JAX, CPU, float32, matmul precision 'highest') in the logits
-and in every stage's features (the worst stage). timm's weights are random and
-perturbed away from timm's init (LayerNorm scales not 1, biases not 0, bias tables
-large) so that no mix-up of weights can hide. tests/test_convert.py asserts the same
-numbers; this script only reports them.
+and in every stage's features (the worst stage); then, for transformers'
+SwinForImageClassification, the largest |logit difference| after importing its weights
+(hub-file naming from save_pretrained with config.json; transformers 5 naming from
+state_dict() as a bare file) and after exporting swin_flax weights back to it. Weights
+are random and perturbed away from the init (LayerNorm scales not 1, biases not 0, bias
+tables large) so that no mix-up of weights can hide. tests/test_convert.py and
+tests/test_hf_transformers.py assert the same numbers; this script only reports them.
 """
 
 from __future__ import annotations
@@ -43,14 +46,27 @@ CONFIGS: dict[str, dict] = {
 MICROSOFT = "swin_t_224 (Microsoft .pth)"  # swin_t_224's weights, original key layout
 MAGNITUDES: dict[str, dict[str, float]] = {}  # name -> {feature: max |timm value|}
 
+# name -> transformers SwinConfig kwargs (patch 4). Narrow, so that the tests stay fast;
+# odd depths, three stages, the paper's Swin-M (2,2,4,2) and Swin-N (2,2,2,2), window 12.
+HF_CONFIGS: dict[str, dict] = {
+    "odd_2232_128_w4": dict(image_size=128, embed_dim=24, depths=(2, 2, 3, 2),
+                            num_heads=(1, 2, 3, 4), window_size=4, num_labels=5),
+    "3stage_112_w7": dict(image_size=112, embed_dim=32, depths=(2, 3, 2), num_heads=(2, 4, 8),
+                          window_size=7, num_labels=7),
+    "swin_m_224": dict(image_size=224, embed_dim=32, depths=(2, 2, 4, 2),
+                       num_heads=(1, 2, 4, 8), window_size=7, num_labels=10),
+    "swin_n_224": dict(image_size=224, embed_dim=32, depths=(2, 2, 2, 2),
+                       num_heads=(1, 2, 4, 8), window_size=7, num_labels=10),
+    "w12_384": dict(image_size=384, embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                    window_size=12, num_labels=10),
+}
+HF_NAMINGS = ("hub", "v5")  # hub files (save_pretrained) / transformers 5 module names
 
-def make_timm_model(kwargs: dict, seed: int = 0):
-    """timm SwinTransformer with every parameter moved away from timm's init."""
+
+def _perturb(model):
+    """Move every parameter of a torch Swin (timm's or transformers') away from its init."""
     import torch
-    from timm.models.swin_transformer import SwinTransformer
 
-    torch.manual_seed(seed)
-    model = SwinTransformer(drop_path_rate=0.0, **kwargs).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("relative_position_bias_table"):
@@ -61,7 +77,88 @@ def make_timm_model(kwargs: dict, seed: int = 0):
                 p.add_(0.05 * torch.randn_like(p))  # biases
             else:
                 p.add_(0.03 * torch.randn_like(p))
-    return model
+    return model.eval()
+
+
+def make_timm_model(kwargs: dict, seed: int = 0):
+    """timm SwinTransformer with every parameter moved away from timm's init."""
+    import torch
+    from timm.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(seed)
+    return _perturb(SwinTransformer(drop_path_rate=0.0, **kwargs))
+
+
+def make_hf_model(kwargs: dict, seed: int = 0):
+    """transformers SwinForImageClassification, every parameter moved away from its init."""
+    import torch
+    from transformers import SwinConfig, SwinForImageClassification
+
+    torch.manual_seed(seed)
+    config = SwinConfig(patch_size=4, drop_path_rate=0.0, **kwargs)
+    return _perturb(SwinForImageClassification(config))
+
+
+def write_hf_checkpoint(model, directory: Path, naming: str) -> Path:
+    """What convert_timm_weights.py is given: 'hub', a save_pretrained directory (config.json,
+    model.safetensors in the hub-file naming); 'v5', state_dict() as a bare .safetensors file
+    (transformers 5 naming, no config: the architecture is inferred)."""
+    if naming == "hub":
+        model.save_pretrained(directory)
+        return directory
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), str(directory / "v5.safetensors"))
+    return directory / "v5.safetensors"
+
+
+def hf_logits(model, images_nhwc: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(images_nhwc).permute(0, 3, 1, 2)).logits.numpy()
+
+
+def perturbed_params(params, seed: int = 1):
+    """Flax-side weights of their own (as after fine-tuning), for export tests."""
+    rs = np.random.RandomState(seed)
+    return jax.tree_util.tree_map(
+        lambda x: np.asarray(x) + rs.normal(0, 0.05, x.shape).astype(np.float32), params)
+
+
+def hf_export_diff(model, params, directory: Path, images: np.ndarray) -> float:
+    """max |logit diff| of swin_flax and transformers after `save_transformers`; the load
+    must be strict (no missing, unexpected or misshapen keys)."""
+    from transformers import SwinForImageClassification
+
+    from swin_flax.hf_transformers import save_transformers
+
+    save_transformers(params, model, directory)
+    loaded, info = SwinForImageClassification.from_pretrained(directory,
+                                                              output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v}
+    assert not problems, problems
+    ours = flax_forward(model, params, images)[0]
+    return float(np.abs(ours - hf_logits(loaded.eval(), images)).max())
+
+
+def measure_hf(name: str, directory: Path) -> dict[str, float]:
+    """{'import hub', 'import v5', 'export': max |logit diff|} for one configuration."""
+    from swin_flax.convert import import_weights
+
+    hf_model = make_hf_model(HF_CONFIGS[name])
+    images = random_images(dict(img_size=HF_CONFIGS[name]["image_size"]))
+    ref = hf_logits(hf_model, images)
+    diffs = {}
+    for naming in HF_NAMINGS:
+        model, params, _ = import_weights(write_hf_checkpoint(hf_model, directory / naming,
+                                                              naming))
+        diffs[f"import {naming}"] = float(np.abs(flax_forward(model, params, images)[0]
+                                                 - ref).max())
+    diffs["export"] = hf_export_diff(model, perturbed_params(params), directory / "export",
+                                     images)
+    return diffs
 
 
 def timm_state_dict(model) -> dict[str, np.ndarray]:
@@ -159,6 +256,15 @@ def main() -> None:
           "(where; max |feature| there)")
     for name, logit_diff, feature_diff, worst, size in rows:
         print(f"{name:<30} {logit_diff:>17.2e} {feature_diff:>19.2e}  ({worst}; {size:.1f})")
+
+    print(f"\ntransformers SwinForImageClassification vs swin_flax: max |logit diff|")
+    print(f"{'configuration':<30} {'import hub files':>17} {'import v5 names':>16} "
+          f"{'export':>10}")
+    for name in HF_CONFIGS:
+        with tempfile.TemporaryDirectory() as tmp:
+            diffs = measure_hf(name, Path(tmp))
+        print(f"{name:<30} {diffs['import hub']:>17.2e} {diffs['import v5']:>16.2e} "
+              f"{diffs['export']:>10.2e}")
 
 
 if __name__ == "__main__":

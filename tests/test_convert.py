@@ -295,7 +295,7 @@ def test_file_that_is_not_a_checkpoint(tmp_path):
         path.write_text("this is a text file, not weights\n" * 20)
         with pytest.raises(C.ConversionError, match=rf"{name} is not .*expected"):
             C.load_state_dict(path)
-    with pytest.raises(C.ConversionError, match="no such file, and not a timm model name"):
+    with pytest.raises(C.ConversionError, match="no such file or directory, and not a hub name"):
         C.load_state_dict(tmp_path / "missing.pth")
     with pytest.raises(C.ConversionError, match="not a Swin Transformer state_dict: no 4-D "
                        "'patch_embed.proj.weight' \\(first keys: fc.bias, fc.weight\\)"):
@@ -364,6 +364,31 @@ def test_torch_checkpoint_with_non_tensor_objects(tmp_path):
         C.load_state_dict(path)
 
 
+def test_training_checkpoints_are_unwrapped_as_timm_does(timm_models, tmp_path):
+    state = _pico_state(timm_models)
+    plain = {k: torch.from_numpy(v) for k, v in state.items()}
+    ema = {f"module.{k}": v + 1 for k, v in plain.items()}  # EMA wrappers may keep DDP's prefix
+    key = "layers.0.blocks.0.norm1.weight"
+
+    def read(name, use_ema=False):
+        return C.load_state_dict(tmp_path / name, use_ema=use_ema)
+
+    torch.save({"state_dict": plain, "state_dict_ema": ema, "epoch": 3}, tmp_path / "both.pth")
+    np.testing.assert_array_equal(read("both.pth")[key], state[key])
+    np.testing.assert_array_equal(C.to_timm_layout(read("both.pth", use_ema=True))[key],
+                                  state[key] + 1)
+    torch.save({"model_ema": ema, "epoch": 3}, tmp_path / "ema_only.pth")  # all there is
+    np.testing.assert_array_equal(C.to_timm_layout(read("ema_only.pth"))[key], state[key] + 1)
+    torch.save({"model": plain}, tmp_path / "plain.pth")
+    with pytest.raises(C.ConversionError, match=r"plain\.pth holds no EMA weights .*top-level "
+                       r"keys: model\); leave out use_ema \(--use-ema\)"):
+        read("plain.pth", use_ema=True)
+    torch.save({"epoch": 3, "arch": "swin_tiny", "optimizer": {"lr": 0.1}}, tmp_path / "meta.pth")
+    with pytest.raises(C.ConversionError, match=r"meta\.pth holds no tensors \(top-level keys: "
+                       r"epoch, arch, optimizer\)"):
+        read("meta.pth")
+
+
 def test_missing_unexpected_and_misshapen_keys_in_one_error(timm_models):
     state = _pico_state(timm_models)
     model = swin_flax.SwinTransformer(**C.infer_architecture(state))
@@ -399,7 +424,7 @@ def test_timm_name_without_network(monkeypatch, tmp_path):
     with pytest.raises(C.ConversionError, match=r"could not download model\.safetensors for "
                        r"'swin_tiny_patch4_window7_224\.ms_in1k' .*'timm/swin_tiny_patch4_window7"
                        r"_224\.ms_in1k' \(LocalEntryNotFoundError: cannot reach the Hub\).*"
-                       r"pass its path"):
+                       r"pass their path"):
         C.convert("swin_tiny_patch4_window7_224.ms_in1k", tmp_path / "out")
 
 
