@@ -24,7 +24,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.data_dir = ""  # TFDS data_dir ('' = TFDS default, ~/tensorflow_datasets)
     c.data.download = True  # try to download and prepare when not found in data_dir
     c.data.root = ""  # image_folder: root/<split>/<class>/*.jpg
-    c.data.stored_size = 0  # image_folder/digits: resize stored images to this side (0 = keep)
+    c.data.stored_size = 0  # resize stored images to this side (0 = keep; needed for mixed sizes)
+    c.data.skip_bad_images = False  # image_folder: skip unreadable files (listed) instead of failing
     c.data.train_split = "train"
     c.data.test_split = "test"
     c.data.validation_fraction = 0.0  # >0: evaluate on a seeded carve-out of train instead of test

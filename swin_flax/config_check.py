@@ -82,6 +82,11 @@ def check_config_values(config) -> None:
             value = value[part]
         if not test(value):
             problems.append(f"{key} must be {expected}, got {value!r}")
+    for stage in ("finetune", "distill"):
+        warmup, epochs = config[stage].warmup_epochs, config[stage].epochs
+        if warmup >= epochs > 0:
+            problems.append(f"{stage}.warmup_epochs ({warmup}) must be shorter than "
+                            f"{stage}.epochs ({epochs}): the cosine decay needs steps after it")
     cut_points = tuple(config.student.cut_points or ())
     if cut_points and len(cut_points) != 2:
         problems.append(f"student.cut_points must be empty (derived from student.model) or two "

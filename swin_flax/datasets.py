@@ -16,15 +16,16 @@ def load_datasets(data_config, *, seed: int) -> tuple[data.ArrayDataset, data.Ar
     the same examples.
     """
     source = data_config.source
+    size = data_config.stored_size or None
     if source == "tfds":
         train = data.load_tfds(data_config.name, data_config.train_split,
-                               data_config.data_dir or None, download=data_config.download)
+                               data_config.data_dir or None, download=data_config.download,
+                               image_size=size)
         test = data.load_tfds(data_config.name, data_config.test_split,
-                              data_config.data_dir or None, download=data_config.download)
+                              data_config.data_dir or None, download=data_config.download,
+                              image_size=size)
     elif source == "image_folder":
-        size = data_config.stored_size or None
-        train = data.load_image_folder(data_config.root, data_config.train_split, image_size=size)
-        test = data.load_image_folder(data_config.root, data_config.test_split, image_size=size)
+        train, test = _load_image_folder_splits(data_config, size)
     elif source == "digits":
         train, test = data.load_digits(seed=seed, image_size=data_config.stored_size or 32)
     else:
@@ -34,3 +35,19 @@ def load_datasets(data_config, *, seed: int) -> tuple[data.ArrayDataset, data.Ar
             train, data_config.validation_fraction, seed)
         return train, validation
     return train, test
+
+
+def _load_image_folder_splits(data_config, size: int | None):
+    """Both splits, with the unreadable files of both in one error: fixing them one split
+    per run would cost a run per split."""
+    splits, errors = [], []
+    for split in (data_config.train_split, data_config.test_split):
+        try:
+            splits.append(data.load_image_folder(data_config.root, split, image_size=size,
+                                                 skip_bad=data_config.skip_bad_images))
+        except data.BadImagesError as err:
+            errors.append(err)
+    if errors:
+        raise data.BadImagesError("\n".join(str(e) for e in errors),
+                                  tuple(f for e in errors for f in e.bad_files))
+    return splits

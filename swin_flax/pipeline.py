@@ -22,7 +22,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from swin_flax import checkpoint_io, preemption, registry, transfer
 from swin_flax.config_check import check_config_values
@@ -87,6 +86,7 @@ def _run_pipeline_locked(config, workdir: Path) -> list[dict]:
     train_data, eval_data = load_datasets(config.data, seed=config.data.split_seed)
     check_batch_sizes_fit(config, variants, len(train_data))
     check_data_fits_devices(train_data, eval_data)
+    record_skipped_images(workdir, train_data, eval_data)
     rows = []
     try:
         run_stages(config, workdir, dtype, loop, variants, train_data, eval_data, rows)
@@ -94,6 +94,19 @@ def _run_pipeline_locked(config, workdir: Path) -> list[dict]:
         print(f"stopped early: {stop}", flush=True)
     print_summary(rows)
     return rows
+
+
+SKIPPED_IMAGES_FILE = "skipped_images.txt"
+
+
+def record_skipped_images(workdir: Path, *datasets: ArrayDataset) -> None:
+    """data.skip_bad_images=True: what the run did not train or evaluate on, kept beside
+    the results (the count also goes into every results row)."""
+    skipped = sorted({path for ds in datasets for path in ds.skipped_files})
+    if skipped and is_main_process():
+        (workdir / SKIPPED_IMAGES_FILE).write_text("".join(f"{p}\n" for p in skipped))
+        print(f"note: {len(skipped)} unreadable images skipped, listed in "
+              f"{workdir / SKIPPED_IMAGES_FILE}", flush=True)
 
 
 def run_stages(config, workdir, dtype, loop, variants, train_data, eval_data, rows) -> None:
@@ -106,7 +119,7 @@ def run_stages(config, workdir, dtype, loop, variants, train_data, eval_data, ro
             config, workdir, dtype, num_classes, train_data, loop)
     if config.evaluate_teacher:
         rows.append(evaluate_row(config, f"{config.teacher.model} (teacher)", teacher_init, False,
-                                 teacher, teacher_params, eval_data))
+                                 teacher, teacher_params, train_data, eval_data))
         write_results(workdir, rows)
 
     for variant in variants:
@@ -114,7 +127,7 @@ def run_stages(config, workdir, dtype, loop, variants, train_data, eval_data, ro
         student, params = train_student(config, workdir, variant, dtype, num_classes,
                                         teacher, teacher_params, train_data, loop)
         rows.append(evaluate_row(config, student_label(config, student), variant.init,
-                                 variant.distill, student, params, eval_data))
+                                 variant.distill, student, params, train_data, eval_data))
         write_results(workdir, rows)
 
 
@@ -169,21 +182,23 @@ TRANSFER_SHARED_FIELDS = ("embed_dim", "num_heads", "window_size", "patch_size",
 
 def check_student_fits_teacher(config) -> None:
     """student.model must be a shallower copy of teacher.model (Algorithm 1's transfer)."""
-    teacher = registry.preset(config.teacher.model)
-    student = registry.preset(config.student.model)
-    defaults = {f: SwinTransformer.__dataclass_fields__[f].default for f in TRANSFER_SHARED_FIELDS}
-    for field in TRANSFER_SHARED_FIELDS:
-        mine, theirs = student.get(field, defaults[field]), teacher.get(field, defaults[field])
-        if tuple(np.atleast_1d(mine)) != tuple(np.atleast_1d(theirs)):
-            raise UserInputError(
-                f"cannot transfer blocks from {config.teacher.model} to {config.student.model}: "
-                f"their {field} differ ({theirs} vs {mine}); a transferred student must be a "
-                "shallower copy of the teacher")
+    teacher = registry.create_model(config.teacher.model)
+    student = registry.create_model(config.student.model)
+    check_shared_fields(config, teacher, student)
     try:
-        transfer.cut_points_from_depths(tuple(teacher["depths"]), tuple(student["depths"]))
+        transfer.cut_points_from_depths(teacher.depths, student.depths)
     except UserInputError as err:
         raise UserInputError(f"student.model {config.student.model} cannot be cut from "
                              f"teacher.model {config.teacher.model}: {err}") from None
+
+
+def check_shared_fields(config, teacher: SwinTransformer, student: SwinTransformer) -> None:
+    for field in TRANSFER_SHARED_FIELDS:
+        if getattr(student, field) != getattr(teacher, field):
+            raise UserInputError(
+                f"cannot transfer blocks from {config.teacher.model} to {config.student.model}: "
+                f"their {field} differ ({getattr(teacher, field)} vs {getattr(student, field)}); "
+                "a transferred student must be a shallower copy of the teacher")
 
 
 def architecture_differences(stored: dict, expected: dict) -> list[str]:
@@ -430,12 +445,7 @@ def build_student(config, teacher: SwinTransformer, variant: StudentVariant, dty
                                     drop_path_rate=scfg.drop_path_rate)
     if not variant.transfer:
         return student, None
-    for field in ("embed_dim", "num_heads", "window_size", "patch_size", "mlp_ratio"):
-        if getattr(student, field) != getattr(teacher, field):
-            raise UserInputError(
-                f"cannot transfer blocks from {config.teacher.model} to {scfg.model}: their "
-                f"{field} differ ({getattr(teacher, field)} vs {getattr(student, field)}); "
-                "a transferred student must be a shallower copy of the teacher")
+    check_shared_fields(config, teacher, student)
     return student, transfer.cut_points_from_depths(tuple(teacher.depths), tuple(student.depths))
 
 
@@ -512,7 +522,7 @@ def finish_stage(stage_dir: Path, model: SwinTransformer, result) -> None:
 
 
 def evaluate_row(config, label: str, init: str, distill: bool, model, params,
-                 eval_data: ArrayDataset) -> dict:
+                 train_data: ArrayDataset, eval_data: ArrayDataset) -> dict:
     ecfg = config.eval
     row = {
         "model": label,
@@ -522,6 +532,9 @@ def evaluate_row(config, label: str, init: str, distill: bool, model, params,
                                             batch_size=ecfg.batch_size), 2),
         "params": count_params(params),
     }
+    skipped = len(set(train_data.skipped_files) | set(eval_data.skipped_files))
+    if skipped:
+        row["skipped_images"] = skipped
     if ecfg.throughput_batch_size:
         speed = measure_throughput(model, params, batch_size=ecfg.throughput_batch_size,
                                    repeats=ecfg.throughput_repeats)
