@@ -26,9 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
+
+from swin_flax import cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -131,28 +132,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.export and (args.img_size or args.window_size or args.num_classes is not None
                         or args.reinit_head or args.drop_head or args.use_ema):
-        print("error: --export takes no model options (they are stored in the checkpoint)",
-              file=sys.stderr)
-        return 2
+        return cli.report_error("--export takes no model options (they are stored in the "
+                                "checkpoint)")
     if args.format and not args.export:
-        print("error: --format is for --export (an import detects the layout)", file=sys.stderr)
-        return 2
+        return cli.report_error("--format is for --export (an import detects the layout)")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("  note: %(message)s"))
     logging.getLogger("swin_flax").addHandler(handler)
     logging.getLogger("swin_flax").setLevel(logging.INFO)
-    from swin_flax.checkpoint_io import CheckpointError
-    from swin_flax.convert import ConversionError
-
-    try:
-        (run_export if args.export else run_import)(args)
-    except (ConversionError, CheckpointError, OSError) as e:  # bad input, not a bug
-        if os.environ.get("SWIN_FLAX_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    (run_export if args.export else run_import)(args)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -8,7 +8,6 @@ Running the same command again resumes: finished stages are skipped and an inter
 stage continues from its newest checkpoint. On several hosts add --multihost.
 """
 
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -39,12 +38,13 @@ def default_workdir(config_arg: str | None) -> Path:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, but a bad --config (file, ':arg' or --config.key override) ends
     with one clear line and exit code 2, like every other input mistake."""
+    from swin_flax import cli
     from swin_flax.errors import UserInputError
 
     try:
         return FLAGS(argv)
     except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as err:
-        if os.environ.get("SWIN_FLAX_DEBUG"):
+        if cli.debugging():
             raise
         cause = _innermost_in_chain(err, UserInputError)
         if cause is not None:  # our config file's own check
@@ -57,8 +57,8 @@ def parse_flags(argv: list[str]) -> list[str]:
                        + str(detail).replace("\n", " "))
         else:  # absl's message; for an error inside a config file it holds the traceback
             message = str(err)
-        print(f"error: {message}\nSee python train.py --helpshort.", file=sys.stderr)
-        sys.exit(2)
+        cli.report_error(f"{message}\nSee python train.py --helpshort.")
+        sys.exit(cli.USAGE_EXIT_CODE)
 
 
 def _innermost_in_chain(err: BaseException, kind: type) -> BaseException | None:
@@ -101,6 +101,19 @@ def resume_command(workdir: Path) -> str:
 
 def main(argv):
     del argv
+    from swin_flax import cli
+
+    return cli.run(train, resume_hint=lambda: f"resume with: {resume_command(workdir())}")
+
+
+def workdir() -> Path:
+    if FLAGS.workdir:
+        return Path(FLAGS.workdir)
+    return default_workdir(config_flags.get_config_filename(FLAGS["config"])
+                           if FLAGS.config is not None else None)
+
+
+def train() -> int:
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
     if FLAGS.multihost:
         start_multihost()
@@ -108,29 +121,13 @@ def main(argv):
     from swin_flax import preemption
     from swin_flax.config_check import check_config_keys
     from swin_flax.pipeline import run_pipeline
-    from swin_flax.errors import RunPreempted, user_errors
 
-    try:
-        config = FLAGS.config if FLAGS.config is not None else demo.get_config()
-        config_values = config.to_dict()
-    except OSError as err:  # ml_collections reports a missing config file on first use
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(
-        config_flags.get_config_filename(FLAGS["config"]) if FLAGS.config is not None else None)
-    try:
-        check_config_keys(config_values, common.get_base_config().to_dict())
-        with preemption.handle_stop_signals():
-            rows = run_pipeline(config, workdir)
-    except RunPreempted as stop:
-        print(f"{stop}\nresume with: {resume_command(workdir)}", file=sys.stderr, flush=True)
-        return preemption.PREEMPTED_EXIT_CODE
-    except user_errors() as err:
-        if os.environ.get("SWIN_FLAX_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"results: {workdir / 'results.json'} ({len(rows)} rows)")
+    # ml_collections reports a missing config file on first use, as an OSError.
+    config = FLAGS.config if FLAGS.config is not None else demo.get_config()
+    check_config_keys(config.to_dict(), common.get_base_config().to_dict())
+    with preemption.handle_stop_signals():
+        rows = run_pipeline(config, workdir())
+    print(f"results: {workdir() / 'results.json'} ({len(rows)} rows)")
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from swin_flax.errors import UserInputError
+from swin_flax.errors import CheckpointError, UserInputError
 from swin_flax.model import (
     CONFIG_FIELDS, SwinTransformer, abstract_params, model_config, model_from_config,
 )
@@ -28,10 +28,6 @@ from swin_flax.model import (
 PARAMS_ITEM = "params"
 CONFIG_ITEM = "model_config"
 CLASS_NAMES_ITEM = "class_names"
-
-
-class CheckpointError(UserInputError):
-    """A path that is not (or cannot become) a swin_flax checkpoint; the message says why."""
 
 
 def _absolute(path: str | os.PathLike) -> Path:

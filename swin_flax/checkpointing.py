@@ -19,14 +19,10 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from swin_flax.errors import UserInputError
+from swin_flax.errors import CheckpointRestoreError
 
 DAMAGED_DIR = "damaged_checkpoints"
 TMP_MARKER = ".orbax-checkpoint-tmp"
-
-
-class CheckpointRestoreError(UserInputError):
-    """No checkpoint of a stage restores; the message lists what was tried."""
 
 
 class TrainCheckpointer:

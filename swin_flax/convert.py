@@ -39,7 +39,7 @@ import numpy as np
 from flax import traverse_util
 
 from swin_flax.model import SwinTransformer, abstract_params
-from swin_flax.errors import UserInputError
+from swin_flax.errors import ConversionError, UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,6 @@ STATE_DICT_WRAPPERS = ("state_dict", "model")
 EMA_WRAPPERS = ("state_dict_ema", "model_ema")
 DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
 INSTALL_HINT = "pip install swin_flax[convert]"
-
-
-class ConversionError(UserInputError):
-    """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 
 # --------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from swin_flax.augment import (  # noqa: F401
     augment_batch,
     preprocess_eval,
 )
-from swin_flax.errors import UserInputError
+from swin_flax.errors import BadImagesError, DatasetUnavailableError, UserInputError
 
 __all__ = [
     "ArrayDataset",
@@ -224,10 +224,6 @@ def _stack_images(images: Iterable[np.ndarray], image_size: int | None, source: 
 # --------------------------------------------------------------------------------------
 # TensorFlow Datasets
 # --------------------------------------------------------------------------------------
-
-
-class DatasetUnavailableError(RuntimeError):
-    """A TFDS data set is not prepared locally and cannot be downloaded here."""
 
 
 def _probe_address() -> list[tuple[str, int]]:
@@ -449,14 +445,6 @@ def _class_files(class_dir: Path) -> list[Path]:
             f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
     return files
-
-
-class BadImagesError(UserInputError):
-    """Image files that cannot be decoded. `bad_files` holds (path, reason) pairs."""
-
-    def __init__(self, message: str, bad_files: tuple[tuple[str, str], ...] = ()):
-        super().__init__(message)
-        self.bad_files = bad_files
 
 
 class _TooManyPixels(Exception):

@@ -5,7 +5,7 @@ Ctrl-C sends SIGINT. Python's default reaction (exit 143 at once, or a KeyboardI
 raised wherever the interpreter happens to be, even inside a JAX callback that swallows it)
 loses every step since the last periodic checkpoint. Here the first signal only sets a
 flag; the training loop reads it after each step (`stop_requested()`), saves a
-checkpoint and raises `RunPreempted`, which train.py turns into `PREEMPTED_EXIT_CODE`.
+checkpoint and raises `RunPreempted`, which `cli.run` turns into exit code 75.
 A second SIGINT aborts at once.
 
 Several processes (`jax.distributed`) must stop at the same step, or the ones that go on
@@ -24,10 +24,6 @@ import sys
 import threading
 
 import jax
-
-# EX_TEMPFAIL from sysexits.h: "temporary failure, the user is invited to retry". Job
-# schedulers can requeue on it; it differs from a crash (1), bad input (2) and kill (137).
-PREEMPTED_EXIT_CODE = 75
 
 _state = {"signal": None, "sync_calls": 0}
 

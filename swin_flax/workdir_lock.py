@@ -15,13 +15,9 @@ import os
 import socket
 from pathlib import Path
 
-from swin_flax.errors import UserInputError
+from swin_flax.errors import WorkdirInUseError
 
 LOCK_FILE = ".lock"
-
-
-class WorkdirInUseError(UserInputError):
-    """Another live process holds the workdir's lock."""
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import pytest
 
 import swin_flax
 from configs import demo
-from swin_flax import checkpointing, pipeline, preemption
+from swin_flax import checkpointing, cli, pipeline, preemption
 from swin_flax.errors import UserInputError
 from swin_flax.pipeline import run_pipeline
 from swin_flax.workdir_lock import WorkdirInUseError, exclusive_workdir
@@ -140,7 +140,7 @@ def test_sigterm_mid_stage_saves_exits_75_and_the_printed_command_resumes(tmp_pa
     wait_for_training(workdir / "teacher", proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == preemption.PREEMPTED_EXIT_CODE, stderr[-2000:]
+    assert proc.returncode == cli.PREEMPTED_EXIT_CODE, stderr[-2000:]
     assert "SIGTERM received: finishing the current step" in stderr
     assert "teacher stopped by SIGTERM after step" in stderr
     stopped_at = int(stderr.split("after step ")[1].split(";")[0])
@@ -354,7 +354,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_the_rerun_fi
     procs[1].send_signal(signal.SIGTERM)
     outcomes = finish(procs)
     for code, stderr in outcomes:
-        assert code == preemption.PREEMPTED_EXIT_CODE, stderr[-3000:]
+        assert code == cli.PREEMPTED_EXIT_CODE, stderr[-3000:]
     steps = {stderr.split("after step ")[1].split(";")[0] for _, stderr in outcomes}
     assert len(steps) == 1  # both agreed on the step
     assert int(steps.pop()) in checkpoint_steps(workdir / "teacher")

@@ -1,0 +1,49 @@
+"""The one error wrapper of every command-line entry point (train.py, convert_timm_weights.py,
+and any new one): the user's mistakes end in one `error:` line and exit code 2, a signal-
+driven stop in its own line and exit code 75, a bug in its traceback.
+
+    def main(argv) -> int: ...
+    if __name__ == "__main__":
+        sys.exit(cli.run(main, sys.argv[1:]))
+
+SWIN_FLAX_DEBUG=1 re-raises the user's errors too, with their tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from swin_flax.errors import USER_ERRORS, RunPreempted
+
+USAGE_EXIT_CODE = 2
+# EX_TEMPFAIL from sysexits.h: "temporary failure, the user is invited to retry". Job
+# schedulers can requeue on it; it differs from a crash (1), bad input (2) and kill (137).
+PREEMPTED_EXIT_CODE = 75
+
+
+def debugging() -> bool:
+    return bool(os.environ.get("SWIN_FLAX_DEBUG"))
+
+
+def report_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return USAGE_EXIT_CODE
+
+
+def run(main: Callable, *args, resume_hint: Callable[[], str] | None = None) -> int:
+    """`main(*args)`'s exit code, with the project's errors turned into one line each.
+
+    `resume_hint` gives the line printed after a RunPreempted (the command that resumes).
+    """
+    try:
+        return main(*args) or 0
+    except RunPreempted as stop:
+        hint = f"\n{resume_hint()}" if resume_hint is not None else ""
+        print(f"{stop}{hint}", file=sys.stderr, flush=True)
+        return PREEMPTED_EXIT_CODE
+    except USER_ERRORS as err:
+        if debugging():
+            raise
+        return report_error(str(err))
