@@ -1,0 +1,223 @@
+"""The in-memory data set every loader returns, and what is done with it.
+
+`ArrayDataset` holds a whole split as two numpy arrays, (N, H, W, 3) uint8 images and (N,)
+int32 labels: the data sets this project trains on (CIFAR-100 and friends) are small
+enough to keep in accelerator memory. The trainer puts them on the device once; each step
+then receives only a batch of *indices* (`epoch_batches`, `eval_batches`), gathers the
+images inside the jitted step and augments them there (`swin_flax.augment`).
+
+Also here: `split_train_validation` (a seeded validation carve-out) and `stack_images`,
+which the loaders (`data_tfds`, `data_digits`) use to turn decoded images into one array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable
+
+import numpy as np
+
+from swin_flax.errors import UserInputError
+
+# --------------------------------------------------------------------------------------
+# The data set container and the validation split
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ArrayDataset:
+    """A whole image-classification split in memory: uint8 NHWC images, int32 labels.
+
+    Validated on construction so that a wrong dtype or shape is reported where the data
+    set is made, not as an obscure error inside the jitted step.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    class_names: tuple[str, ...] | None = None
+    # Files of the source that could not be read and were left out (load_image_folder
+    # with skip_bad=True), so that a run can record what it did not train on.
+    skipped_files: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        images, labels = self.images, self.labels
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+            raise UserInputError(
+                f"images must be a numpy uint8 array, got {type(images).__name__} "
+                f"of dtype {getattr(images, 'dtype', None)}"
+            )
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise UserInputError(f"images must have shape (N, H, W, 3), got {images.shape}")
+        if not isinstance(labels, np.ndarray) or labels.dtype != np.int32:
+            raise UserInputError(
+                f"labels must be a numpy int32 array, got {type(labels).__name__} "
+                f"of dtype {getattr(labels, 'dtype', None)}"
+            )
+        if labels.shape != (images.shape[0],):
+            raise UserInputError(
+                f"labels must have shape ({images.shape[0]},) to match the images, "
+                f"got {labels.shape}"
+            )
+        if self.num_classes < 1:
+            raise UserInputError(f"num_classes must be positive, got {self.num_classes}")
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise UserInputError(
+                f"labels must lie in [0, {self.num_classes}), "
+                f"got values from {labels.min()} to {labels.max()}"
+            )
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise UserInputError(
+                f"class_names has {len(self.class_names)} entries "
+                f"but num_classes is {self.num_classes}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def take(self, indices: np.ndarray) -> ArrayDataset:
+        """The examples at `indices`, with the same classes (for splits and subsets)."""
+        return dataclasses.replace(
+            self, images=self.images[indices], labels=self.labels[indices]
+        )
+
+
+def split_train_validation(
+    ds: ArrayDataset, validation_fraction: float, seed: int
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """Carve a validation set out of a training set: `(train, validation)`.
+
+    Most small data sets ship only train and test; tuning on test would leak, so a
+    fixed, seeded random subset of train is held out instead. The same seed always gives
+    the same split, and both parts keep the original example order.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise UserInputError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    num_validation = int(round(len(ds) * validation_fraction))
+    if not 0 < num_validation < len(ds):
+        raise UserInputError(
+            f"validation_fraction={validation_fraction} of {len(ds)} examples leaves "
+            f"{num_validation} for validation; both parts must be non-empty"
+        )
+    permutation = np.random.default_rng(seed).permutation(len(ds))
+    validation = np.sort(permutation[:num_validation])
+    train = np.sort(permutation[num_validation:])
+    return ds.take(train), ds.take(validation)
+
+
+# --------------------------------------------------------------------------------------
+# Index batches
+# --------------------------------------------------------------------------------------
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
+    """Number of batches `epoch_batches` makes for one epoch."""
+    if num_examples < 0 or batch_size < 1:
+        raise UserInputError(
+            f"need num_examples >= 0 and batch_size >= 1, got {num_examples}, {batch_size}"
+        )
+    if drop_remainder:
+        return num_examples // batch_size
+    return -(-num_examples // batch_size)
+
+
+def epoch_batches(
+    num_examples: int,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    drop_remainder: bool = True,
+) -> np.ndarray:
+    """(steps, batch_size) int32 example indices of one epoch, a function of (seed, epoch).
+
+    Deriving the permutation from (seed, epoch) alone, with no carried generator state,
+    lets a run resumed from a checkpoint see exactly the batches it would have seen.
+    With `drop_remainder=False` the last batch is filled up with the first indices of
+    the same permutation, keeping the fixed batch shape the jitted step needs.
+    """
+    steps = steps_per_epoch(num_examples, batch_size, drop_remainder)
+    if steps == 0:
+        raise UserInputError(
+            f"batch_size={batch_size} exceeds the {num_examples} examples: "
+            "an epoch has no full batch"
+        )
+    if seed < 0 or epoch < 0:
+        raise UserInputError(f"seed and epoch must be non-negative, got {seed}, {epoch}")
+    permutation = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    needed = steps * batch_size
+    if needed > num_examples:
+        permutation = np.concatenate([permutation, permutation[: needed - num_examples]])
+    return permutation[:needed].reshape(steps, batch_size).astype(np.int32)
+
+
+def eval_batches(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(indices, mask)`, both (steps, batch_size): every example exactly once, in order.
+
+    The last batch is padded with index 0 and mask False, so evaluation runs one compiled
+    shape and metrics count only the real examples.
+    """
+    if num_examples < 1:
+        raise UserInputError(f"need at least one example, got {num_examples}")
+    steps = steps_per_epoch(num_examples, batch_size, drop_remainder=False)
+    positions = np.arange(steps * batch_size)
+    mask = positions < num_examples
+    indices = np.where(mask, positions, 0).astype(np.int32)
+    return indices.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+
+
+# --------------------------------------------------------------------------------------
+# Building the image array (shared by the loaders)
+# --------------------------------------------------------------------------------------
+
+
+# How to get one image size, said for both ways in: the config key and the function
+# argument (load_image_folder, load_tfds, load_digits all call it image_size).
+RESIZE_ADVICE = (
+    "set data.stored_size=N (config) / image_size=N (load_image_folder, load_tfds) "
+    "to resize them all to N x N"
+)
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1) or (H, W, 3) uint8 -> (H, W, 3): grayscale data sets
+    (MNIST-like) must fit the 3-channel patch embedding of ImageNet-pretrained models."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise UserInputError(f"expected a grayscale or RGB image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise UserInputError(f"expected uint8 pixels, got {image.dtype}")
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
+def _resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear PIL resize of an (H, W, 3) uint8 image to (size, size, 3)."""
+    from PIL import Image
+
+    if image.shape[:2] == (size, size):
+        return image
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized)
+
+
+def stack_images(images: Iterable[np.ndarray], image_size: int | None, source: str) -> np.ndarray:
+    """Stack images into one (N, H, W, 3) array, resizing them if `image_size` is set.
+
+    Without `image_size` all images must already share one size: silently picking a
+    target size would hide a data problem, so differing sizes are an error.
+    """
+    rgb = [_to_rgb(image) for image in images]
+    if image_size is not None:
+        rgb = [_resize_rgb(image, image_size) for image in rgb]
+    if not rgb:
+        raise UserInputError(f"{source} holds no images")
+    shapes = sorted({image.shape for image in rgb})
+    if len(shapes) > 1:
+        raise UserInputError(
+            f"images in {source} have different sizes ({shapes[0]}, {shapes[1]}, ...); "
+            f"{RESIZE_ADVICE}"
+        )
+    return np.stack(rgb)
+
