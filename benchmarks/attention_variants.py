@@ -27,15 +27,18 @@ import contextlib
 import sys
 from pathlib import Path
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import throughput as tp  # noqa: E402
+from benchmarks import common as tp  # noqa: E402  (imports neither jax nor torch)
+
+if __name__ == "__main__":  # XLA's CPU thread pool is sized when jax starts: pin before
+    tp.pin_cpu_threads(tp.early_cpu_threads(sys.argv))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
 from swin_flax import model as swin_model  # noqa: E402
 from swin_flax.model import init_params, relative_position_index  # noqa: E402
 from swin_flax.registry import create_model  # noqa: E402
@@ -46,11 +49,15 @@ CURRENT = swin_model.WindowAttention
 class _Proposal(CURRENT):
     """The model's WindowAttention with `attend` (and optionally `bias`) replaced."""
 
-    def bias(self, tokens):
+    def table_and_index(self):
+        """The model's bias parameter (same name, shape and init) and its flat gather index."""
         table = self.param("relative_position_bias_table",
                            nn.initializers.truncated_normal(stddev=0.02),
                            ((2 * self.window_size - 1) ** 2, self.num_heads))
-        index = relative_position_index(self.window_size).reshape(-1)
+        return table, relative_position_index(self.window_size).reshape(-1)
+
+    def bias(self, tokens):
+        table, index = self.table_and_index()
         return table[index].reshape(tokens, tokens, self.num_heads).transpose(2, 0, 1)
 
     @nn.compact
@@ -92,10 +99,7 @@ class LowSoftmax(_Proposal):
 
 class OnehotBias(_Proposal):
     def bias(self, tokens):
-        table = self.param("relative_position_bias_table",
-                           nn.initializers.truncated_normal(stddev=0.02),
-                           ((2 * self.window_size - 1) ** 2, self.num_heads))
-        index = relative_position_index(self.window_size).reshape(-1)
+        table, index = self.table_and_index()
         onehot = jax.nn.one_hot(index, table.shape[0], dtype=table.dtype)
         return (onehot @ table).reshape(tokens, tokens, self.num_heads).transpose(2, 0, 1)
 
@@ -168,7 +172,7 @@ def main(argv=None):
     ap.add_argument("--min-time", type=float, default=0.0)
     ap.add_argument("--no-backward", dest="backward", action="store_false")
     ap.add_argument("--cpu-threads", type=int, default=None,
-                    help="CPU runs: pin to N cores (applied when throughput.py is imported)")
+                    help="CPU runs: pin the process to N cores (applied before jax starts)")
     args = ap.parse_args(argv)
     on_gpu = jax.default_backend() == "gpu"
     default = ["einsum", "xla", "low_softmax", "onehot_bias"]

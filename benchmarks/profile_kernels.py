@@ -30,6 +30,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import IMG_SIZE, NUM_CLASSES, available_cores, flax_dtype  # noqa: E402
+
 
 def _words(*names: str) -> str:
     """Any of `names` not inside a longer word: `_`, `:`, `.` and digits separate (aten::mm,
@@ -122,13 +124,12 @@ def profile_jax(args) -> None:
 
     from swin_flax import registry
 
-    dtype = jnp.bfloat16 if args.precision == "bf16" else jnp.float32
-    model = registry.create_model(args.model, num_classes=100, dtype=dtype,
-                                  attention=args.attention)
+    model = registry.create_model(args.model, num_classes=NUM_CLASSES,
+                                  dtype=flax_dtype(args.precision), attention=args.attention)
     params = jax.device_put(model.init(jax.random.PRNGKey(0),
-                                       jnp.zeros((1, 224, 224, 3)))["params"])
+                                       jnp.zeros((1, IMG_SIZE, IMG_SIZE, 3)))["params"])
     images = jax.device_put(np.random.default_rng(0).standard_normal(
-        (args.batch_size, 224, 224, 3), np.float32))
+        (args.batch_size, IMG_SIZE, IMG_SIZE, 3), np.float32))
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
     for _ in range(3):
         forward(params, images).block_until_ready()
@@ -148,22 +149,19 @@ def profile_jax(args) -> None:
 
 def profile_torch(args) -> None:
     import torch
-    from timm.models.swin_transformer import SwinTransformer as TimmSwin
     from torch.profiler import ProfilerActivity, profile
 
-    from swin_flax.registry import preset
+    from benchmarks.workloads import timm_swin
 
-    arch = preset(args.model)
-    model = TimmSwin(embed_dim=arch["embed_dim"], depths=tuple(arch["depths"]),
-                     num_heads=tuple(arch["num_heads"]), num_classes=100)
+    model = timm_swin(args.model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":  # one thread per core this process may use (taskset), as XLA does
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        torch.set_num_threads(available_cores())
     model = model.to(device).eval().to(memory_format=torch.channels_last)
     if args.torch == "compile":
         model = torch.compile(model)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    images = torch.randn(args.batch_size, 3, 224, 224, device=device).to(
+    images = torch.randn(args.batch_size, 3, IMG_SIZE, IMG_SIZE, device=device).to(
         memory_format=torch.channels_last)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     with torch.inference_mode(), autocast:

@@ -36,11 +36,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import IMG_SIZE, MODELS, NUM_CLASSES, forward_flops  # noqa: E402
 from swin_flax.model import window_and_shift  # noqa: E402
 from swin_flax.registry import preset  # noqa: E402
-
-MODELS = ("swin_n", "swin_m", "swin_t", "swin_s", "swin_b")
-IMG_SIZE, NUM_CLASSES = 224, 100
 
 
 def forward_traffic_elements(*, embed_dim: int, depths, num_heads, img_size: int = IMG_SIZE,
@@ -85,8 +83,6 @@ def ceiling(flops: float, traffic: float, peak_tflops: float, bandwidth_tbs: flo
 
 
 def main() -> None:
-    from benchmarks.throughput import forward_flops  # the analytic FLOP count of RESULTS.md
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument("--bandwidth-tbs", type=float, default=3.35)

@@ -20,6 +20,38 @@ def run_script(*args, timeout=600):
     return result.stdout
 
 
+# What importing a module may not do: import torch/timm, read sys.argv (e.g. --cpu-threads),
+# set XLA_FLAGS / XLA_PYTHON_CLIENT_PREALLOCATE or pin the CPU affinity. (jax itself sets
+# TF_CPP_MIN_LOG_LEVEL and TPU_SKIP_MDS_QUERY when imported, hence only these two variables.)
+IMPORT_CHECK = """
+import os, sys
+names = ("XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE")
+env, cores = [os.environ.get(n) for n in names], os.sched_getaffinity(0)
+sys.argv = ["bench", "--cpu-threads", "1", "--no-such-flag"]
+import {module}
+assert not {{"torch", "timm"}} & set(sys.modules), "imported torch/timm"
+assert [os.environ.get(n) for n in names] == env, "set an XLA variable"
+assert os.sched_getaffinity(0) == cores, "pinned the process"
+assert "jax" not in sys.modules or {jax_ok}, "imported jax"
+"""
+
+
+@pytest.mark.parametrize("module, jax_ok", [
+    ("benchmarks.common", False),  # shared: not even jax (a CLI pins threads before jax starts)
+    ("benchmarks.workloads", True),
+    ("benchmarks.throughput", True),
+    ("benchmarks.roofline", True),
+    ("benchmarks.attention_variants", True),
+    ("benchmarks.profile_kernels", True),
+])
+def test_importing_a_benchmark_module_has_no_side_effects(module, jax_ok):
+    result = subprocess.run([sys.executable, "-c", IMPORT_CHECK.format(module=module,
+                                                                         jax_ok=jax_ok)],
+                            cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_throughput_script_measures_flax_and_timm_and_writes_json(tmp_path):
     out = tmp_path / "cpu.json"
     run_script("benchmarks/throughput.py", "--models", "swin_n", "--parts", "infer,input",
