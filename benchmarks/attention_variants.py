@@ -17,7 +17,10 @@ Variants:
   low_softmax  proposal: bias, mask and softmax in the compute dtype instead of float32
                (half the bytes of the attention matrix in bf16; a numerics change);
   onehot_bias  proposal: relative position bias as one_hot(index) @ table instead of a
-               gather, so its gradient is a small matmul instead of a scatter-add.
+               gather, so its gradient is a small matmul instead of a scatter-add;
+  pallas       proposal: swin_flax.pallas_attention, one fused Pallas kernel per (window,
+               head) for q@k, bias + mask, softmax and @v (backward recomputes in XLA).
+               Not in the default list: off a GPU it runs in Pallas' slow interpreter.
 """
 
 from __future__ import annotations
@@ -104,9 +107,17 @@ class OnehotBias(_Proposal):
         return (onehot @ table).reshape(tokens, tokens, self.num_heads).transpose(2, 0, 1)
 
 
+class PallasFused(_Proposal):
+    def attend(self, q, k, v, bias, mask, scale):
+        from swin_flax.pallas_attention import window_attention
+
+        return window_attention(q, k, v, bias, mask, scale, q.dtype, None, True)
+
+
 # name -> (model attention field, WindowAttention class to swap in or None)
 VARIANTS = {"einsum": ("einsum", None), "xla": ("xla", None), "cudnn": ("cudnn", None),
-            "low_softmax": ("einsum", LowSoftmax), "onehot_bias": ("einsum", OnehotBias)}
+            "low_softmax": ("einsum", LowSoftmax), "onehot_bias": ("einsum", OnehotBias),
+            "pallas": ("einsum", PallasFused)}
 
 
 @contextlib.contextmanager

@@ -9,13 +9,17 @@
 #   bash benchmarks/gpu_suite.sh kd      OUT_DIR   # ~6 min: KD step, Swin-M student, bf16,
 #                                                  #   flax/eager/compile (compile alone > 3 min)
 #   bash benchmarks/gpu_suite.sh kd_n    OUT_DIR   # ~6 min: the same with the Swin-N student
+#   bash benchmarks/gpu_suite.sh pallas  OUT_DIR   # ~5 min (estimated): the Pallas window-
+#                                                  #   attention kernel compiled on the GPU:
+#                                                  #   its tests, then Swin-T fwd and fwd+bwd
+#                                                  #   vs einsum/xla (bf16: also cudnn)
 #
 # Every part writes its JSON/text into OUT_DIR; merge the JSON files with
 #   python benchmarks/throughput.py --report OUT_DIR/*.json
 # Run from the repository root; the project needs no install (PYTHONPATH=.).
 set -euo pipefail
-part=${1:?usage: gpu_suite.sh profile|table|fp32|kd|kd_n OUT_DIR}
-out=${2:?usage: gpu_suite.sh profile|table|fp32|kd|kd_n OUT_DIR}
+part=${1:?usage: gpu_suite.sh profile|table|fp32|kd|kd_n|pallas OUT_DIR}
+out=${2:?usage: gpu_suite.sh profile|table|fp32|kd|kd_n|pallas OUT_DIR}
 mkdir -p "$out"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 bench() { python3 benchmarks/throughput.py "$@"; }
@@ -60,8 +64,22 @@ kd|kd_n)
     --backends flax,torch_eager,torch_compile --repeats 5 --min-time 0.3 \
     --json "$out/h100_bf16_kd_${student}.json"
   ;;
+pallas)
+  # Correctness first (compiled for the GPU here, not interpreted); the timings still run if
+  # it fails, with the failure on record in the log.
+  python3 -m pytest -q tests/test_pallas_attention.py 2>&1 | tee "$out/pallas_tests.txt" \
+    || echo "  Pallas tests failed (see above)" | tee -a "$out/pallas_tests.txt"
+  for prec in bf16 fp32; do
+    variants=einsum,xla,pallas
+    [ "$prec" = bf16 ] && variants=$variants,cudnn
+    python3 benchmarks/attention_variants.py --model swin_t --precision "$prec" \
+      --batch-size 128 --variants "$variants" --repeats 5 --min-time 0.3 \
+      | tee "$out/pallas_attention_swin_t_$prec.txt" \
+      || echo "  $prec run failed (see above)" | tee -a "$out/pallas_attention_swin_t_$prec.txt"
+  done
+  ;;
 *)
-  echo "unknown part '$part': expected profile, table, fp32, kd or kd_n" >&2
+  echo "unknown part '$part': expected profile, table, fp32, kd, kd_n or pallas" >&2
   exit 2
   ;;
 esac
