@@ -69,12 +69,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _architecture(model) -> str:
-    return (f"embed_dim={model.embed_dim} depths={tuple(model.depths)} "
-            f"heads={tuple(model.num_heads)} window={model.window_size} "
-            f"patch={model.patch_size} img={model.img_size} classes={model.num_classes}")
-
-
 def run_import(args) -> None:
     from swin_flax import count_params
     from swin_flax.checkpoint_io import load_class_names
@@ -86,7 +80,7 @@ def run_import(args) -> None:
                             head=head, overwrite=args.overwrite, bias_resize=args.bias_resize,
                             use_ema=args.use_ema)
     print(f"converted {args.source}")
-    print(f"  architecture: {_architecture(model)}")
+    print(f"  architecture: {model.config.describe()}")
     print(f"  parameters:   {count_params(params):,}")
     class_names = load_class_names(args.out)
     if class_names:
@@ -99,7 +93,8 @@ def run_import(args) -> None:
 def run_export(args) -> None:
     from swin_flax import count_params
     from swin_flax.checkpoint_io import load_checkpoint, load_class_names
-    from swin_flax.convert import ConversionError, save_timm_safetensors, timm_model_kwargs
+    from swin_flax.convert import save_timm_safetensors, timm_model_kwargs
+    from swin_flax.errors import ConversionError
     from swin_flax.hf_transformers import save_transformers
 
     out = Path(args.out)
@@ -112,7 +107,7 @@ def run_export(args) -> None:
     else:
         save_timm_safetensors(params, out, model=model)
     print(f"exported {args.source}")
-    print(f"  architecture: {_architecture(model)}")
+    print(f"  architecture: {model.config.describe()}")
     print(f"  parameters:   {count_params(params):,}")
     print(f"  written to:   {out.absolute()}")
     if args.format == "transformers":

@@ -1,5 +1,6 @@
 """swin_flax: Swin Transformers in Flax with timm parity, and the distillation framework."""
 
+from swin_flax.architecture import SwinConfig
 from swin_flax.model import (
     SwinTransformer,
     abstract_params,
@@ -8,7 +9,7 @@ from swin_flax.model import (
     model_config,
     model_from_config,
 )
-from swin_flax.registry import MODEL_PRESETS, create_model, model_names
+from swin_flax.registry import MODEL_PRESETS, create_model, model_names, preset_config
 
 __version__ = "0.1.0"
 

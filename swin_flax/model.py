@@ -11,6 +11,9 @@ table of renames (see `swin_flax/convert.py`):
 
 Derived constants (relative position index, shifted-window mask) are numpy arrays
 computed at trace time, never parameters, so checkpoints hold only learned weights.
+
+The architecture fields are those of `SwinConfig` (swin_flax/architecture.py):
+`model.config` is the model's, `SwinTransformer.from_config(cfg, dtype=...)` builds one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from swin_flax.architecture import (  # noqa: F401  (CONFIG_FIELDS: re-exported)
+    CONFIG_FIELDS, SwinConfig, architecture_problems, config_of, raise_problems, window_and_shift,
+)
 from swin_flax.errors import UserInputError
 
 # timm uses torch defaults: LayerNorm eps 1e-5 (Flax: 1e-6) and exact-erf GELU
@@ -36,13 +42,6 @@ def _dense_init():
 
 def _layer_norm(name: str, dtype: Any) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=dtype, name=name)
-
-
-def window_and_shift(resolution: int, window_size: int, shift: bool) -> tuple[int, int]:
-    """timm's rule: a stage no larger than the window is one window and is never shifted."""
-    if resolution <= window_size:
-        return resolution, 0
-    return window_size, (window_size // 2 if shift else 0)
 
 
 def relative_position_index(window_size: int) -> np.ndarray:
@@ -342,17 +341,32 @@ class SwinTransformer(nn.Module):
     attention: str = "einsum"  # one of ATTENTION_IMPLEMENTATIONS; a run choice like dtype
 
     def __post_init__(self):
-        validate_architecture(self)
+        problems = architecture_problems(self)
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            problems.append(
+                f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attention!r}")
+        elif self.attention != "einsum" and self.attn_drop_rate:
+            problems.append("attention dropout (attn_drop_rate > 0) needs attention='einsum'")
+        raise_problems(problems)
         super().__post_init__()
+
+    @classmethod
+    def from_config(cls, config: SwinConfig, **run_options) -> SwinTransformer:
+        """The model of `config`; run_options are the rest (dtype, attention, name)."""
+        return cls(**{f: getattr(config, f) for f in CONFIG_FIELDS}, **run_options)
+
+    @property
+    def config(self) -> SwinConfig:
+        """The architecture (run options such as dtype and attention excluded)."""
+        return config_of(self)
 
     @property
     def stage_dims(self) -> tuple[int, ...]:
-        return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
+        return self.config.stage_dims
 
     @property
     def stage_resolutions(self) -> tuple[int, ...]:
-        first = self.img_size // self.patch_size
-        return tuple(first // 2**i for i in range(len(self.depths)))
+        return self.config.stage_resolutions
 
     @property
     def num_features(self) -> int:
@@ -410,68 +424,16 @@ def check_images(images: jax.Array, img_size: int, in_chans: int) -> None:
             "the model with a matching img_size.")
 
 
-def validate_architecture(m: SwinTransformer) -> None:
-    """Reject configurations that timm would pad or crash on, naming the fix."""
-    problems = []
-    depths, heads = tuple(m.depths), tuple(m.num_heads)
-    if len(depths) != len(heads):
-        problems.append(f"depths {depths} and num_heads {heads} must have the same length")
-    if any(d < 1 for d in depths):
-        problems.append(f"every stage needs at least one block, got depths {depths}")
-    for i, h in enumerate(heads):
-        dim = m.embed_dim * 2**i
-        if h < 1 or dim % h:
-            problems.append(f"stage {i}: dim {dim} is not divisible by num_heads {h}")
-    reduction = m.patch_size * 2 ** (len(depths) - 1)
-    if m.img_size % reduction:
-        nearest = [n * reduction for n in (m.img_size // reduction, m.img_size // reduction + 1)
-                   if n > 0]
-        problems.append(
-            f"img_size {m.img_size} must be divisible by patch_size * 2**(stages-1) = "
-            f"{reduction}; the nearest valid "
-            + (f"sizes are {nearest[0]} and {nearest[1]}" if len(nearest) == 2
-               else f"size is {nearest[0]}"))
-    else:
-        for i in range(len(depths)):
-            res = m.img_size // m.patch_size // 2**i
-            window, _ = window_and_shift(res, m.window_size, shift=False)
-            if res % window:
-                problems.append(
-                    f"stage {i}: feature map {res}x{res} is not divisible by window_size "
-                    f"{m.window_size}; choose img_size so that every stage resolution is a "
-                    "multiple of the window (e.g. 224 for window 7, 384 for window 12)")
-    if m.attention not in ATTENTION_IMPLEMENTATIONS:
-        problems.append(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {m.attention!r}")
-    elif m.attention != "einsum" and m.attn_drop_rate:
-        problems.append("attention dropout (attn_drop_rate > 0) needs attention='einsum'")
-    if problems:
-        raise UserInputError("invalid Swin configuration:\n  - " + "\n  - ".join(problems))
-
-
-# Fields that define the architecture: saved beside checkpoints and restored from them.
-CONFIG_FIELDS = (
-    "img_size", "patch_size", "in_chans", "embed_dim", "depths", "num_heads", "window_size",
-    "mlp_ratio", "qkv_bias", "drop_rate", "attn_drop_rate", "drop_path_rate", "num_classes",
-)
-
-
 def model_config(model: SwinTransformer) -> dict:
     """The JSON-serialisable architecture of `model` (compute dtype excluded: a run choice)."""
-    config = {f: getattr(model, f) for f in CONFIG_FIELDS}
-    config["depths"] = list(config["depths"])
-    config["num_heads"] = list(config["num_heads"])
-    return config
+    return model.config.to_dict()
 
 
 def model_from_config(config: dict, **overrides) -> SwinTransformer:
-    unknown = set(config) - set(CONFIG_FIELDS)
-    if unknown:
-        raise UserInputError(f"unknown Swin config keys {sorted(unknown)}; valid: {CONFIG_FIELDS}")
-    kwargs = dict(config, **overrides)
-    for key in ("depths", "num_heads"):
-        if key in kwargs:
-            kwargs[key] = tuple(kwargs[key])
-    return SwinTransformer(**kwargs)
+    """The model of a stored `model_config`; overrides change architecture fields or set
+    run options (dtype, attention)."""
+    run_options = {k: overrides.pop(k) for k in set(overrides) - set(CONFIG_FIELDS)}
+    return SwinTransformer.from_config(SwinConfig.from_dict(config, **overrides), **run_options)
 
 
 def count_params(params) -> int:
@@ -493,6 +455,6 @@ def abstract_params(model: SwinTransformer) -> dict:
 
 
 __all__ = [
-    "SwinTransformer", "model_config", "model_from_config", "count_params", "init_params",
+    "SwinTransformer", "SwinConfig", "model_config", "model_from_config", "count_params", "init_params",
     "abstract_params",
 ]

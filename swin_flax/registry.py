@@ -2,17 +2,20 @@
 
 `create_model(name, **overrides)` is the one entry point; any field of
 `SwinTransformer` can be overridden (num_classes, img_size, dtype, depths, ...).
+`MODEL_PRESETS[name]` and `preset_config(name)` are `SwinConfig`s; `preset(name)` is the
+fields the preset sets (a dict, as the benchmarks' analytic models take them).
 """
 
 from __future__ import annotations
 
+from swin_flax.architecture import SwinConfig
 from swin_flax.model import SwinTransformer
 from swin_flax.errors import UserInputError
 
 _SMALL_HEADS = (3, 6, 12, 24)
 
-# name -> architecture; names follow the paper, timm's names are aliases below.
-MODEL_PRESETS: dict[str, dict] = {
+# name -> the fields it sets; names follow the paper, timm's names are aliases below.
+_PRESET_FIELDS: dict[str, dict] = {
     "swin_n": dict(embed_dim=96, depths=(2, 2, 2, 2), num_heads=_SMALL_HEADS),
     "swin_m": dict(embed_dim=96, depths=(2, 2, 4, 2), num_heads=_SMALL_HEADS),
     "swin_t": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=_SMALL_HEADS),
@@ -32,10 +35,14 @@ MODEL_PRESETS: dict[str, dict] = {
                          num_heads=(1, 2, 4, 8), window_size=4, drop_path_rate=0.0),
 }
 for _name in ("swin_t", "swin_s", "swin_b", "swin_l"):
-    MODEL_PRESETS[f"{_name}_384"] = dict(MODEL_PRESETS[_name], img_size=384, window_size=12)
-MODEL_PRESETS["swin_s"]["drop_path_rate"] = 0.3
-MODEL_PRESETS["swin_b"]["drop_path_rate"] = 0.5
-MODEL_PRESETS["swin_l"]["drop_path_rate"] = 0.5
+    _PRESET_FIELDS[f"{_name}_384"] = dict(_PRESET_FIELDS[_name], img_size=384, window_size=12)
+_PRESET_FIELDS["swin_s"]["drop_path_rate"] = 0.3
+_PRESET_FIELDS["swin_b"]["drop_path_rate"] = 0.5
+_PRESET_FIELDS["swin_l"]["drop_path_rate"] = 0.5
+
+# name -> architecture (SwinConfig's defaults where the preset sets nothing: 1000 classes).
+MODEL_PRESETS: dict[str, SwinConfig] = {
+    name: SwinConfig(**fields) for name, fields in _PRESET_FIELDS.items()}
 
 # timm model names (without the pretrained tag) -> our preset.
 TIMM_ALIASES = {
@@ -52,13 +59,23 @@ def model_names() -> list[str]:
     return sorted(MODEL_PRESETS) + sorted(TIMM_ALIASES)
 
 
-def preset(name: str) -> dict:
-    """The architecture fields of a named model (timm names accepted, tags ignored)."""
+def _preset_name(name: str) -> str:
+    """The preset of a name (timm names accepted, pretrained tags ignored)."""
     base = name.split(".")[0]
     base = TIMM_ALIASES.get(base, base)
     if base not in MODEL_PRESETS:
         raise UserInputError(f"unknown model name {name!r}; known: {', '.join(model_names())}")
-    return dict(MODEL_PRESETS[base])
+    return base
+
+
+def preset(name: str) -> dict:
+    """The architecture fields a named model sets (timm names accepted, tags ignored)."""
+    return dict(_PRESET_FIELDS[_preset_name(name)])
+
+
+def preset_config(name: str) -> SwinConfig:
+    """The architecture of a named model (timm names accepted, tags ignored)."""
+    return MODEL_PRESETS[_preset_name(name)]
 
 
 def create_model(name: str, **overrides) -> SwinTransformer:

@@ -464,8 +464,9 @@ def test_cli_converts_and_exports(fmt, timm_models, tmp_path):
     out = tmp_path / "ckpt"
     result = _cli(source, out)
     assert result.returncode == 0, result.stderr
-    assert "depths=(2, 2, 2, 2)" in result.stdout and f"{out}" in result.stdout
     model, params = swin_flax.load_checkpoint(out)
+    assert f"architecture: {model.config.describe()}\n" in result.stdout
+    assert "depths (2, 2, 2, 2)" in result.stdout and f"{out}" in result.stdout
     images = parity.random_images(parity.CONFIGS["pico_32"], seed=7)
     ref = _timm_logits(timm_model, images)
     assert np.abs(_flax_logits(model, params, images) - ref).max() <= LOGIT_TOL

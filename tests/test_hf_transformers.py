@@ -288,7 +288,7 @@ def test_cli_imports_a_transformers_directory_and_exports_one(hf_models, tmp_pat
     hf_models(SMALL).save_pretrained(tmp_path / "hf")
     result = _cli(tmp_path / "hf", tmp_path / "ckpt")
     assert result.returncode == 0, result.stderr
-    assert "depths=(2, 2, 3, 2)" in result.stdout and "img=128" in result.stdout
+    assert "depths (2, 2, 3, 2)" in result.stdout and "128 px" in result.stdout
     result = _cli("--export", tmp_path / "ckpt", tmp_path / "back", "--format", "transformers")
     assert result.returncode == 0, result.stderr
     assert "SwinForImageClassification.from_pretrained(" in result.stdout

@@ -1,5 +1,6 @@
 """Model-level behaviour that needs no reference implementation."""
 
+import dataclasses
 import functools
 
 import jax
@@ -114,3 +115,58 @@ def test_shifted_window_mask_separates_regions():
     # the bottom-right window holds four regions: only the diagonal is unmasked
     np.testing.assert_array_equal(mask[3] == 0, np.eye(4, dtype=bool))
     assert set(np.unique(mask)) == {0.0, -100.0}
+
+
+# --- SwinConfig: the one description of an architecture -------------------------------
+
+def test_swin_config_has_the_model_fields_and_defaults():
+    from swin_flax.architecture import CONFIG_FIELDS
+
+    model = swin_flax.SwinTransformer()
+    assert [f.name for f in dataclasses.fields(swin_flax.SwinConfig)] == list(CONFIG_FIELDS)
+    assert model.config == swin_flax.SwinConfig()  # the two field lists cannot drift apart
+    assert {f: getattr(model, f) for f in CONFIG_FIELDS} == dataclasses.asdict(model.config)
+
+
+def test_swin_config_round_trips_the_stored_model_config():
+    # What checkpoints have always stored: model_config(model), lists for the tuples.
+    stored = {"img_size": 32, "patch_size": 2, "in_chans": 3, "embed_dim": 32,
+              "depths": [2, 2, 4, 2], "num_heads": [1, 2, 4, 8], "window_size": 4,
+              "mlp_ratio": 4.0, "qkv_bias": True, "drop_rate": 0.0, "attn_drop_rate": 0.0,
+              "drop_path_rate": 0.0, "num_classes": 10}
+    config = swin_flax.SwinConfig.from_dict(stored)
+    assert config == swin_flax.preset_config("swin_pico").replace(num_classes=10)
+    assert config.to_dict() == stored
+    model = swin_flax.create_model("swin_pico", num_classes=10)
+    assert swin_flax.model_config(model) == stored
+    assert swin_flax.model_from_config(stored) == model
+    assert swin_flax.model_from_config(stored, dtype=jnp.bfloat16).dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match=r"unknown Swin config keys \['depth'\]"):
+        swin_flax.SwinConfig.from_dict(dict(stored, depth=[2]))
+
+
+def test_model_from_config_keeps_the_model_attributes():
+    config = swin_flax.MODEL_PRESETS["swin_m"].replace(num_classes=100)
+    model = swin_flax.SwinTransformer.from_config(config, dtype=jnp.bfloat16, attention="xla")
+    assert (model.depths, model.embed_dim, model.num_classes) == ((2, 2, 4, 2), 96, 100)
+    assert (model.dtype, model.attention) == (jnp.bfloat16, "xla")
+    assert model.config == config and hash(model.config) == hash(config)  # frozen, hashable
+    assert model.clone(depths=(2, 2, 2, 2)).config == config.replace(depths=(2, 2, 2, 2))
+    assert model == swin_flax.create_model("swin_m", num_classes=100, dtype=jnp.bfloat16,
+                                           attention="xla")
+
+
+def test_swin_config_describes_and_validates():
+    assert swin_flax.preset_config("swin_m").replace(num_classes=100).describe() == (
+        "Swin depths (2, 2, 4, 2), embed 96, window 7, 224 px, 100 classes")
+    assert swin_flax.preset_config("swin_pico").replace(num_classes=0).describe() == (
+        "Swin depths (2, 2, 4, 2), embed 32, window 4, patch 2, 32 px, no head")
+    odd = swin_flax.SwinConfig(embed_dim=24, depths=(2, 2, 3, 2), num_heads=(1, 2, 4, 8),
+                               window_size=4, img_size=128, num_classes=10)
+    assert "heads (1, 2, 4, 8)" in odd.describe()
+    with pytest.raises(ValueError, match="img_size 200 must be divisible by .* 32.*192 and 224"):
+        swin_flax.SwinConfig(img_size=200)
+    with pytest.raises(ValueError, match="stage 0: feature map 64x64 is not divisible"):
+        swin_flax.preset_config("swin_t").replace(img_size=256)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        swin_flax.SwinConfig().depths = (2, 2, 2, 2)
