@@ -27,8 +27,9 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from swin_flax.convert import DERIVED_BUFFERS, ConversionError, flax_to_timm
+from swin_flax.errors import ConversionError
 from swin_flax.model import LAYER_NORM_EPS, SwinTransformer
+from swin_flax.timm_keys import DERIVED_BUFFERS, flax_to_timm
 
 PREFIX = "swin."  # SwinForImageClassification's backbone; a bare SwinModel has none
 CLASSIFIER = "classifier."  # the one key group outside the backbone
