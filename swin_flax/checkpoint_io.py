@@ -1,6 +1,6 @@
-"""A model and its parameters as one standard orbax checkpoint directory.
+"""Orbax checkpoints: a model with its parameters, and a training run's train states.
 
-The directory has two items: 'params' (the parameter pytree, `StandardSave`) and
+Model checkpoints (`save_checkpoint`, `load_checkpoint`): one directory has two items: 'params' (the parameter pytree, `StandardSave`) and
 'model_config' (the architecture, `JsonSave` of `model_config(model)`), and optionally a
 third, 'class_names' (`JsonSave` of a list: the classifier's label names, e.g. from a
 transformers config.json). Any orbax user can read it; `load_checkpoint(path)` is all
@@ -9,18 +9,30 @@ swin_flax users need:
     model, params = swin_flax.load_checkpoint("swin_t_in1k")
     logits = model.apply({"params": params}, images_nhwc)
 
+Train-state checkpoints (`TrainCheckpointer`): periodic and resumable, with orbax's
+CheckpointManager. Orbax writes each checkpoint to a temporary directory and renames it
+when complete, so a run killed at any moment (kill -9 included) leaves only whole
+checkpoints behind; the next run restores the newest one and continues from that step.
+What a kill does leave is the temporary directory, removed on the next start.
+Whole is not the same as intact: a disk that fills up, a copy cut short or a file damaged
+later gives a checkpoint that does not restore. Then the next older one is used, and the
+damaged one is moved aside (never deleted) with a warning that names it.
+
 Orbax is imported inside the functions, so `import swin_flax` stays light.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import jax
 import numpy as np
+from flax import traverse_util
 
-from swin_flax.errors import CheckpointError, UserInputError
+from swin_flax.errors import CheckpointError, CheckpointRestoreError
 from swin_flax.model import (
     CONFIG_FIELDS, SwinTransformer, abstract_params, model_config, model_from_config,
 )
@@ -28,6 +40,8 @@ from swin_flax.model import (
 PARAMS_ITEM = "params"
 CONFIG_ITEM = "model_config"
 CLASS_NAMES_ITEM = "class_names"
+DAMAGED_DIR = "damaged_checkpoints"  # beside a stage's checkpoints: those that did not restore
+TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
 def _absolute(path: str | os.PathLike) -> Path:
@@ -58,8 +72,6 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> None:
 
 
 def _shape_problems(params, abstract) -> list[str]:
-    from flax import traverse_util
-
     have = traverse_util.flatten_dict(params, sep="/")
     want = traverse_util.flatten_dict(abstract, sep="/")
     problems = [f"missing {k}" for k in want if k not in have]
@@ -178,8 +190,116 @@ def _require_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------------------
+# Train-state checkpoints of a training stage.
+
+class TrainCheckpointer:
+    def __init__(self, directory: str | Path, *, keep: int = 3):
+        import orbax.checkpoint as ocp
+
+        self.directory = Path(directory).absolute()
+        if jax.process_index() == 0:
+            remove_unfinished_saves(self.directory)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state) -> None:
+        import orbax.checkpoint as ocp
+
+        self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+    def restore(self, template_state, step: int | None = None):
+        """Restore into the shapes, dtypes and shardings of `template_state`."""
+        import orbax.checkpoint as ocp
+
+        step = self.latest_step() if step is None else step
+        abstract = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template_state)
+        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+    def restore_newest_intact(self, template_state):
+        """The newest checkpoint that restores, or None when there is none at all.
+
+        Newer ones that fail are moved to DAMAGED_DIR only once an older one has restored,
+        so when nothing restores the directory is left exactly as it was.
+        """
+        failures = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                state = self.restore(template_state, step)
+            except Exception as err:  # noqa: BLE001: any failure to read means "damaged"
+                failures.append((step, _first_line(err)))
+                print(f"warning: checkpoint {self.directory / str(step)} does not restore "
+                      f"({failures[-1][1]}); trying the next older one", file=sys.stderr,
+                      flush=True)
+                continue
+            if failures:
+                self._set_aside([s for s, _ in failures])
+            return state
+        if failures:
+            tried = "; ".join(f"step {s}: {why}" for s, why in failures)
+            raise CheckpointRestoreError(
+                f"no checkpoint in {self.directory} restores ({tried}). They are left in "
+                "place; delete that stage directory to train the stage again from the start.")
+        return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        target = self.directory.parent / DAMAGED_DIR
+        if jax.process_index() == 0:
+            target.mkdir(exist_ok=True)
+            for step in steps:
+                destination = _free_name(target / str(step))
+                shutil.move(str(self.directory / str(step)), destination)
+                print(f"warning: moved the damaged checkpoint of step {step} to {destination}",
+                      file=sys.stderr, flush=True)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("damaged checkpoints set aside")
+        self.manager.reload()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def remove_unfinished_saves(directory: Path) -> list[Path]:
+    """Delete the temporary directories of saves a killed run never finished.
+
+    They hold a partial write of a step whose previous checkpoint is still intact, so
+    nothing is lost; left alone they pile up and confuse anyone reading the directory.
+    """
+    removed = []
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if TMP_MARKER in path.name and path.is_dir():
+                shutil.rmtree(path)
+                removed.append(path)
+    return removed
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or `path.1`, `path.2`, ... when a damaged copy of that step is already kept."""
+    candidate, suffix = path, 0
+    while candidate.exists():
+        suffix += 1
+        candidate = path.with_name(f"{path.name}.{suffix}")
+    return candidate
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0][:200] if lines else ''}"
+
+
 __all__ = [
     "CheckpointError", "save_checkpoint", "load_checkpoint", "load_model_config",
     "load_class_names", "checkpoint_args", "check_writable", "is_checkpoint", "PARAMS_ITEM",
-    "CONFIG_ITEM", "CLASS_NAMES_ITEM",
+    "CONFIG_ITEM", "CLASS_NAMES_ITEM", "TrainCheckpointer", "CheckpointRestoreError",
+    "DAMAGED_DIR", "remove_unfinished_saves",
 ]

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from swin_flax import optim, preemption
-from swin_flax.checkpointing import TrainCheckpointer
+from swin_flax.checkpoint_io import TrainCheckpointer
 from swin_flax.data import ArrayDataset, epoch_batches
 from swin_flax.errors import TrainingDivergedError, UserInputError
 from swin_flax.metrics_log import MetricsWriter, ProgressBar, is_main_process

@@ -18,8 +18,8 @@ import pytest
 
 import swin_flax
 from configs import demo
-from swin_flax import checkpointing, cli, pipeline, preemption
-from swin_flax.errors import UserInputError
+from swin_flax import checkpoint_io, cli, pipeline, preemption
+from swin_flax.errors import CheckpointRestoreError, UserInputError
 from swin_flax.pipeline import run_pipeline
 from swin_flax.workdir_lock import WorkdirInUseError, exclusive_workdir
 from tests.test_pipeline import (REPO, assert_trees_equal, run_tiny_stage, run_train_py,
@@ -191,7 +191,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_older_one_resumes_iden
     assert_trees_equal(full.params, resumed.params)  # replayed from step 4, bit for bit
     err = capsys.readouterr().err
     assert f"checkpoint {stage / 'checkpoints' / '8'} does not restore" in err
-    assert (stage / checkpointing.DAMAGED_DIR / "8").is_dir()  # kept, not deleted
+    assert (stage / checkpoint_io.DAMAGED_DIR / "8").is_dir()  # kept, not deleted
     assert not leftover.exists()
 
 
@@ -200,11 +200,11 @@ def test_when_no_checkpoint_restores_one_clear_error_and_nothing_is_moved(tmp_pa
     run_tiny_stage(stage, stop_after=10)
     for step in (4, 8):
         delete_metadata(stage / "checkpoints" / str(step))
-    with pytest.raises(checkpointing.CheckpointRestoreError,
+    with pytest.raises(CheckpointRestoreError,
                        match=r"no checkpoint in .* restores \(step 8: .*; step 4: .*delete that "
                              "stage directory"):
         run_tiny_stage(stage)
-    assert checkpoint_steps(stage) == [4, 8] and not (stage / checkpointing.DAMAGED_DIR).exists()
+    assert checkpoint_steps(stage) == [4, 8] and not (stage / checkpoint_io.DAMAGED_DIR).exists()
 
 
 # --- mistakes caught before anything trains --------------------------------------------------
