@@ -3,7 +3,7 @@
 Import (timm / original Microsoft / Hugging Face transformers checkpoint -> Flax):
 
     sd = load_state_dict("model.safetensors")        # or a .pth, a directory, a hub name
-    model = SwinTransformer(**infer_architecture(sd), num_classes=100)
+    model = SwinTransformer(**dict(infer_architecture(sd), num_classes=100))
     params = timm_to_flax(sd, model, head="reinit")   # strict: every problem in one error
 
 or all of it: `import_weights(source, ...)` (a transformers directory's config.json
