@@ -324,6 +324,8 @@ class SwinTransformer(nn.Module):
     'norm' to the final normalised feature map.
     """
 
+    # SwinConfig's fields, names and defaults (a deliberate twin: a Flax module declares its
+    # own fields; tests/test_model.py checks that the two agree), then the run options.
     img_size: int = 224
     patch_size: int = 4
     in_chans: int = 3
