@@ -117,14 +117,12 @@ def train() -> int:
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
     if FLAGS.multihost:
         start_multihost()
-    from configs import common, demo
+    from configs import demo
     from swin_flax import preemption
-    from swin_flax.config_check import check_config_keys
     from swin_flax.pipeline import run_pipeline
 
     # ml_collections reports a missing config file on first use, as an OSError.
     config = FLAGS.config if FLAGS.config is not None else demo.get_config()
-    check_config_keys(config.to_dict(), common.get_base_config().to_dict())
     with preemption.handle_stop_signals():
         rows = run_pipeline(config, workdir())
     print(f"results: {workdir() / 'results.json'} ({len(rows)} rows)")

@@ -100,7 +100,7 @@ def child(args: argparse.Namespace) -> None:
                 "workers": args.workers,
                 "splits": args.splits,
                 "images": sum(len(ds) for ds in datasets),
-                "image_shape": list(datasets[0].image_shape),
+                "image_shape": list(datasets[0].images.shape[1:]),
                 "result_mb": round(sum(ds.images.nbytes for ds in datasets) / 2**20, 1),
                 "peak_rss_mb": round(_max_rss_mb(), 1),
                 "peak_rss_added_mb": round(_max_rss_mb() - baseline, 1),

@@ -243,8 +243,8 @@ def kd_flax(student_name: str, precision: str, batch: int, settings: Settings,
     """Our jitted distillation step, exactly as the trainer builds it."""
     from swin_flax.optim import make_optimizer
     from swin_flax.sharding import batch_sharded, make_mesh, replicated
-    from swin_flax.train_step import (AugmentConfig, LossConfig, create_train_state,
-                                      make_train_step)
+    from swin_flax.settings import LossSettings
+    from swin_flax.train_step import AugmentConfig, create_train_state, make_train_step
 
     dtype = flax_dtype(precision)
     student = create_model(student_name, num_classes=NUM_CLASSES, dtype=dtype,
@@ -262,8 +262,8 @@ def kd_flax(student_name: str, precision: str, batch: int, settings: Settings,
             max(4096, batch * settings.rotate)
     step = make_train_step(
         student=student, teacher=teacher, tx=tx, schedule=schedule,
-        loss_config=LossConfig(joint="weighted_harmonic", distillation="mse", w_d=W_D, w_s=W_S),
-        augment=augment, mesh=mesh)
+        loss_config=LossSettings(joint="weighted_harmonic", distillation="mse", w_d=W_D, w_s=W_S),
+        total_steps=10_000, augment=augment, mesh=mesh)
 
     rep, data = replicated(mesh), batch_sharded(mesh)
     rng = np.random.default_rng(0)

@@ -1,98 +1,187 @@
-"""Config checks that need no data: undeclared keys (a typo must not be ignored) and values
-out of range, reported before the data loads and hours go into the teacher."""
+"""Pre-flight checks: every mistake that can be found before anything trains is reported
+then, not after the teacher's hours of fine-tuning.
+
+`check_settings` needs no data (values, models, paths, devices); `check_data` runs once the
+data sets are loaded (batch sizes against their size, their memory against the device's).
+Single values are checked where they are declared (`swin_flax.settings`); what is here
+relates several settings, or a setting to the world (files, models, devices).
+"""
 
 from __future__ import annotations
 
-import difflib
-import math
+import os
+import tempfile
+from pathlib import Path
 
+import jax
+
+from swin_flax import checkpoint_io, registry, transfer
+from swin_flax.data import ArrayDataset
 from swin_flax.errors import UserInputError
+from swin_flax.model import SwinTransformer, model_config
+from swin_flax.settings import RunSettings, range_problems
+from swin_flax.sharding import check_batch_size, make_mesh
+from swin_flax.variants import StudentVariant
+
+# The fields a transferred student must share with its teacher (only depths may differ).
+TRANSFER_SHARED_FIELDS = ("embed_dim", "num_heads", "window_size", "patch_size", "mlp_ratio")
+
+# Each device holds the whole data set (replicated) beside the model, optimizer state and
+# activations; beyond this fraction of its memory the run would fail mid-way with an
+# out-of-memory error from deep inside XLA.
+MAX_DATA_FRACTION_OF_DEVICE = 0.5
 
 
-def unknown_keys(config: dict, template: dict, prefix: str = "") -> list[str]:
-    """Dotted paths present in `config` but not in `template`, with close-match hints."""
-    problems = []
-    for key, value in config.items():
-        path = f"{prefix}{key}"
-        if key not in template:
-            hint = difflib.get_close_matches(key, list(template), n=1)
-            problems.append(path + (f" (did you mean {prefix}{hint[0]}?)" if hint else ""))
-        elif isinstance(value, dict) and isinstance(template[key], dict):
-            problems.extend(unknown_keys(value, template[key], prefix=f"{path}."))
-    return problems
-
-
-def check_config_keys(config: dict, template: dict) -> None:
-    problems = unknown_keys(config, template)
-    if problems:
-        raise UserInputError("unknown config keys: " + ", ".join(problems)
-                             + ". Valid keys are declared in configs/common.py.")
-
-
-def _finite(test):
-    """A rule that also rejects NaN and infinity (NaN compares False, inf passes `> 0`)."""
-    return lambda v: isinstance(v, (int, float)) and math.isfinite(v) and test(v)
-
-
-def _stage_rules(stage: str) -> tuple:
-    """Optimisation settings of one training stage: wrong ones otherwise show up only as a
-    NaN loss, after the teacher's whole fine-tuning for the student's stage."""
-    return (
-        (f"{stage}.peak_lr", _finite(lambda v: v > 0), "a finite learning rate > 0"),
-        (f"{stage}.end_lr", _finite(lambda v: v >= 0), "a finite learning rate >= 0"),
-        (f"{stage}.weight_decay", _finite(lambda v: v >= 0), "a finite number >= 0"),
-        (f"{stage}.grad_clip_norm", _finite(lambda v: v >= 0), "0 (no clipping) or a norm > 0"),
-        (f"{stage}.label_smoothing", _finite(lambda v: 0 <= v < 1), "a fraction in [0, 1)"),
-    )
-
-
-# (dotted key, test, what is expected); the test gets the value.
-VALUE_RULES = (
-    ("data.crop_padding", lambda v: v >= 0, "an int >= 0 (pixels of zero padding)"),
-    ("data.split_seed", lambda v: v >= 0, "an int >= 0"),
-    ("data.stored_size", lambda v: v >= 0, "0 (keep the stored size) or a side in pixels"),
-    ("data.image_size", lambda v: v > 0, "a side in pixels > 0"),
-    ("data.validation_fraction", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
-    ("eval.batch_size", lambda v: v >= 1, "an int >= 1"),
-    ("eval.throughput_batch_size", lambda v: v >= 0, "0 (no throughput) or a batch size"),
-    ("eval.throughput_repeats", lambda v: v >= 1, "an int >= 1"),
-    ("finetune.epochs", _finite(lambda v: v > 0), "a finite number of epochs > 0"),
-    ("distill.epochs", _finite(lambda v: v > 0), "a finite number of epochs > 0"),
-    ("finetune.batch_size", lambda v: v >= 1, "an int >= 1"),
-    ("distill.batch_size", lambda v: v >= 1, "an int >= 1"),
-    ("finetune.warmup_epochs", lambda v: v >= 0, "a number of epochs >= 0"),
-    ("distill.warmup_epochs", lambda v: v >= 0, "a number of epochs >= 0"),
-    *_stage_rules("finetune"),
-    *_stage_rules("distill"),
-    ("distill.temperature", _finite(lambda v: v > 0), "a finite temperature > 0"),
-    ("distill.alpha", _finite(lambda v: 0 <= v <= 1), "a weight in [0, 1]"),
-    ("distill.alpha_start", _finite(lambda v: 0 <= v <= 1), "a weight in [0, 1]"),
-    ("distill.alpha_end", _finite(lambda v: 0 <= v <= 1), "a weight in [0, 1]"),
-    ("distill.w_d", _finite(lambda v: v >= 0), "a finite weight >= 0"),
-    ("distill.w_s", _finite(lambda v: v >= 0), "a finite weight >= 0"),
-)
-
-
-def check_config_values(config) -> None:
-    """Every out-of-range value at once, each with what was expected."""
-    problems = []
-    for key, test, expected in VALUE_RULES:
-        value = config
-        for part in key.split("."):
-            value = value[part]
-        if not test(value):
-            problems.append(f"{key} must be {expected}, got {value!r}")
-    for stage in ("finetune", "distill"):
-        warmup, epochs = config[stage].warmup_epochs, config[stage].epochs
-        if warmup >= epochs > 0:
-            problems.append(f"{stage}.warmup_epochs ({warmup}) must be shorter than "
-                            f"{stage}.epochs ({epochs}): the cosine decay needs steps after it")
-    cut_points = tuple(config.student.cut_points or ())
-    if cut_points and len(cut_points) != 2:
+def load_settings(config) -> RunSettings:
+    """The typed settings of a config, with every problem that needs no data reported at
+    once: unknown keys, values out of range, and settings that contradict each other."""
+    settings = RunSettings.from_config(config, check_ranges=False)
+    problems = range_problems(settings)
+    for name in ("finetune", "distill"):
+        stage = getattr(settings, name)
+        if stage.warmup_epochs >= stage.epochs:
+            problems.append(f"{name}.warmup_epochs ({stage.warmup_epochs}) must be shorter than "
+                            f"{name}.epochs ({stage.epochs}): the cosine decay needs steps after it")
+    if settings.student.cut_points and len(settings.student.cut_points) != 2:
         problems.append(f"student.cut_points must be empty (derived from student.model) or two "
-                        f"block indices (p1, p2), got {cut_points}")
-    if config.data.source == "image_folder" and not config.data.root:
+                        f"block indices (p1, p2), got {settings.student.cut_points}")
+    if settings.data.source == "image_folder" and not settings.data.root:
         problems.append("data.root is empty: data.source='image_folder' reads "
                         "data.root/<split>/<class>/*.jpg")
     if problems:
         raise UserInputError("invalid config:\n  - " + "\n  - ".join(problems))
+    return settings
+
+
+def check_settings(settings: RunSettings, variants: list[StudentVariant]) -> None:
+    """Models, cut points, checkpoint paths, losses and batch sizes against the devices."""
+    check_paths(settings)
+    registry.preset(settings.teacher.model)
+    registry.preset(settings.student.model)
+    if settings.student.cut_points:
+        p1, p2 = (int(x) for x in settings.student.cut_points)
+        transfer.validate_cut_points(registry.preset(settings.teacher.model)["depths"], p1, p2)
+    elif any(v.transfer for v in variants):
+        check_student_fits_teacher(settings)
+    if settings.teacher.finetuned:
+        check_finetuned_teacher(settings)
+    if settings.distill.joint == "hard_only" and any(v.distill for v in variants):
+        raise UserInputError("distill.joint='hard_only' trains without the teacher: use a variant "
+                             "without '+kd' (e.g. 'transfer') or a distillation joint loss")
+    mesh = make_mesh()
+    for name in ("finetune", "distill"):
+        try:
+            check_batch_size(getattr(settings, name).batch_size, mesh)
+        except UserInputError as err:
+            raise UserInputError(f"{name}.batch_size: {err}") from None
+
+
+def check_paths(settings: RunSettings) -> None:
+    """Fail before the (slow) data loading when a checkpoint the config names is missing."""
+    teacher = settings.teacher
+    if teacher.finetuned and not Path(teacher.finetuned).exists():
+        raise FileNotFoundError(
+            f"teacher.finetuned {teacher.finetuned!r} does not exist; give the final_model "
+            "directory of a finished teacher run, or leave it empty to fine-tune one")
+    init = teacher.init
+    if init not in ("random",) and not init.startswith("timm:") and not Path(init).exists():
+        raise FileNotFoundError(
+            f"teacher.init {init!r} is neither 'random', 'timm:<name or .safetensors file>' nor "
+            "an existing checkpoint directory (write one with convert_timm_weights.py)")
+
+
+def check_student_fits_teacher(settings: RunSettings) -> None:
+    """student.model must be a shallower copy of teacher.model (Algorithm 1's transfer)."""
+    teacher = registry.create_model(settings.teacher.model)
+    student = registry.create_model(settings.student.model)
+    check_shared_fields(settings, teacher, student)
+    try:
+        transfer.cut_points_from_depths(teacher.depths, student.depths)
+    except UserInputError as err:
+        raise UserInputError(f"student.model {settings.student.model} cannot be cut from "
+                             f"teacher.model {settings.teacher.model}: {err}") from None
+
+
+def check_shared_fields(settings: RunSettings, teacher: SwinTransformer,
+                        student: SwinTransformer) -> None:
+    for field in TRANSFER_SHARED_FIELDS:
+        if getattr(student, field) != getattr(teacher, field):
+            raise UserInputError(
+                f"cannot transfer blocks from {settings.teacher.model} to "
+                f"{settings.student.model}: their {field} differ ({getattr(teacher, field)} vs "
+                f"{getattr(student, field)}); a transferred student must be a shallower copy "
+                "of the teacher")
+
+
+def architecture_differences(stored: dict, expected: dict) -> list[str]:
+    """'field stored vs expected' for every architecture field that differs (the class
+    count and the regularisation rates are not architecture)."""
+    ignored = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate")
+    return [f"{k} {stored.get(k)} vs {expected[k]}" for k in expected
+            if k not in ignored and stored.get(k) != expected[k]]
+
+
+def check_finetuned_teacher(settings: RunSettings) -> None:
+    """teacher.finetuned must hold the architecture teacher.model names: results are
+    labelled with that name, so a different one would be reported under a false name."""
+    where = settings.teacher.finetuned
+    expected = model_config(registry.create_model(settings.teacher.model,
+                                                  img_size=settings.data.image_size))
+    differing = architecture_differences(checkpoint_io.load_model_config(where), expected)
+    if differing:
+        raise UserInputError(
+            f"teacher.finetuned {where!r} holds a different architecture than teacher.model "
+            f"{settings.teacher.model!r} at data.image_size {settings.data.image_size} "
+            f"({'; '.join(differing)}); set teacher.model to the checkpoint's architecture")
+
+
+def check_workdir_writable(workdir: Path) -> None:
+    """A read-only or unwritable workdir is found now, not at the first checkpoint."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as err:
+        raise UserInputError(f"cannot write to the workdir {workdir} ({err.strerror or err}); "
+                             "give a writable directory with --workdir") from None
+
+
+def check_data(settings: RunSettings, variants: list[StudentVariant],
+               train_data: ArrayDataset, eval_data: ArrayDataset) -> None:
+    check_batch_sizes_fit(settings, variants, len(train_data))
+    check_data_fits_devices(train_data, eval_data)
+
+
+def check_batch_sizes_fit(settings: RunSettings, variants, num_train: int) -> None:
+    """Before the teacher trains for hours: the student's batch must fit the data too."""
+    stages = [("distill", bool(variants)), ("finetune", not settings.teacher.finetuned)]
+    for name, runs in stages:
+        batch_size = getattr(settings, name).batch_size
+        if runs and batch_size > num_train:
+            raise UserInputError(f"{name}.batch_size {batch_size} is larger than the training "
+                                 f"set ({num_train} examples); lower it")
+
+
+def device_memory_bytes() -> tuple[int, str]:
+    """(bytes one device can hold, what that is): the accelerator's limit, or on CPU the
+    host's physical memory shared by its local devices."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return physical // jax.local_device_count(), "host memory per CPU device"
+
+
+def check_data_fits_devices(train_data: ArrayDataset, eval_data: ArrayDataset) -> None:
+    """The replicated uint8 data sets must leave room for the model on every device."""
+    needed = train_data.images.nbytes + eval_data.images.nbytes
+    available, what = device_memory_bytes()
+    if needed > MAX_DATA_FRACTION_OF_DEVICE * available:
+        side = train_data.images.shape[1]
+        raise UserInputError(
+            f"the data sets take {needed / 2**30:.2f} GiB ({len(train_data) + len(eval_data)} "
+            f"images of {side}x{side}) on every device, more than "
+            f"{MAX_DATA_FRACTION_OF_DEVICE:.0%} of the {available / 2**30:.2f} GiB of {what}; "
+            "store the images smaller with data.stored_size (e.g. 32 or 64: the resize to "
+            "data.image_size happens on the device), or use fewer images")

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from swin_flax.data import ArrayDataset, eval_batches
-from swin_flax.model import SwinTransformer, count_params
+from swin_flax.model import SwinTransformer
 from swin_flax.sharding import batch_sharded, make_mesh, put_global, put_replicated, replicated
 from swin_flax.train_step import make_eval_step, make_predict_fn
 
@@ -63,7 +63,3 @@ def measure_throughput(model: SwinTransformer, params, *, batch_size: int, repea
         "dtype": jnp.dtype(model.dtype).name,
     }
 
-
-def model_summary(model: SwinTransformer, params) -> dict:
-    return {"params": count_params(params), "depths": list(model.depths),
-            "embed_dim": model.embed_dim, "img_size": model.img_size}

@@ -212,7 +212,7 @@ def _weights(weight_distill, weight_hard) -> dict[str, Array]:
             "weight_hard": jax.lax.stop_gradient(jnp.asarray(weight_hard, jnp.float32))}
 
 
-def _build_arithmetic(*, alpha, **_) -> JointLossFn:
+def _build_arithmetic(*, alpha=None, **_) -> JointLossFn:
     _require("arithmetic", alpha=alpha)
     _check_unit_interval("arithmetic", alpha=alpha)
 
@@ -223,7 +223,7 @@ def _build_arithmetic(*, alpha, **_) -> JointLossFn:
     return fn
 
 
-def _build_linear_alpha(*, alpha_start, alpha_end, total_steps, **_) -> JointLossFn:
+def _build_linear_alpha(*, alpha_start=None, alpha_end=None, total_steps=None, **_) -> JointLossFn:
     _require("linear_alpha", alpha_start=alpha_start, alpha_end=alpha_end,
              total_steps=total_steps)
     _check_unit_interval("linear_alpha", alpha_start=alpha_start, alpha_end=alpha_end)
@@ -254,7 +254,7 @@ def _build_harmonic(**_) -> JointLossFn:
     return _harmonic_fn(1.0, 1.0)
 
 
-def _build_weighted_harmonic(*, w_d, w_s, **_) -> JointLossFn:
+def _build_weighted_harmonic(*, w_d=None, w_s=None, **_) -> JointLossFn:
     _require("weighted_harmonic", w_d=w_d, w_s=w_s)
     if w_d < 0 or w_s < 0 or w_d + w_s <= 0:
         raise UserInputError(f"joint loss 'weighted_harmonic': need w_d, w_s >= 0 with a positive "
@@ -277,11 +277,6 @@ _JOINT_LOSSES: dict[str, Callable[..., JointLossFn]] = {
     "weighted_harmonic": _build_weighted_harmonic,
     "hard_only": _build_hard_only,
 }
-_KINDS_WITHOUT_TEACHER = frozenset({"hard_only"})
-
-
-def joint_loss_kinds() -> list[str]:
-    return sorted(_JOINT_LOSSES)
 
 
 def _check_kind(kind: str, table: dict, what: str) -> None:
@@ -289,21 +284,13 @@ def _check_kind(kind: str, table: dict, what: str) -> None:
         raise UserInputError(f"unknown {what} {kind!r}; valid kinds: {', '.join(sorted(table))}")
 
 
-def joint_loss_needs_teacher(kind: str) -> bool:
-    """Whether a joint loss uses L_d at all; 'hard_only' trains without running a teacher."""
-    _check_kind(kind, _JOINT_LOSSES, "joint loss")
-    return kind not in _KINDS_WITHOUT_TEACHER
-
-
-def make_joint_loss(kind: str, *, alpha: float | None = None, alpha_start: float | None = None,
-                    alpha_end: float | None = None, w_d: float | None = None,
-                    w_s: float | None = None, total_steps: int | None = None) -> JointLossFn:
+def make_joint_loss(kind: str, **options) -> JointLossFn:
     """The joint loss named by the config: `fn(l_d, l_s, step) -> (loss, weights)`.
 
     kinds: 'arithmetic' (alpha), 'linear_alpha' (alpha_start, alpha_end, total_steps),
     'harmonic', 'weighted_harmonic' (w_d, w_s) and 'hard_only' (L = L_s, no teacher; l_d may be
-    None). Options a kind does not use are ignored, so a config may declare them all; options it
-    needs must be given (no hidden defaults).
+    None). Options a kind does not use are ignored, so the whole loss section of a config
+    (`settings.LossSettings`) can be passed; options it needs must be given (no hidden defaults).
 
     `weights` reports the weights in effect, defined for every kind as the gradient weights
     {'weight_distill': dL/dl_d, 'weight_hard': dL/dl_s} at the current values. For the arithmetic
@@ -313,16 +300,14 @@ def make_joint_loss(kind: str, *, alpha: float | None = None, alpha_start: float
     the paper's alpha = l_d / (l_d + l_s) of Eq. 3 (the value-wise weights are 1 - alpha and alpha).
     """
     _check_kind(kind, _JOINT_LOSSES, "joint loss")
-    return _JOINT_LOSSES[kind](alpha=alpha, alpha_start=alpha_start, alpha_end=alpha_end,
-                               w_d=w_d, w_s=w_s, total_steps=total_steps)
+    return _JOINT_LOSSES[kind](**options)
 
 
-def _build_mse(*, temperature) -> DistillationLossFn:
-    del temperature  # logit matching needs none (paper Sec. IV-B2)
-    return mse_logits
+def _build_mse(**_) -> DistillationLossFn:
+    return mse_logits  # logit matching needs no temperature (paper Sec. IV-B2)
 
 
-def _build_kl(*, temperature) -> DistillationLossFn:
+def _build_kl(*, temperature=None, **_) -> DistillationLossFn:
     if temperature is None or temperature <= 0:
         raise UserInputError(f"distillation loss 'kl' needs a temperature > 0, got {temperature}")
 
@@ -338,10 +323,10 @@ _DISTILLATION_LOSSES: dict[str, Callable[..., DistillationLossFn]] = {
 }
 
 
-def make_distillation_loss(kind: str, temperature: float | None = None) -> DistillationLossFn:
+def make_distillation_loss(kind: str, **options) -> DistillationLossFn:
     """The distillation loss named by the config: `fn(student_logits, teacher_logits, mask=None)`.
 
-    'mse' (the paper's choice; temperature ignored) or 'kl' (needs temperature > 0).
+    'mse' (the paper's choice) or 'kl' (needs temperature > 0); other options are ignored.
     """
     _check_kind(kind, _DISTILLATION_LOSSES, "distillation loss")
-    return _DISTILLATION_LOSSES[kind](temperature=temperature)
+    return _DISTILLATION_LOSSES[kind](**options)

@@ -131,7 +131,7 @@ class WindowAttention(nn.Module):
     attn_drop_rate: float = 0.0
     proj_drop_rate: float = 0.0
     dtype: Any = jnp.float32
-    implementation: str = "einsum"  # einsum | xla | cudnn (see ATTENTION_IMPLEMENTATIONS)
+    implementation: str = "einsum"  # einsum | xla | cudnn | pallas (see ATTENTION_IMPLEMENTATIONS)
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: np.ndarray | None, deterministic: bool) -> jax.Array:
@@ -154,6 +154,11 @@ class WindowAttention(nn.Module):
         if self.implementation == "einsum":
             out = _einsum_attention(q, k, v, bias, mask, scale, self.dtype,
                                     nn.Dropout(self.attn_drop_rate), deterministic)
+        elif self.implementation == "pallas":
+            from swin_flax.pallas_attention import window_attention
+
+            out = window_attention(q, k, v, bias, mask, scale, self.dtype,
+                                   nn.Dropout(self.attn_drop_rate), deterministic)
         else:
             out = _fused_attention(q, k, v, bias, mask, scale, self.implementation)
         out = out.reshape(windows, tokens, channels)
@@ -166,7 +171,9 @@ class WindowAttention(nn.Module):
 #   xla / cudnn: jax.nn.dot_product_attention with the bias and mask as one additive bias
 #   (windows folded into the head axis so the per-window mask broadcasts over the batch);
 #   cudnn selects the fused cuDNN kernel on NVIDIA GPUs (bf16/fp16 only).
-ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+#   pallas: one fused kernel per (window, head) with bias and mask, 49 tokens padded to 64
+#   (swin_flax/pallas_attention.py); forward only fused, not yet measured on a GPU.
+ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn", "pallas")
 
 
 def _einsum_attention(q, k, v, bias, mask, scale, dtype, dropout, deterministic):

@@ -21,8 +21,9 @@ from jax.sharding import Mesh
 from swin_flax import losses
 from swin_flax.augment import augment_batch, preprocess_eval
 from swin_flax.model import SwinTransformer
-from swin_flax.sharding import batch_sharded, replicated
 from swin_flax.errors import UserInputError
+from swin_flax.settings import LossSettings
+from swin_flax.sharding import batch_sharded, replicated
 
 
 @flax.struct.dataclass
@@ -45,50 +46,29 @@ class AugmentConfig:
     flip: bool = True
 
 
-@dataclasses.dataclass(frozen=True)
-class LossConfig:
-    """Static loss choices. joint='hard_only' trains without a teacher (fine-tuning, baselines)."""
-
-    joint: str = "hard_only"
-    distillation: str = "mse"
-    temperature: float = 1.0
-    label_smoothing: float = 0.0
-    alpha: float = 0.25
-    alpha_start: float = 0.0
-    alpha_end: float = 0.5
-    w_d: float = 13.0
-    w_s: float = 1.0
-    total_steps: int = 1
-
-    @property
-    def uses_teacher(self) -> bool:
-        return self.joint != "hard_only"
-
-
 def make_train_step(
     *,
     student: SwinTransformer,
     teacher: SwinTransformer | None,
     tx: optax.GradientTransformation,
     schedule: Callable[[jax.Array], jax.Array],
-    loss_config: LossConfig,
+    loss_config: LossSettings,
+    total_steps: int,
     augment: AugmentConfig,
     mesh: Mesh,
 ):
     """Returns `step(state, teacher_params, images, labels, indices, rng) -> (state, metrics)`.
 
+    `total_steps` is the stage's length (the linear alpha schedule runs over it).
     `images`/`labels` are the full replicated data set, `indices` (global batch,) int32
     sharded over the mesh, `rng` the run's base key: the step folds in its own number so a
     resumed run draws exactly the same augmentation and stochastic depth.
     """
     if loss_config.uses_teacher and teacher is None:
         raise UserInputError(f"joint loss {loss_config.joint!r} needs a teacher model")
-    joint_loss = losses.make_joint_loss(
-        loss_config.joint, alpha=loss_config.alpha, alpha_start=loss_config.alpha_start,
-        alpha_end=loss_config.alpha_end, w_d=loss_config.w_d, w_s=loss_config.w_s,
-        total_steps=loss_config.total_steps)
-    distill_loss = losses.make_distillation_loss(
-        loss_config.distillation, temperature=loss_config.temperature)
+    options = dataclasses.asdict(loss_config)
+    joint_loss = losses.make_joint_loss(options.pop("joint"), total_steps=total_steps, **options)
+    distill_loss = losses.make_distillation_loss(options.pop("distillation"), **options)
     data_sharding = batch_sharded(mesh)
 
     def step(state: TrainState, teacher_params, images, labels, indices, rng):

@@ -9,9 +9,7 @@ and replays exactly the steps an uninterrupted run would have taken.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +20,12 @@ from swin_flax import optim, preemption
 from swin_flax.checkpoint_io import TrainCheckpointer
 from swin_flax.data import ArrayDataset, epoch_batches
 from swin_flax.errors import TrainingDivergedError, UserInputError
+from swin_flax.settings import LoopSettings, LossSettings, OptimSettings
 from swin_flax.metrics_log import MetricsWriter, ProgressBar, is_main_process
 from swin_flax.model import SwinTransformer
 from swin_flax.sharding import (batch_sharded, check_batch_size, make_mesh, put_global,
                                 put_replicated, replicated)
-from swin_flax.train_step import (AugmentConfig, LossConfig, create_train_state,
-                                  make_train_step)
-
-STAGE_DONE_FILE = "stage_done.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    epochs: float
-    batch_size: int
-    peak_lr: float = 2e-4
-    warmup_epochs: float = 5.0
-    weight_decay: float = 0.01
-    end_lr: float = 0.0
-    grad_clip_norm: float | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopConfig:
-    log_every_steps: int = 50
-    checkpoint_every_steps: int = 500
-    keep_checkpoints: int = 3
-    progress_bar: bool = True
-    stop_after_steps: int | None = None  # for tests: simulate an interruption
-
-    def __post_init__(self):
-        for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise UserInputError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
-
+from swin_flax.train_step import AugmentConfig, create_train_state, make_train_step
 
 @dataclasses.dataclass
 class StageResult:
@@ -66,20 +36,6 @@ class StageResult:
     stopped_by: str | None = None  # the signal that stopped it early, checkpoint saved
 
 
-def stage_is_done(stage_dir: str | Path) -> bool:
-    return (Path(stage_dir) / STAGE_DONE_FILE).exists()
-
-
-def mark_stage_done(stage_dir: str | Path, summary: dict) -> None:
-    """Written last, atomically, once everything the stage produces is on disk."""
-    if not is_main_process():
-        return
-    target = Path(stage_dir) / STAGE_DONE_FILE
-    temporary = target.with_suffix(".tmp")
-    temporary.write_text(json.dumps(summary, indent=2))
-    os.replace(temporary, target)
-
-
 def train_stage(
     *,
     name: str,
@@ -87,10 +43,10 @@ def train_stage(
     model: SwinTransformer,
     init_params,
     train_data: ArrayDataset,
-    optim_config: OptimConfig,
-    loss_config: LossConfig,
+    optim_config: OptimSettings,
+    loss_config: LossSettings,
     augment: AugmentConfig,
-    loop: LoopConfig,
+    loop: LoopSettings,
     seed: int,
     teacher: SwinTransformer | None = None,
     teacher_params=None,
@@ -111,9 +67,8 @@ def train_stage(
                        total_steps)
     tx, schedule = optim.make_optimizer(
         peak_lr=optim_config.peak_lr, total_steps=total_steps, warmup_steps=warmup_steps,
-        weight_decay=optim_config.weight_decay, grad_clip_norm=optim_config.grad_clip_norm,
+        weight_decay=optim_config.weight_decay, grad_clip_norm=optim_config.grad_clip_norm or None,
         end_lr=optim_config.end_lr)
-    loss_config = dataclasses.replace(loss_config, total_steps=total_steps)
 
     state = create_train_state(put_replicated(init_params, mesh), tx)
     state = jax.tree_util.tree_map(lambda x: jax.device_put(x, replicated(mesh)), state)
@@ -122,7 +77,8 @@ def train_stage(
     start_step = int(jax.device_get(state.step))
 
     step_fn = make_train_step(student=model, teacher=teacher, tx=tx, schedule=schedule,
-                              loss_config=loss_config, augment=augment, mesh=mesh)
+                              loss_config=loss_config, total_steps=total_steps,
+                              augment=augment, mesh=mesh)
     teacher_params = put_replicated(teacher_params, mesh) if teacher_params is not None else None
     images = put_global(train_data.images, replicated(mesh))
     labels = put_global(train_data.labels, replicated(mesh))
@@ -135,7 +91,8 @@ def train_stage(
     pending: list[dict] = []
     # A run resumed at its final checkpoint runs no step: report what was logged there.
     last_metrics: dict = {k: v for k, v in writer.last_logged.items() if k != "epoch"}
-    stop_at = total_steps if loop.stop_after_steps is None else min(total_steps, loop.stop_after_steps)
+    # loop.stop_after_steps > 0 simulates an interruption (tests, debugging).
+    stop_at = min(total_steps, loop.stop_after_steps or total_steps)
     order, order_epoch = None, -1
     stopped_by = None
     try:

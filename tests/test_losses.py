@@ -200,8 +200,10 @@ def test_make_joint_loss_hard_only_needs_no_teacher():
     loss, w = fn(None, 1.5, 0)
     assert float(loss) == 1.5
     assert (float(w["weight_distill"]), float(w["weight_hard"])) == (0.0, 1.0)
-    assert not losses.joint_loss_needs_teacher("hard_only")
-    assert losses.joint_loss_needs_teacher("weighted_harmonic")
+    from swin_flax.settings import LossSettings
+
+    assert not LossSettings(joint="hard_only").uses_teacher
+    assert LossSettings(joint="weighted_harmonic").uses_teacher
 
 
 def test_make_joint_loss_errors():

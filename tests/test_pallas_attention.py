@@ -70,3 +70,15 @@ def test_pallas_attention_ignores_padding_and_refuses_dropout():
                                atol=1e-5)
     with pytest.raises(ValueError, match="dropout"):
         window_attention(q, k, v, bias, None, 1.0, jnp.float32, nn.Dropout(0.1), False)
+
+
+def test_the_model_with_pallas_attention_gives_the_einsum_logits():
+    import swin_flax
+
+    einsum = swin_flax.create_model("swin_pico", num_classes=10)
+    pallas = swin_flax.create_model("swin_pico", num_classes=10, attention="pallas")
+    params = swin_flax.init_params(einsum, 0)
+    images = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
+    want = einsum.apply({"params": params}, images)
+    got = pallas.apply({"params": params}, images)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)

@@ -14,11 +14,13 @@ import pytest
 
 import swin_flax
 from configs import common, demo, paper_tables, swin_m_kd
-from swin_flax.data import ArrayDataset, DatasetUnavailableError
+from swin_flax.data import ArrayDataset
+from swin_flax.errors import DatasetUnavailableError
 from swin_flax.errors import UserInputError
 from swin_flax.pipeline import run_pipeline
-from swin_flax.train_step import AugmentConfig, LossConfig
-from swin_flax.trainer import LoopConfig, OptimConfig, train_stage
+from swin_flax.settings import LoopSettings, LossSettings, OptimSettings, RunSettings
+from swin_flax.train_step import AugmentConfig
+from swin_flax.trainer import train_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,15 +36,15 @@ def tiny_dataset(n=48, classes=4, seed=0) -> ArrayDataset:
 def run_tiny_stage(stage_dir, *, stop_after=None, mesh=None, steps_epochs=2.0, teacher=None):
     data = tiny_dataset()
     model = swin_flax.create_model("swin_pico_n", num_classes=4)
-    loss = LossConfig(joint="weighted_harmonic" if teacher else "hard_only", w_d=13.0, w_s=1.0)
+    loss = LossSettings(joint="weighted_harmonic" if teacher else "hard_only", w_d=13.0, w_s=1.0)
     return train_stage(
         name="tiny", stage_dir=stage_dir, model=model,
         init_params=swin_flax.init_params(model, 0), train_data=data,
-        optim_config=OptimConfig(epochs=steps_epochs, batch_size=8, peak_lr=1e-3,
+        optim_config=OptimSettings(epochs=steps_epochs, batch_size=8, peak_lr=1e-3,
                                  warmup_epochs=0.5),
         loss_config=loss, augment=AugmentConfig(out_size=32),
-        loop=LoopConfig(log_every_steps=2, checkpoint_every_steps=4, progress_bar=False,
-                        stop_after_steps=stop_after),
+        loop=LoopSettings(log_every_steps=2, checkpoint_every_steps=4, progress_bar=False,
+                        stop_after_steps=stop_after or 0),
         seed=0, mesh=mesh,
         teacher=teacher[0] if teacher else None, teacher_params=teacher[1] if teacher else None)
 
@@ -82,9 +84,9 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path):
         train_stage(
             name="nan", stage_dir=tmp_path, model=model,
             init_params=swin_flax.init_params(model, 0), train_data=data,
-            optim_config=OptimConfig(epochs=2, batch_size=8, peak_lr=1e30, warmup_epochs=0),
-            loss_config=LossConfig(), augment=AugmentConfig(out_size=32),
-            loop=LoopConfig(log_every_steps=1, checkpoint_every_steps=1, progress_bar=False),
+            optim_config=OptimSettings(epochs=2, batch_size=8, peak_lr=1e30, warmup_epochs=0),
+            loss_config=LossSettings(joint="hard_only"), augment=AugmentConfig(out_size=32),
+            loop=LoopSettings(log_every_steps=1, checkpoint_every_steps=1, progress_bar=False),
             seed=0)
     assert type(info.value).__name__ == "TrainingDivergedError"
     assert "non-finite loss" in str(info.value) and "run the same command again" in str(info.value)
@@ -236,12 +238,13 @@ def test_train_py_reports_bad_input_without_traceback(tmp_path):
 
 
 def test_unknown_keys_in_a_config_file_are_rejected():
-    from swin_flax.config_check import check_config_keys
-
-    config = common.get_base_config().to_dict()
-    config["distill"]["w_dd"] = 3
-    with pytest.raises(ValueError, match=r"distill.w_dd \(did you mean distill.w_d\?\)"):
-        check_config_keys(config, common.get_base_config().to_dict())
+    config = common.get_base_config()
+    with pytest.raises(AttributeError, match=r'Did you mean "w_d" instead of "w_dd"'):
+        config.distill.w_dd = 3  # the base config is locked: a config file's typo fails
+    values = config.to_dict()
+    values["distill"]["w_dd"] = 3  # a config that bypassed the lock (a plain dict)
+    with pytest.raises(UserInputError, match=r"distill.w_dd \(did you mean distill.w_d\?\)"):
+        RunSettings.from_config(values)
 
 
 def test_out_of_range_values_are_reported_together_before_any_data_loads(tmp_path):
@@ -285,10 +288,7 @@ def test_impossible_cut_points_are_a_clear_error(tmp_path, mock_tfds):
 def test_paper_table_rows_select_the_right_experiment(arg, runs, joint):
     config = paper_tables.get_config(arg)
     assert config.runs == runs and config.distill.joint == joint
-    check = common.get_base_config().to_dict()
-    from swin_flax.config_check import unknown_keys
-
-    assert unknown_keys(config.to_dict(), check) == []
+    assert RunSettings.from_config(config).runs == runs  # every key declared, every value valid
 
 
 def test_paper_table_row_values():
@@ -355,22 +355,21 @@ def test_teacher_init_from_timm_safetensors_replaces_only_the_head(tmp_path):
 
 
 def test_a_stage_refuses_to_resume_with_other_settings(tmp_path, capsys):
-    from swin_flax.pipeline import check_stage_config, student_fingerprint
-    from swin_flax.variants import parse_variant
+    from swin_flax.stages import check_stage_config, student_fingerprint
 
     config = smoke_config()
-    variant = parse_variant("transfer+kd")
-    check_stage_config(tmp_path, student_fingerprint(config, variant))
+    variant = "transfer_kd"
+    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant))
 
     # Nothing to lose yet (no checkpoint): a stage that failed early starts with new settings.
     config.distill.epochs = 5
-    check_stage_config(tmp_path, student_fingerprint(config, variant))
+    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant))
     (tmp_path / "checkpoints" / "4").mkdir(parents=True)  # now it has progress
 
     config.distill.peak_lr = 1e-5  # allowed: e.g. to rescue a diverged run
     config.data.data_dir = "/moved/tfds"  # allowed: the data moved, or the rerun is offline
     config.data.download = False
-    check_stage_config(tmp_path, student_fingerprint(config, variant))
+    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant))
     note = capsys.readouterr().out
     assert "resumes with changed" in note
     assert {"distill.peak_lr", "data.data_dir", "data.download"} <= set(
@@ -378,7 +377,7 @@ def test_a_stage_refuses_to_resume_with_other_settings(tmp_path, capsys):
 
     config.distill.epochs = 7
     with pytest.raises(UserInputError, match=r"different settings \(distill.epochs\).*--workdir"):
-        check_stage_config(tmp_path, student_fingerprint(config, variant))
+        check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant))
 
 
 @pytest.mark.parametrize("change,message", [

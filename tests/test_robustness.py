@@ -18,8 +18,9 @@ import pytest
 
 import swin_flax
 from configs import demo
-from swin_flax import checkpoint_io, cli, pipeline, preemption
-from swin_flax.errors import CheckpointRestoreError, UserInputError
+from swin_flax import checkpoint_io, cli, config_check, preemption
+from swin_flax.errors import CheckpointRestoreError
+from swin_flax.errors import UserInputError
 from swin_flax.pipeline import run_pipeline
 from swin_flax.workdir_lock import WorkdirInUseError, exclusive_workdir
 from tests.test_pipeline import (REPO, assert_trees_equal, run_tiny_stage, run_train_py,
@@ -232,13 +233,13 @@ def test_late_mistakes_are_reported_before_any_data_loads(tmp_path, change, mess
 
 
 def test_several_bad_values_are_reported_together():
-    from swin_flax.config_check import check_config_values
+    from swin_flax.config_check import load_settings
 
     config = smoke_config()
     config.distill.peak_lr = math.nan
     config.finetune.weight_decay = -1.0
     with pytest.raises(UserInputError) as info:
-        check_config_values(config)
+        load_settings(config)
     assert "distill.peak_lr must be a finite learning rate > 0, got nan" in str(info.value)
     assert "finetune.weight_decay must be a finite number >= 0, got -1.0" in str(info.value)
 
@@ -256,7 +257,7 @@ def test_a_finetuned_teacher_of_another_architecture_is_an_error(tmp_path):
 
 
 def test_a_damaged_stage_config_names_the_file(tmp_path):
-    from swin_flax.pipeline import check_stage_config
+    from swin_flax.stages import check_stage_config
 
     (tmp_path / "checkpoints" / "4").mkdir(parents=True)
     (tmp_path / "stage_config.json").write_text("{garbage")
@@ -272,7 +273,7 @@ def test_an_unwritable_workdir_is_one_clear_error(tmp_path):
 
 
 def test_a_data_set_too_large_for_the_device_is_reported_before_training(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "device_memory_bytes", lambda: (4 * 2**20, "test memory"))
+    monkeypatch.setattr(config_check, "device_memory_bytes", lambda: (4 * 2**20, "test memory"))
     config = demo.get_config("smoke")
     with pytest.raises(UserInputError, match=r"more than 50% of the 0.00 GiB of test memory; "
                                              r"store the images smaller with data.stored_size"):
