@@ -22,6 +22,7 @@ from __future__ import annotations
 # Everything in __all__ is importable from here, so callers need not know which module
 # of the data layer holds it.
 from swin_flax.data_arrays import (
+    balanced_subset,
     ArrayDataset,
     epoch_batches,
     eval_batches,
@@ -74,7 +75,9 @@ def load_datasets(data_config, *, seed: int) -> tuple[ArrayDataset, ArrayDataset
     else:
         raise UserInputError(f"data.source must be one of {SOURCES}, got {source!r}")
     if data_config.validation_fraction:
-        return split_train_validation(train, data_config.validation_fraction, seed)
+        train, test = split_train_validation(train, data_config.validation_fraction, seed)
+    train = balanced_subset(train, data_config.train_subset, seed)
+    test = balanced_subset(test, data_config.test_subset, seed)
     return train, test
 
 

@@ -82,6 +82,26 @@ class ArrayDataset:
         )
 
 
+def balanced_subset(ds: ArrayDataset, size: int, seed: int) -> ArrayDataset:
+    """`size` examples with the classes as equally represented as the data allows, chosen
+    by `seed`, in the original order; 0 (or a size >= the data) keeps everything.
+
+    For budget runs on a slice of a large data set: the same seed gives the same slice.
+    """
+    if not size or size >= len(ds):
+        return ds
+    order = np.random.default_rng([seed, size]).permutation(len(ds))
+    labels = ds.labels[order]
+    # Rank of each example within its class, in the shuffled order: take ranks 0, 1, ...
+    # round-robin over the classes until `size` examples are chosen.
+    rank = np.zeros(len(ds), np.int64)
+    for label in np.unique(labels):
+        members = labels == label
+        rank[members] = np.arange(members.sum())
+    chosen = order[np.lexsort((labels, rank))[:size]]
+    return ds.take(np.sort(chosen))
+
+
 def split_train_validation(
     ds: ArrayDataset, validation_fraction: float, seed: int
 ) -> tuple[ArrayDataset, ArrayDataset]:

@@ -24,7 +24,8 @@ from swin_flax.errors import RunPreempted, UserInputError
 from swin_flax.metrics_log import is_main_process
 from swin_flax.model import SwinTransformer, init_params, model_config
 from swin_flax.results import evaluate_row, print_summary, record_skipped_images, write_results
-from swin_flax.settings import LossSettings, RunSettings
+from swin_flax.evaluate import make_top1_fn
+from swin_flax.settings import LossSettings, RunSettings, student_seeds
 from swin_flax.train_step import AugmentConfig
 from swin_flax.trainer import train_stage
 from swin_flax.variants import StudentVariant, parse_variants
@@ -52,6 +53,10 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
         except stages.StageStopped as stop:
             print(f"stopped early: {stop}", flush=True)
         print_summary(rows)
+        if rows and is_main_process():
+            from swin_flax.report import write_report
+
+            print(f"report: {write_report([workdir], workdir)}", flush=True)
         return rows
 
 
@@ -74,6 +79,7 @@ class Algorithm1:
         self.augment = AugmentConfig(out_size=settings.data.image_size,
                                      crop_padding=settings.data.crop_padding,
                                      flip=settings.data.flip)
+        self.speeds: dict = {}  # architecture -> measured throughput, shared by its rows
 
     def run(self, variants: list[StudentVariant], rows: list[dict]) -> None:
         teacher = teacher_params = None
@@ -82,18 +88,35 @@ class Algorithm1:
             teacher, teacher_params, teacher_init = self.fine_tune_teacher()  # step 1
         if self.s.evaluate_teacher:
             self.evaluate(rows, f"{self.s.teacher.model} (teacher)", teacher_init, False,
-                          teacher, teacher_params)
-        for variant in variants:
-            stop_if_requested(f"student_{variant.name}")
-            student, params = self.train_student(variant, teacher, teacher_params)  # steps 2-4
-            self.evaluate(rows, student_label(self.s, student), variant.init, variant.distill,
-                          student, params)
+                          teacher, teacher_params, seed=self.s.seed, stage="teacher")
+        seeds = student_seeds(self.s)
+        for seed in seeds:  # a seed's variants together: an early stop leaves whole seeds
+            for variant in variants:
+                stage = f"student_{variant.name}" + (f"_seed{seed}" if self.s.seeds else "")
+                stop_if_requested(stage)
+                student, params = self.train_student(variant, teacher, teacher_params, seed,
+                                                     stage)  # steps 2-4
+                self.evaluate(rows, student_label(self.s, student), variant.init,
+                              variant.distill, student, params, seed=seed, stage=stage)
 
-    def evaluate(self, rows: list[dict], label, init, distill, model, params) -> None:
-        """Step 5: a results row, written out at once (a later stage may still fail)."""
-        rows.append(evaluate_row(self.s.eval, label, init, distill, model, params,
-                                 self.train_data, self.eval_data))
+    def evaluate(self, rows: list[dict], label, init, distill, model, params, *, seed: int,
+                 stage: str) -> None:
+        """Step 5: a results row, written out at once (a later stage may still fail).
+
+        Throughput is a property of the architecture: measured once per architecture (with
+        repeats and their spread), not per variant while other work may load the machine.
+        """
+        row = evaluate_row(self.s.eval, label, init, distill, model, params, self.train_data,
+                           self.eval_data, speed=self.speeds.get(model.config))
+        self.speeds.setdefault(model.config, row.pop("_speed", None))
+        rows.append({**row, "seed": seed, "stage": stage})
         write_results(self.workdir, rows)
+
+    def top1_fn(self, model):
+        """The per-epoch test evaluation of a stage (eval.every_epochs), or None."""
+        if not self.s.eval.every_epochs:
+            return None
+        return make_top1_fn(model, self.eval_data, batch_size=self.s.eval.batch_size)
 
     # --- step 1: fine-tune the teacher ---------------------------------------------------
 
@@ -116,19 +139,22 @@ class Algorithm1:
             name="fine-tune teacher", stage_dir=stage_dir, model=model, init_params=params,
             train_data=self.train_data, optim_config=self.s.finetune,
             loss_config=self.s.finetune.loss(), augment=self.augment, loop=self.s.loop,
-            seed=self.s.seed)
+            seed=self.s.seed, evaluate=self.top1_fn(model),
+            evaluate_every_epochs=self.s.eval.every_epochs)
         stages.finish_stage(stage_dir, model, result)
         return model, result.params, init_label(t.init)
 
     # --- steps 2-4: build the student, copy the teacher's first blocks, distil -------------
 
-    def train_student(self, variant: StudentVariant, teacher, teacher_params):
+    def train_student(self, variant: StudentVariant, teacher, teacher_params, seed: int,
+                      stage: str):
         student, cuts = build_student(self.s, teacher, variant, self.dtype, self.num_classes)
-        stage_dir = self.workdir / f"student_{variant.name}"
-        stages.check_stage_config(stage_dir, stages.student_fingerprint(self.s, variant.name))
+        stage_dir = self.workdir / stage
+        stages.check_stage_config(stage_dir,
+                                  stages.student_fingerprint(self.s, variant.name, seed))
         if stages.finished_model_available(stage_dir):
             return stages.load_finished_model(stage_dir, self.dtype)
-        params = init_params(student, self.s.seed + 1)
+        params = init_params(student, seed + 1)
         if variant.transfer:
             params = transfer.transfer_params(
                 teacher_params, params, teacher_depths=tuple(teacher.depths), p1=cuts[0],
@@ -139,9 +165,10 @@ class Algorithm1:
         result = train_stage(
             name=f"student {variant.name}", stage_dir=stage_dir, model=student,
             init_params=params, train_data=self.train_data, optim_config=self.s.distill,
-            loss_config=loss, augment=self.augment, loop=self.s.loop, seed=self.s.seed,
+            loss_config=loss, augment=self.augment, loop=self.s.loop, seed=seed,
             teacher=teacher if variant.distill else None,
-            teacher_params=teacher_params if variant.distill else None)
+            teacher_params=teacher_params if variant.distill else None,
+            evaluate=self.top1_fn(student), evaluate_every_epochs=self.s.eval.every_epochs)
         stages.finish_stage(stage_dir, student, result)
         return student, result.params
 

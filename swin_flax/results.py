@@ -12,11 +12,14 @@ from swin_flax.model import count_params
 from swin_flax.settings import EvalSettings
 
 SKIPPED_IMAGES_FILE = "skipped_images.txt"
-COLUMNS = ("model", "init", "distillation", "top1", "params", "images_per_second")
+COLUMNS = ("model", "init", "distillation", "seed", "top1", "params", "images_per_second")
 
 
 def evaluate_row(settings: EvalSettings, label: str, init: str, distill: bool, model, params,
-                 train_data: ArrayDataset, eval_data: ArrayDataset) -> dict:
+                 train_data: ArrayDataset, eval_data: ArrayDataset, *,
+                 speed: dict | None = None) -> dict:
+    """A results row. `speed` is an earlier measurement of the same architecture; without
+    it throughput is measured now and returned under '_speed' for the caller to reuse."""
     row = {
         "model": label,
         "init": init,
@@ -29,10 +32,14 @@ def evaluate_row(settings: EvalSettings, label: str, init: str, distill: bool, m
     if skipped:
         row["skipped_images"] = skipped
     if settings.throughput_batch_size:
-        speed = measure_throughput(model, params, batch_size=settings.throughput_batch_size,
-                                   repeats=settings.throughput_repeats)
-        row["images_per_second"] = round(speed["images_per_second"], 1)
-        row["device"] = speed["device"]
+        if speed is None:
+            speed = measure_throughput(model, params, batch_size=settings.throughput_batch_size,
+                                       repeats=settings.throughput_repeats)
+            row["_speed"] = speed
+        row.update(images_per_second=round(speed["images_per_second"], 1),
+                   images_per_second_min=round(speed["min"], 1),
+                   images_per_second_max=round(speed["max"], 1),
+                   throughput_noisy=speed["noisy"], device=speed["device"])
     return row
 
 

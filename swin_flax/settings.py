@@ -52,6 +52,9 @@ class DataSettings:
     skip_bad_images: bool = False  # image_folder: skip unreadable files (listed) instead of failing
     train_split: str = "train"
     test_split: str = "test"
+    # >0: a seeded, class-balanced subset of this many examples (a CPU-budget run)
+    train_subset: int = option(0, lambda v: v >= 0, "0 (all) or a number of examples")
+    test_subset: int = option(0, lambda v: v >= 0, "0 (all) or a number of examples")
     validation_fraction: float = option(0.0, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
     split_seed: int = option(0, lambda v: v >= 0, "an int >= 0")  # digits / carve-out split
     image_size: int = option(224, lambda v: v > 0, "a side in pixels > 0")  # model input
@@ -138,6 +141,9 @@ class EvalSettings:
     throughput_batch_size: int = option(64, lambda v: v >= 0,
                                         "0 (no throughput) or a batch size")
     throughput_repeats: int = option(10, lambda v: v >= 1, "an int >= 1")
+    # >0: test top-1 every this many epochs (metrics.jsonl 'eval_top1', TensorBoard, plots)
+    every_epochs: float = option(0.0, finite(lambda v: v >= 0), "0 (only at the end) or "
+                                 "a number of epochs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +168,10 @@ class RunSettings:
     compute_dtype: str = option("auto", *one_of("auto", "float32", "bfloat16", "float16"))
     # Comma-separated student variants: random, random+kd, transfer, transfer+kd.
     runs: str = "transfer+kd"
+    # '0,1,2': every student variant once per seed, against one teacher (trained with `seed`);
+    # '' = once, with `seed`.
+    seeds: str = option("", lambda v: all(p.strip().isdigit() for p in v.split(",") if p.strip()),
+                        "comma-separated ints >= 0, e.g. '0,1,2'")
     evaluate_teacher: bool = True
     data: DataSettings = DataSettings()
     teacher: TeacherSettings = TeacherSettings()
@@ -189,6 +199,11 @@ class RunSettings:
         if problems:
             raise UserInputError("invalid config:\n  - " + "\n  - ".join(problems))
         return settings
+
+
+def student_seeds(settings: RunSettings) -> list[int]:
+    seeds = [int(p) for p in settings.seeds.split(",") if p.strip()]
+    return seeds or [settings.seed]
 
 
 def default_config_dict() -> dict:

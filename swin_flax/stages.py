@@ -44,10 +44,11 @@ def teacher_fingerprint(settings: RunSettings) -> dict:
             "finetune": dataclasses.asdict(settings.finetune)}
 
 
-def student_fingerprint(settings: RunSettings, variant_name: str) -> dict:
+def student_fingerprint(settings: RunSettings, variant_name: str, seed: int) -> dict:
     """Everything a student depends on: its teacher's settings and its own."""
     return {**teacher_fingerprint(settings), "student": dataclasses.asdict(settings.student),
-            "distill": dataclasses.asdict(settings.distill), "variant": variant_name}
+            "distill": dataclasses.asdict(settings.distill), "variant": variant_name,
+            "student_seed": seed}
 
 
 def check_stage_config(stage_dir: Path, fingerprint: dict) -> None:

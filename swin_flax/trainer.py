@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -51,8 +51,15 @@ def train_stage(
     teacher: SwinTransformer | None = None,
     teacher_params=None,
     mesh=None,
+    evaluate: Callable[[Any], float] | None = None,
+    evaluate_every_epochs: float = 0.0,
 ) -> StageResult:
-    """Train `model` from `init_params` (or from the newest checkpoint in stage_dir)."""
+    """Train `model` from `init_params` (or from the newest checkpoint in stage_dir).
+
+    With `evaluate` (params -> top-1 fraction) and `evaluate_every_epochs` > 0, the test
+    accuracy is logged as `eval_top1` (percent) at that interval and at the last step: the
+    learning curve. It reads the parameters only, so resumed runs stay bit-identical.
+    """
     stage_dir = Path(stage_dir)
     mesh = mesh if mesh is not None else make_mesh()
     batch_size = optim_config.batch_size
@@ -93,6 +100,8 @@ def train_stage(
     last_metrics: dict = {k: v for k, v in writer.last_logged.items() if k != "epoch"}
     # loop.stop_after_steps > 0 simulates an interruption (tests, debugging).
     stop_at = min(total_steps, loop.stop_after_steps or total_steps)
+    eval_every = (max(1, round(evaluate_every_epochs * steps_per_epoch))
+                  if evaluate is not None and evaluate_every_epochs > 0 else 0)
     order, order_epoch = None, -1
     stopped_by = None
     try:
@@ -113,6 +122,9 @@ def train_stage(
                 last_metrics = _drain(pending, name, done, checkpointer)
                 writer.write(done, {**last_metrics, "epoch": done / steps_per_epoch})
                 progress.update(done, last_metrics)
+            if eval_every and (done % eval_every == 0 or done == total_steps):
+                writer.write(done, {"eval_top1": 100.0 * evaluate(state.params),
+                                    "epoch": done / steps_per_epoch})
             if checkpoint_now:
                 writer.flush()
                 checkpointer.save(done, state)

@@ -140,3 +140,18 @@ def test_load_datasets_image_folder_reports_bad_files_of_both_splits_at_once(tmp
         train, test = data.load_datasets(
             types.SimpleNamespace(**{**vars(config), "skip_bad_images": True}), seed=0)
     assert len(train) == len(test) == 1 and train.skipped_files and test.skipped_files
+
+
+def test_balanced_subset_is_class_balanced_seeded_and_ordered():
+    from swin_flax.data import balanced_subset
+
+    labels = np.repeat(np.arange(4, dtype=np.int32), [50, 30, 10, 10])
+    ds = data.ArrayDataset(images=np.zeros((100, 2, 2, 3), np.uint8), labels=labels,
+                           num_classes=4)
+    subset = balanced_subset(ds, 40, seed=3)
+    assert np.bincount(subset.labels).tolist() == [10, 10, 10, 10]
+    again = balanced_subset(ds, 40, seed=3)
+    np.testing.assert_array_equal(subset.labels, again.labels)
+    assert list(subset.labels) == sorted(subset.labels)  # original order kept
+    assert np.bincount(balanced_subset(ds, 70, seed=0).labels).tolist() == [25, 25, 10, 10]
+    assert balanced_subset(ds, 0, seed=0) is ds

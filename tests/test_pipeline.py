@@ -153,7 +153,8 @@ def test_smoke_pipeline_under_mock_cifar100(tmp_path, mock_tfds):
     assert json.loads((tmp_path / "results.json").read_text()) == rows
     assert all(0.0 <= r["top1"] <= 100.0 and r["images_per_second"] > 0 for r in rows)
     assert rows[1]["params"] < rows[0]["params"]
-    assert "| model | init | distillation | top1 |" in (tmp_path / "summary.md").read_text()
+    assert "| model | init | distillation | top-1 mean ± std | n |" in (
+        tmp_path / "summary.md").read_text()
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["student"]["model"] == "swin_pico_n"
 
@@ -359,17 +360,17 @@ def test_a_stage_refuses_to_resume_with_other_settings(tmp_path, capsys):
 
     config = smoke_config()
     variant = "transfer_kd"
-    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant))
+    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant, 0))
 
     # Nothing to lose yet (no checkpoint): a stage that failed early starts with new settings.
     config.distill.epochs = 5
-    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant))
+    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant, 0))
     (tmp_path / "checkpoints" / "4").mkdir(parents=True)  # now it has progress
 
     config.distill.peak_lr = 1e-5  # allowed: e.g. to rescue a diverged run
     config.data.data_dir = "/moved/tfds"  # allowed: the data moved, or the rerun is offline
     config.data.download = False
-    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant))
+    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant, 0))
     note = capsys.readouterr().out
     assert "resumes with changed" in note
     assert {"distill.peak_lr", "data.data_dir", "data.download"} <= set(
@@ -377,7 +378,7 @@ def test_a_stage_refuses_to_resume_with_other_settings(tmp_path, capsys):
 
     config.distill.epochs = 7
     with pytest.raises(UserInputError, match=r"different settings \(distill.epochs\).*--workdir"):
-        check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant))
+        check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant, 0))
 
 
 @pytest.mark.parametrize("change,message", [
@@ -392,3 +393,28 @@ def test_config_mistakes_fail_before_any_data_is_loaded(tmp_path, change, messag
     change(config)
     with pytest.raises(ValueError, match=message):
         run_pipeline(config, tmp_path)  # no mock data: loading would fail differently
+
+
+def test_seeds_give_one_student_per_seed_with_curves_and_a_report(tmp_path):
+    """--config.seeds: each variant once per seed against one teacher; every epoch's test
+    accuracy in metrics.jsonl; the report (mean ± std, plots) at the end."""
+    config = demo.get_config("smoke")
+    config.runs = "random"
+    config.seeds = "0,1"
+    config.eval.every_epochs = 0.5
+    config.eval.throughput_batch_size, config.eval.throughput_repeats = 8, 3
+    rows = run_pipeline(config, tmp_path)
+    assert [(r["stage"], r["seed"]) for r in rows] == [
+        ("teacher", 0), ("student_random_seed0", 0), ("student_random_seed1", 1)]
+    # Throughput is measured once per architecture: both students share one measurement.
+    assert rows[1]["images_per_second"] == rows[2]["images_per_second"]
+    assert isinstance(rows[1]["throughput_noisy"], bool)
+    curve = [json.loads(l) for l in (tmp_path / "student_random_seed1" / "metrics.jsonl").open()]
+    evals = [l for l in curve if "eval_top1" in l]
+    # 21 steps an epoch: every round(10.5) = 10 steps, and at the last step.
+    assert [l["epoch"] for l in evals] == pytest.approx([10 / 21, 20 / 21, 1.0])
+    assert evals[-1]["eval_top1"] == pytest.approx(rows[2]["top1"], abs=0.01)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| swin_micro_n | random | no |" in summary and "| 2 |" in summary
+    assert "plots/accuracy_per_epoch.png" in summary
+    assert (tmp_path / "plots" / "accuracy_per_epoch.png").read_bytes()[:4] == b"\x89PNG"
