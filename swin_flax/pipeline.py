@@ -4,6 +4,8 @@ distil, evaluate.
     WORKDIR/config.json             the resolved configuration
     WORKDIR/teacher/                fine-tune stage (see stages.py for a stage's files)
     WORKDIR/student_<variant>/      one distillation (or baseline) stage per student variant
+                                    (_<row> per sweep row, _seed<n> per seed: --config.sweep, .seeds)
+    WORKDIR/teacher_logits/         the teacher's recorded logits, read by later students
     WORKDIR/results.json            one row per evaluated model (and summary.md)
 
 Running the same command again skips finished stages and resumes the interrupted one from
@@ -13,12 +15,14 @@ and stops (inside `preemption.handle_stop_signals()`).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from swin_flax import checkpoint_io, config_check, preemption, registry, stages, transfer
+from swin_flax import (checkpoint_io, config_check, logit_cache, optim, preemption, registry,
+                       stages, sweeps, transfer)
 from swin_flax.data import ArrayDataset, load_datasets
 from swin_flax.errors import RunPreempted, UserInputError
 from swin_flax.metrics_log import is_main_process
@@ -43,16 +47,20 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
         if is_main_process():
             (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
         variants = parse_variants(settings.runs)
-        config_check.check_settings(settings, variants)
+        sweep = sweeps.sweep_rows(settings)
+        for row in sweep:
+            config_check.check_settings(row.settings(settings), variants)
         train_data, eval_data = load_datasets(settings.data, seed=settings.data.split_seed)
         config_check.check_data(settings, variants, train_data, eval_data)
         record_skipped_images(workdir, train_data, eval_data)
         rows = []
         try:
-            Algorithm1(settings, workdir, train_data, eval_data).run(variants, rows)
+            Algorithm1(settings, workdir, train_data, eval_data).run(variants, rows, sweep)
         except stages.StageStopped as stop:
             print(f"stopped early: {stop}", flush=True)
         print_summary(rows)
+        if sweeps.sweep_table(rows) and is_main_process():
+            print(sweeps.sweep_table(rows), flush=True)
         if rows and is_main_process():
             from swin_flax.report import write_report
 
@@ -80,8 +88,12 @@ class Algorithm1:
                                      crop_padding=settings.data.crop_padding,
                                      flip=settings.data.flip)
         self.speeds: dict = {}  # architecture -> measured throughput, shared by its rows
+        self.logit_readers: Counter = Counter()  # logit-cache key -> distilling students
+        self._hashes: dict = {}
 
-    def run(self, variants: list[StudentVariant], rows: list[dict]) -> None:
+    def run(self, variants: list[StudentVariant], rows: list[dict],
+            sweep: list[sweeps.SweepRow] | None = None) -> None:
+        sweep = sweep or [sweeps.SweepRow()]
         teacher = teacher_params = None
         if self.s.evaluate_teacher or any(v.transfer or v.distill for v in variants):
             stop_if_requested("the teacher")
@@ -89,18 +101,29 @@ class Algorithm1:
         if self.s.evaluate_teacher:
             self.evaluate(rows, f"{self.s.teacher.model} (teacher)", teacher_init, False,
                           teacher, teacher_params, seed=self.s.seed, stage="teacher")
-        seeds = student_seeds(self.s)
-        for seed in seeds:  # a seed's variants together: an early stop leaves whole seeds
-            for variant in variants:
-                stage = f"student_{variant.name}" + (f"_seed{seed}" if self.s.seeds else "")
-                stop_if_requested(stage)
-                student, params = self.train_student(variant, teacher, teacher_params, seed,
-                                                     stage)  # steps 2-4
-                self.evaluate(rows, student_label(self.s, student), variant.init,
-                              variant.distill, student, params, seed=seed, stage=stage)
+        # A seed's rows and variants together: an early stop leaves whole seeds. Rows of a
+        # sweep are iterated like seeds, each in its own (resumable) stage.
+        plan = [(seed, row, variant) for seed in student_seeds(self.s) for row in sweep
+                for variant in variants]
+        self.logit_readers = Counter(self.logit_key(row.settings(self.s), seed)
+                                     for seed, row, variant in plan if variant.distill)
+        for seed, row, variant in plan:
+            settings = row.settings(self.s)
+            stage = (f"student_{variant.name}" + (f"_{row.name}" if row.name else "")
+                     + (f"_seed{seed}" if self.s.seeds else ""))
+            stop_if_requested(stage)
+            student, params = self.train_student(variant, teacher, teacher_params, seed,
+                                                 stage, settings)  # steps 2-4
+            label = student_label(settings, student)
+            extra = {}
+            if row.name:  # distinct labels keep the rows apart in the report's grouping
+                extra = {"student": label, "sweep_row": row.column or row.name}
+                label += f" [{row.column}]" if row.column else ""
+            self.evaluate(rows, label, variant.init, variant.distill, student, params,
+                          seed=seed, stage=stage, extra=extra)
 
     def evaluate(self, rows: list[dict], label, init, distill, model, params, *, seed: int,
-                 stage: str) -> None:
+                 stage: str, extra: dict | None = None) -> None:
         """Step 5: a results row, written out at once (a later stage may still fail).
 
         Throughput is a property of the architecture: measured once per architecture (with
@@ -109,8 +132,12 @@ class Algorithm1:
         row = evaluate_row(self.s.eval, label, init, distill, model, params, self.train_data,
                            self.eval_data, speed=self.speeds.get(model.config))
         self.speeds.setdefault(model.config, row.pop("_speed", None))
-        rows.append({**row, "seed": seed, "stage": stage})
+        rows.append({**row, "seed": seed, "stage": stage, **(extra or {})})
         write_results(self.workdir, rows)
+        table = sweeps.sweep_table(rows)
+        if table and is_main_process():  # the paper's layout: students down, rows across
+            with open(self.workdir / "summary.md", "a") as f:
+                f.write(f"\n## Sweep: {self.s.sweep}\n\ntop-1 (%)\n\n{table}\n")
 
     def top1_fn(self, model):
         """The per-epoch test evaluation of a stage (eval.every_epochs), or None."""
@@ -147,30 +174,73 @@ class Algorithm1:
     # --- steps 2-4: build the student, copy the teacher's first blocks, distil -------------
 
     def train_student(self, variant: StudentVariant, teacher, teacher_params, seed: int,
-                      stage: str):
-        student, cuts = build_student(self.s, teacher, variant, self.dtype, self.num_classes)
+                      stage: str, settings: RunSettings | None = None):
+        s = settings or self.s  # a sweep row's settings
+        student, cuts = build_student(s, teacher, variant, self.dtype, self.num_classes)
         stage_dir = self.workdir / stage
-        stages.check_stage_config(stage_dir,
-                                  stages.student_fingerprint(self.s, variant.name, seed))
+        stages.check_stage_config(stage_dir, stages.student_fingerprint(s, variant.name, seed))
         if stages.finished_model_available(stage_dir):
             return stages.load_finished_model(stage_dir, self.dtype)
         params = init_params(student, seed + 1)
         if variant.transfer:
             params = transfer.transfer_params(
                 teacher_params, params, teacher_depths=tuple(teacher.depths), p1=cuts[0],
-                p2=cuts[1], tail_init=self.s.student.tail_init)
-        loss = self.s.distill.loss()
+                p2=cuts[1], tail_init=s.student.tail_init)
+        loss = s.distill.loss()
         if not variant.distill:  # a baseline: the same recipe on the labels alone
             loss = LossSettings(joint="hard_only", label_smoothing=loss.label_smoothing)
         result = train_stage(
             name=f"student {variant.name}", stage_dir=stage_dir, model=student,
-            init_params=params, train_data=self.train_data, optim_config=self.s.distill,
+            init_params=params, train_data=self.train_data, optim_config=s.distill,
             loss_config=loss, augment=self.augment, loop=self.s.loop, seed=seed,
             teacher=teacher if variant.distill else None,
             teacher_params=teacher_params if variant.distill else None,
-            evaluate=self.top1_fn(student), evaluate_every_epochs=self.s.eval.every_epochs)
+            evaluate=self.top1_fn(student), evaluate_every_epochs=self.s.eval.every_epochs,
+            logit_cache=(self.logit_cache(s, seed, teacher, teacher_params)
+                         if variant.distill else None))
         stages.finish_stage(stage_dir, student, result)
         return student, result.params
+
+    # --- the teacher's logits: recorded once, read by every student of the same schedule --
+
+    def logit_key(self, s: RunSettings, seed: int) -> tuple:
+        """Students with the same key see the same augmented batches: same teacher logits."""
+        return seed, s.distill.batch_size, s.distill.epochs
+
+    def logit_cache(self, s: RunSettings, seed: int, teacher, teacher_params):
+        """The stage's LogitCache (distill.teacher_logits), or None for a live teacher."""
+        mode = s.distill.teacher_logits
+        if mode == "live":
+            return None
+        if jax.process_count() > 1:
+            if mode != "auto":
+                raise UserInputError(f"distill.teacher_logits={mode!r} works in a single "
+                                     "process; use 'live' (or 'auto') with --multihost")
+            return None
+        batch = s.distill.batch_size
+        steps_per_epoch = len(self.train_data) // batch
+        total = optim.steps_from_epochs(s.distill.epochs, steps_per_epoch)
+        directory = logit_cache.cache_dir(self.workdir / "teacher_logits", seed=seed,
+                                          batch_size=batch, total_steps=total)
+        if mode == "auto":
+            if self.logit_readers[self.logit_key(s, seed)] > 1:
+                mode = "record"
+            elif (directory / logit_cache.INDEX_FILE).exists():
+                mode = "cached"
+            else:
+                return None
+        if "teacher" not in self._hashes:  # hashed once: one teacher per run
+            self._hashes["teacher"] = logit_cache.tree_hash(teacher_params)
+            self._hashes["data"] = logit_cache.data_hash(self.train_data)
+        fingerprint = logit_cache.fingerprint(
+            teacher=teacher, teacher_params_hash=self._hashes["teacher"],
+            data_hash=self._hashes["data"], augment=self.augment, seed=seed, batch_size=batch,
+            steps_per_epoch=steps_per_epoch, total_steps=total,
+            store_dtype=logit_cache.store_dtype_name(s.distill.teacher_logits_dtype,
+                                                     teacher.dtype))
+        return logit_cache.LogitCache(directory, fingerprint, mode=mode,
+                                      num_classes=self.num_classes,
+                                      writer=is_main_process())
 
 
 def stop_if_requested(next_stage: str) -> None:

@@ -130,6 +130,18 @@ class FinetuneSettings(OptimSettings):
 
 @dataclasses.dataclass(frozen=True)
 class DistillSettings(LossSettings, OptimSettings):
+    # Where the teacher's logits come from (swin_flax/logit_cache.py): live = the teacher
+    # runs every step; record = run it and store its logits in WORKDIR/teacher_logits
+    # (steps already stored are read); cached = read the stored ones (missing steps run
+    # live); auto = record when several students of this run read the same logits (same
+    # seed and batch schedule), read a matching recording if there is one, else live.
+    teacher_logits: str = option("auto", *one_of("live", "record", "cached", "auto"),
+                                 resumable=True)
+    # auto = the teacher's compute dtype (exact); narrower rounds (record trains on the
+    # rounded logits too, so the cache is exact to the recording run, not to live)
+    teacher_logits_dtype: str = option("auto", *one_of("auto", "float32", "bfloat16",
+                                                       "float16"))
+
     def loss(self) -> LossSettings:
         return LossSettings(**{f.name: getattr(self, f.name)
                                for f in dataclasses.fields(LossSettings)})
@@ -172,6 +184,12 @@ class RunSettings:
     # '' = once, with `seed`.
     seeds: str = option("", lambda v: all(p.strip().isdigit() for p in v.split(",") if p.strip()),
                         "comma-separated ints >= 0, e.g. '0,1,2'")
+    # Rows of one table in one workdir, e.g. 'alpha=0,0.25,0.5' or, several keys a row,
+    # 'alpha_start=0,alpha_end=0.5; alpha_start=0.5,alpha_end=1' (keys of distill, or
+    # student.model): every row trains each variant per seed against the one teacher, in
+    # its own stage (swin_flax/sweeps.py). '' = one row, the settings as they are.
+    sweep: str = option("", lambda v: isinstance(v, str) and (not v.strip() or "=" in v),
+                        "'' or rows such as 'alpha=0,0.25' or 'w_d=1; w_d=13'")
     evaluate_teacher: bool = True
     data: DataSettings = DataSettings()
     teacher: TeacherSettings = TeacherSettings()

@@ -56,8 +56,18 @@ def make_train_step(
     total_steps: int,
     augment: AugmentConfig,
     mesh: Mesh,
+    teacher_logits: str = "live",
+    logits_store_dtype=None,
 ):
     """Returns `step(state, teacher_params, images, labels, indices, rng) -> (state, metrics)`.
+
+    `teacher_logits` says where a distilling step gets the teacher's logits (logit_cache.py):
+      'live'    the teacher runs on the augmented batch (the default);
+      'record'  the same, and the step also returns them: `-> (state, metrics, logits)`,
+                rounded to `logits_store_dtype` first (when given) and used rounded, so that
+                a later step reading the stored logits computes exactly the same;
+      'input'   the teacher does not run: `step(state, None, images, labels, indices, rng,
+                logits)` with the stored logits, (global batch, classes), sharded like indices.
 
     `total_steps` is the stage's length (the linear alpha schedule runs over it).
     `images`/`labels` are the full replicated data set, `indices` (global batch,) int32
@@ -69,9 +79,14 @@ def make_train_step(
     options = dataclasses.asdict(loss_config)
     joint_loss = losses.make_joint_loss(options.pop("joint"), total_steps=total_steps, **options)
     distill_loss = losses.make_distillation_loss(options.pop("distillation"), **options)
+    if teacher_logits not in ("live", "record", "input"):
+        raise ValueError(f"teacher_logits must be live, record or input, got {teacher_logits!r}")
+    if teacher_logits != "live" and not loss_config.uses_teacher:
+        raise ValueError(f"teacher_logits={teacher_logits!r} needs a distillation loss")
     data_sharding = batch_sharded(mesh)
 
-    def step(state: TrainState, teacher_params, images, labels, indices, rng):
+    def step(state: TrainState, teacher_params, images, labels, indices, rng,
+             given_logits=None):
         rng = jax.random.fold_in(rng, state.step)
         augment_rng, dropout_rng = jax.random.split(rng)
         batch = augment_batch(
@@ -80,19 +95,23 @@ def make_train_step(
         batch = jax.lax.with_sharding_constraint(batch, data_sharding)
         batch_labels = labels[indices]
 
-        if loss_config.uses_teacher:
-            teacher_logits = jax.lax.stop_gradient(
+        if teacher_logits == "input":
+            teacher_out = jax.lax.stop_gradient(given_logits.astype(jnp.float32))
+        elif loss_config.uses_teacher:
+            teacher_out = jax.lax.stop_gradient(
                 teacher.apply({"params": teacher_params}, batch, train=False))
+            if teacher_logits == "record" and logits_store_dtype is not None:
+                teacher_out = teacher_out.astype(logits_store_dtype).astype(jnp.float32)
         else:
-            teacher_logits = None
+            teacher_out = None
 
         def loss_fn(params):
             logits = student.apply({"params": params}, batch, train=True,
                                    rngs={"dropout": dropout_rng})
             hard = losses.cross_entropy(logits, batch_labels, loss_config.label_smoothing)
-            if teacher_logits is None:
+            if teacher_out is None:
                 return hard, (logits, {"loss_hard": hard})
-            soft = distill_loss(logits, teacher_logits)
+            soft = distill_loss(logits, teacher_out)
             total, weights = joint_loss(soft, hard, state.step)
             return total, (logits, {"loss_hard": hard, "loss_distill": soft, **weights})
 
@@ -107,13 +126,19 @@ def make_train_step(
             "grad_norm": optax.tree.norm(grads) if hasattr(optax, "tree") else optax.global_norm(grads),
         }
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        if teacher_logits == "record":
+            return new_state, metrics, teacher_out
         return new_state, metrics
 
     rep = replicated(mesh)
+    if teacher_logits == "input":
+        return jax.jit(
+            step, in_shardings=(rep, rep, rep, rep, data_sharding, rep, data_sharding),
+            out_shardings=(rep, rep), donate_argnums=(0,))
     return jax.jit(
         step,
         in_shardings=(rep, rep, rep, rep, data_sharding, rep),
-        out_shardings=(rep, rep),
+        out_shardings=(rep, rep) + ((data_sharding,) if teacher_logits == "record" else ()),
         donate_argnums=(0,),
     )
 

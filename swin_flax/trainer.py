@@ -53,12 +53,17 @@ def train_stage(
     mesh=None,
     evaluate: Callable[[Any], float] | None = None,
     evaluate_every_epochs: float = 0.0,
+    logit_cache=None,
 ) -> StageResult:
     """Train `model` from `init_params` (or from the newest checkpoint in stage_dir).
 
     With `evaluate` (params -> top-1 fraction) and `evaluate_every_epochs` > 0, the test
     accuracy is logged as `eval_top1` (percent) at that interval and at the last step: the
     learning curve. It reads the parameters only, so resumed runs stay bit-identical.
+
+    With `logit_cache` (a `logit_cache.LogitCache` of this stage's teacher, data and
+    schedule), a step whose teacher logits are stored reads them and does not run the
+    teacher; a missing step runs it (and records its logits when the cache records).
     """
     stage_dir = Path(stage_dir)
     mesh = mesh if mesh is not None else make_mesh()
@@ -86,6 +91,19 @@ def train_stage(
     step_fn = make_train_step(student=model, teacher=teacher, tx=tx, schedule=schedule,
                               loss_config=loss_config, total_steps=total_steps,
                               augment=augment, mesh=mesh)
+    if logit_cache is not None:
+        if not loss_config.uses_teacher:
+            raise ValueError("a teacher-logit cache needs a distillation loss")
+        if logit_cache.total_steps != total_steps or logit_cache.batch_size != batch_size:
+            raise ValueError(f"stage {name!r}: the logit cache was opened for "
+                             f"{logit_cache.total_steps} steps of {logit_cache.batch_size}, "
+                             f"the stage runs {total_steps} of {batch_size}")
+        step_kw = dict(student=model, teacher=teacher, tx=tx, schedule=schedule,
+                       loss_config=loss_config, total_steps=total_steps, augment=augment,
+                       mesh=mesh)
+        record_fn = make_train_step(**step_kw, teacher_logits="record",
+                                    logits_store_dtype=logit_cache.dtype_name)
+        cached_fn = make_train_step(**step_kw, teacher_logits="input")
     teacher_params = put_replicated(teacher_params, mesh) if teacher_params is not None else None
     images = put_global(train_data.images, replicated(mesh))
     labels = put_global(train_data.labels, replicated(mesh))
@@ -111,7 +129,17 @@ def train_stage(
                 order, order_epoch = epoch_batches(len(train_data), batch_size, seed=seed,
                                                    epoch=epoch), epoch
             indices = put_global(order[position].astype(np.int32), index_sharding)
-            state, metrics = step_fn(state, teacher_params, images, labels, indices, base_rng)
+            stored = logit_cache.get(step) if logit_cache is not None else None
+            if stored is not None:  # the teacher's logits of this step, from disk
+                state, metrics = cached_fn(state, None, images, labels, indices, base_rng,
+                                           put_global(stored, index_sharding))
+            elif logit_cache is not None and logit_cache.records:
+                state, metrics, logits = record_fn(state, teacher_params, images, labels,
+                                                   indices, base_rng)
+                logit_cache.put(step, logits)
+            else:
+                state, metrics = step_fn(state, teacher_params, images, labels, indices,
+                                         base_rng)
             pending.append(metrics)
             done = step + 1
             # A SIGTERM/SIGINT since the last step: save now, so the stop loses no step.
@@ -127,11 +155,16 @@ def train_stage(
                                     "epoch": done / steps_per_epoch})
             if checkpoint_now:
                 writer.flush()
+                if logit_cache is not None:
+                    logit_cache.flush()
                 checkpointer.save(done, state)
             if stopping:
                 stopped_by = preemption.pending_signal()
                 break
     finally:
+        if logit_cache is not None:
+            logit_cache.flush()
+            print(logit_cache.summary(), flush=True)
         progress.close()
         writer.close()
         checkpointer.close()
