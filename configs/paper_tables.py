@@ -7,6 +7,14 @@ r"""Every experiment row of the paper (Tables II, IV-IX); the argument selects t
     python train.py --config configs/paper_tables.py:table=VII,w_d=13
     python train.py --config configs/paper_tables.py:table=VIII,student=swin_m
     python train.py --config configs/paper_tables.py:table=IX,student=swin_m
+Without the row argument (alpha, interval, w_d), Tables IV, VI and VII run whole, in one
+workdir: the teacher is fine-tuned once, every row is its own resumable stage
+(`student_random_kd_alpha0.25`), the teacher's logits are recorded once and read by every
+row (`distill.teacher_logits=auto`), and summary.md holds the table in the paper's layout:
+
+    python train.py --config configs/paper_tables.py:table=IV       # students x alpha
+    python train.py --config configs/paper_tables.py:table=VI       # intervals
+    python train.py --config configs/paper_tables.py:table=VII      # w_d values
 Add `smoke` to any of them (e.g. `table=IX,smoke`) for a few steps on tiny settings.
 Each run writes WORKDIR/results.json. Table III (teacher fine-tuning) is
 configs/teacher_finetune.py; Table X (throughput) is benchmarks/throughput.py.
@@ -18,6 +26,11 @@ from configs.teacher_finetune import DROP_PATH, TIMM_WEIGHTS
 from swin_flax.errors import UserInputError
 
 TABLES = ("II", "IV", "V", "VI", "VII", "VIII", "IX")
+# The rows a whole-table run sweeps (our choice of grid where the row argument is absent).
+ALPHAS = (0.0, 0.25, 0.5, 0.75)
+STUDENTS = ("swin_m", "swin_n")
+INTERVALS = ("0-0.5", "0-1", "0.25-0.75", "0.5-1")
+W_DS = (1.0, 5.0, 13.0, 20.0)
 
 
 def get_config(arg=None):
@@ -42,20 +55,26 @@ def get_config(arg=None):
     elif table == "IV":  # arithmetic joint loss, alpha sweep, 30 epochs
         c.runs = "random+kd"
         d.joint, d.alpha, d.epochs = "arithmetic", common.number_arg(args, "alpha", 0.25), 30
+        if "alpha" not in args:  # the whole table: students x alpha
+            students = ([c.student.model] if "student" in args or args.get("smoke")
+                        else list(STUDENTS))
+            c.sweep = "; ".join(f"student.model={m},alpha={a:g}" for m in students
+                                for a in ALPHAS)
     elif table == "V":  # the tuned arithmetic loss, full 60 epochs
         c.runs = "random+kd"
         d.joint, d.alpha = "arithmetic", 0.25
     elif table == "VI":  # alpha scheduled linearly over training
-        interval = str(args.get("interval", "0-0.5"))
-        bounds = interval.split("-")
-        if len(bounds) != 2:
-            raise UserInputError(f"interval must look like 0-0.5, got {interval!r}")
-        start, end = (common.number_arg({"interval": b}, "interval", 0.0) for b in bounds)
+        start, end = interval_arg(str(args.get("interval", "0-0.5")))
         c.runs = "random+kd"
         d.joint, d.alpha_start, d.alpha_end = "linear_alpha", start, end
+        if "interval" not in args:  # the whole table: one row per interval
+            c.sweep = "; ".join("alpha_start={:g},alpha_end={:g}".format(*interval_arg(i))
+                                for i in INTERVALS)
     elif table == "VII":  # weighted harmonic mean, w_s = 1
         c.runs = "random+kd"
         d.joint, d.w_d, d.w_s = "weighted_harmonic", common.number_arg(args, "w_d", 13.0), 1.0
+        if "w_d" not in args:  # the whole table: one row per w_d
+            c.sweep = "w_d=" + ",".join(f"{w:g}" for w in W_DS)
     elif table == "VIII":  # transferred blocks, no distillation
         c.runs = "transfer"
     elif table == "IX":  # the four combinations
@@ -64,4 +83,14 @@ def get_config(arg=None):
 
     if args.get("smoke"):
         common.apply_smoke(c)
+        if table == "IV" and "alpha" not in args:  # the smoke student, not swin_m/swin_n
+            c.sweep = "alpha=" + ",".join(f"{a:g}" for a in ALPHAS)
     return c
+
+
+def interval_arg(interval: str) -> tuple[float, float]:
+    bounds = interval.split("-")
+    if len(bounds) != 2:
+        raise UserInputError(f"interval must look like 0-0.5, got {interval!r}")
+    start, end = (common.number_arg({"interval": b}, "interval", 0.0) for b in bounds)
+    return start, end

@@ -65,7 +65,22 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
             from swin_flax.report import write_report
 
             print(f"report: {write_report([workdir], workdir)}", flush=True)
+            write_sweep_table(workdir, rows, settings.sweep, into_summary=True)
         return rows
+
+
+def write_sweep_table(workdir: Path, rows: list[dict], sweep: str, *,
+                      into_summary: bool = False) -> None:
+    """A sweep's results in the paper's layout (students down, rows across): sweep.md, and
+    at the end of the run also appended to summary.md (after the report rewrote it)."""
+    table = sweeps.sweep_table(rows)
+    if not table or not is_main_process():
+        return
+    text = f"## Sweep: {sweep}\n\ntop-1 (%)\n\n{table}\n"
+    (workdir / "sweep.md").write_text(text)
+    if into_summary:
+        with open(workdir / "summary.md", "a") as f:
+            f.write("\n" + text)
 
 
 def compute_dtype(name: str):
@@ -134,10 +149,7 @@ class Algorithm1:
         self.speeds.setdefault(model.config, row.pop("_speed", None))
         rows.append({**row, "seed": seed, "stage": stage, **(extra or {})})
         write_results(self.workdir, rows)
-        table = sweeps.sweep_table(rows)
-        if table and is_main_process():  # the paper's layout: students down, rows across
-            with open(self.workdir / "summary.md", "a") as f:
-                f.write(f"\n## Sweep: {self.s.sweep}\n\ntop-1 (%)\n\n{table}\n")
+        write_sweep_table(self.workdir, rows, self.s.sweep)
 
     def top1_fn(self, model):
         """The per-epoch test evaluation of a stage (eval.every_epochs), or None."""
