@@ -158,6 +158,9 @@ class LogitCache:
                       "the teacher runs live")
             print(f"note: the teacher logits in {self.directory} were recorded for other "
                   f"settings ({', '.join(differing)}); not used, {action}", flush=True)
+        elif not self.writer:
+            print(f"note: no teacher logits recorded in {self.directory}; the teacher runs "
+                  "live", flush=True)
         if self.writer:
             if self.directory.exists():
                 shutil.rmtree(self.directory)
