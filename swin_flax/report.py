@@ -92,7 +92,9 @@ def variant_label(variant: Variant) -> str:
 
 
 def is_scratch(variant: Variant) -> bool:
-    return variant[1] == "random" and not variant[2]
+    """A student trained from scratch on labels alone: the baseline of its model's gains.
+    The teacher (labelled "... (teacher)" by the pipeline) is no student's baseline."""
+    return variant[1] == "random" and not variant[2] and not variant[0].endswith("(teacher)")
 
 
 # ---------------------------------------------------------------------------- statistics
