@@ -15,6 +15,7 @@ synthetic batch (with a note).
 from __future__ import annotations
 
 import os
+import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,7 @@ def load_check_images(img_size: int, paths=None) -> tuple[np.ndarray, str]:
             f"CIFAR-10 test photos from {archive.name}, upscaled to {img_size} px"
     print(f"note: no check images given and no CIFAR-10 archive at {DEFAULT_CHECK_ARCHIVE} "
           f"(set {CHECK_ARCHIVE_ENV} or pass --check-images): checking on a deterministic "
-          "synthetic batch", flush=True)
+          "synthetic batch", file=sys.stderr, flush=True)
     return preprocess_images(synthetic_images(img_size), img_size), "synthetic images"
 
 

@@ -5,7 +5,7 @@ test_data_image_folder.py, test_data_digits.py."""
 
 from __future__ import annotations
 
-import types
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -104,11 +104,10 @@ def test_data_is_the_one_import_for_the_data_layer():
         assert hasattr(data, name), name
 
 
-def _data_config(**overrides) -> types.SimpleNamespace:
-    fields = dict(source="digits", name="", data_dir="", download=False, root="",
-                  train_split="train", test_split="test", stored_size=0,
-                  validation_fraction=0.0, skip_bad_images=False)
-    return types.SimpleNamespace(**{**fields, **overrides})
+def _data_config(**overrides):
+    from swin_flax.settings import DataSettings
+
+    return DataSettings(**{"source": "digits", **overrides})
 
 
 def test_load_datasets_digits_validation_carve_out_and_unknown_source():
@@ -138,7 +137,7 @@ def test_load_datasets_image_folder_reports_bad_files_of_both_splits_at_once(tmp
     assert str(tmp_path / "train") in str(info.value) and str(tmp_path / "test") in str(info.value)
     with pytest.warns(UserWarning, match="skipped 1 of 2"):
         train, test = data.load_datasets(
-            types.SimpleNamespace(**{**vars(config), "skip_bad_images": True}), seed=0)
+            dataclasses.replace(config, skip_bad_images=True), seed=0)
     assert len(train) == len(test) == 1 and train.skipped_files and test.skipped_files
 
 
