@@ -136,7 +136,7 @@ def test_check_images_fall_back_to_given_files_then_synthetic(tmp_path, monkeypa
     monkeypatch.setenv(export.CHECK_ARCHIVE_ENV, str(tmp_path / "absent.tar.gz"))
     images, source = export.load_check_images(32)
     assert source == "synthetic images" and images.shape == (8, 32, 32, 3)
-    assert "synthetic" in capsys.readouterr().out
+    assert "synthetic" in capsys.readouterr().err
     np.testing.assert_array_equal(images, export.load_check_images(32)[0])  # deterministic
     Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(tmp_path / "a.png")
     images, source = export.load_check_images(32, [tmp_path / "a.png"])
