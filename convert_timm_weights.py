@@ -36,74 +36,121 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("source", help="import: checkpoint file or directory, timm model name "
-                        "or hub repo; --export: a swin_flax checkpoint directory")
-    parser.add_argument("out", help="import: output checkpoint directory; --export: output "
-                        ".safetensors file (--format timm) or directory (--format transformers)")
-    parser.add_argument("--export", action="store_true",
-                        help="export a swin_flax checkpoint (to timm, or see --format)")
-    parser.add_argument("--format", choices=("timm", "transformers"), default=None,
-                        help="--export only: a timm .safetensors file (the default) or a "
-                        "transformers directory (config.json + model.safetensors)")
-    parser.add_argument("--use-ema", action="store_true",
-                        help="read the EMA weights ('state_dict_ema'/'model_ema') of a PyTorch "
-                        "training checkpoint instead of its plain state_dict")
-    parser.add_argument("--img-size", type=int, default=None,
-                        help="input resolution of the converted model (default: a transformers "
-                        "config.json's image_size, else from the weights)")
-    parser.add_argument("--window-size", type=int, default=None,
-                        help="window of the converted model; bias tables are resampled and "
-                        "img-size defaults to window*patch*2**(stages-1), e.g. 384 for 12")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="classes of the converted model (default: the checkpoint's head)")
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
+    parser.add_argument(
+        "source",
+        help="import: checkpoint file or directory, timm model name "
+        "or hub repo; --export: a swin_flax checkpoint directory",
+    )
+    parser.add_argument(
+        "out",
+        help="import: output checkpoint directory; --export: output "
+        ".safetensors file (--format timm) or directory (--format transformers)",
+    )
+    parser.add_argument(
+        "--export",
+        action="store_true",
+        help="export a swin_flax checkpoint (to timm, or see --format)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("timm", "transformers"),
+        default=None,
+        help="--export only: a timm .safetensors file (the default) or a "
+        "transformers directory (config.json + model.safetensors)",
+    )
+    parser.add_argument(
+        "--use-ema",
+        action="store_true",
+        help="read the EMA weights ('state_dict_ema'/'model_ema') of a PyTorch "
+        "training checkpoint instead of its plain state_dict",
+    )
+    parser.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="input resolution of the converted model (default: a transformers "
+        "config.json's image_size, else from the weights)",
+    )
+    parser.add_argument(
+        "--window-size",
+        type=int,
+        default=None,
+        help="window of the converted model; bias tables are resampled and "
+        "img-size defaults to window*patch*2**(stages-1), e.g. 384 for 12",
+    )
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes of the converted model (default: the checkpoint's head)",
+    )
     head = parser.add_mutually_exclusive_group()
-    head.add_argument("--reinit-head", action="store_true",
-                      help="replace the checkpoint's classifier with a fresh random one")
-    head.add_argument("--drop-head", action="store_true",
-                      help="drop the classifier (num_classes=0, pooled features out)")
-    parser.add_argument("--bias-resize", choices=("timm", "bicubic"), default="timm",
-                        help="how bias tables are resampled for another window: as timm's "
-                        "loader does, or bicubic as the original Swin code")
+    head.add_argument(
+        "--reinit-head",
+        action="store_true",
+        help="replace the checkpoint's classifier with a fresh random one",
+    )
+    head.add_argument(
+        "--drop-head",
+        action="store_true",
+        help="drop the classifier (num_classes=0, pooled features out)",
+    )
+    parser.add_argument(
+        "--bias-resize",
+        choices=("timm", "bicubic"),
+        default="timm",
+        help="how bias tables are resampled for another window: as timm's "
+        "loader does, or bicubic as the original Swin code",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser.parse_args(argv)
 
 
 def run_import(args) -> None:
     from swin_flax import count_params
-    from swin_flax.checkpoint_io import load_class_names
-    from swin_flax.convert import convert
+    from swin_flax.weights.checkpoint import load_class_names
+    from swin_flax.weights.importer import convert
 
     head = "reinit" if args.reinit_head else "drop" if args.drop_head else "keep"
-    model, params = convert(args.source, args.out, img_size=args.img_size,
-                            num_classes=args.num_classes, window_size=args.window_size,
-                            head=head, overwrite=args.overwrite, bias_resize=args.bias_resize,
-                            use_ema=args.use_ema)
+    model, params = convert(
+        args.source,
+        args.out,
+        img_size=args.img_size,
+        num_classes=args.num_classes,
+        window_size=args.window_size,
+        head=head,
+        overwrite=args.overwrite,
+        bias_resize=args.bias_resize,
+        use_ema=args.use_ema,
+    )
     print(f"converted {args.source}")
     print(f"  architecture: {model.config.describe()}")
     print(f"  parameters:   {count_params(params):,}")
     class_names = load_class_names(args.out)
     if class_names:
         shown = ", ".join(class_names[:3]) + (", ..." if len(class_names) > 3 else "")
-        print(f"  class names:  {shown} (stored: swin_flax.checkpoint_io.load_class_names)")
+        print(f"  class names:  {shown} (stored: swin_flax.weights.checkpoint.load_class_names)")
     print(f"  written to:   {Path(args.out).absolute()}")
     print(f"  load with:    model, params = swin_flax.load_checkpoint({str(args.out)!r})")
 
 
 def run_export(args) -> None:
     from swin_flax import count_params
-    from swin_flax.checkpoint_io import load_checkpoint, load_class_names
-    from swin_flax.convert import save_timm_safetensors, timm_model_kwargs
     from swin_flax.errors import ConversionError
-    from swin_flax.hf_transformers import save_transformers
+    from swin_flax.weights.checkpoint import load_checkpoint, load_class_names
+    from swin_flax.weights.timm import save_timm_safetensors, timm_model_kwargs
+    from swin_flax.weights.transformers import save_transformers
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise ConversionError(f"{out} already exists; pass --overwrite to replace it")
     model, params = load_checkpoint(args.source)
     if args.format == "transformers":
-        save_transformers(params, model, out, class_names=load_class_names(args.source),
-                          overwrite=args.overwrite)
+        save_transformers(
+            params, model, out, class_names=load_class_names(args.source), overwrite=args.overwrite
+        )
     else:
         save_timm_safetensors(params, out, model=model)
     print(f"exported {args.source}")
@@ -125,10 +172,17 @@ def run_export(args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.export and (args.img_size or args.window_size or args.num_classes is not None
-                        or args.reinit_head or args.drop_head or args.use_ema):
-        return cli.report_error("--export takes no model options (they are stored in the "
-                                "checkpoint)")
+    if args.export and (
+        args.img_size
+        or args.window_size
+        or args.num_classes is not None
+        or args.reinit_head
+        or args.drop_head
+        or args.use_ema
+    ):
+        return cli.report_error(
+            "--export takes no model options (they are stored in the checkpoint)"
+        )
     if args.format and not args.export:
         return cli.report_error("--format is for --export (an import detects the layout)")
     handler = logging.StreamHandler(sys.stdout)

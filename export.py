@@ -28,19 +28,28 @@ def parse_args(argv):
     batch.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
     batch.add_argument("--dynamic-batch", action="store_true", help="any batch size")
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
-    parser.add_argument("--check-images", nargs="+", metavar="IMAGE",
-                        help="image files for the parity check (default: the shared "
-                             "CIFAR-10 photos when present, else a synthetic batch)")
+    parser.add_argument(
+        "--check-images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files for the parity check (default: the shared "
+        "CIFAR-10 photos when present, else a synthetic batch)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv) -> int:
     args = parse_args(argv)
-    from swin_flax.export import export_checkpoint
+    from swin_flax.deploy.export import export_checkpoint
 
-    report = export_checkpoint(args.checkpoint, args.out, args.format,
-                               batch=None if args.dynamic_batch else args.batch,
-                               precision=args.precision, check_images=args.check_images)
+    report = export_checkpoint(
+        args.checkpoint,
+        args.out,
+        args.format,
+        batch=None if args.dynamic_batch else args.batch,
+        precision=args.precision,
+        check_images=args.check_images,
+    )
     print(report.summary(), flush=True)
     return 0
 

@@ -20,14 +20,18 @@ def parse_args(argv):
     parser.add_argument("model", help="checkpoint directory or exported model file")
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--top", type=int, default=5, help="classes shown per image")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads of onnxruntime / LiteRT (default: theirs)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of onnxruntime / LiteRT (default: theirs)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv) -> int:
     args = parse_args(argv)
-    from swin_flax.runtimes import decode_image, load_model, preprocess_images, top_k
+    from swin_flax.deploy.runners import decode_image, load_model, preprocess_images, top_k
 
     decoded = [decode_image(path) for path in args.images]  # bad files fail before loading
     runner = load_model(args.model, args.threads)

@@ -15,12 +15,18 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "Config file, optionally with ':arg'.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go "
-                    "(default: runs/<config name>).")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (one process "
-                  "per host; on SLURM, TPU pods and other known clusters it finds its peers).")
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, optionally with ':arg'.", lock_config=True
+)
+flags.DEFINE_string(
+    "workdir", None, "Where checkpoints, metrics and results go (default: runs/<config name>)."
+)
+flags.DEFINE_bool(
+    "multihost",
+    False,
+    "Call jax.distributed.initialize() first (one process "
+    "per host; on SLURM, TPU pods and other known clusters it finds its peers).",
+)
 flags.DEFINE_string("coordinator_address", None, "--multihost elsewhere: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "--multihost elsewhere: how many processes in all.")
 flags.DEFINE_integer("process_id", None, "--multihost elsewhere: this process's index.")
@@ -53,8 +59,9 @@ def parse_flags(argv: list[str]) -> list[str]:
             detail = err.args[0] if err.args else err
             while isinstance(detail, BaseException) and detail.args:  # AttributeError(KeyError)
                 detail = detail.args[0]
-            message = ("unknown config key in a --config.* override: "
-                       + str(detail).replace("\n", " "))
+            message = "unknown config key in a --config.* override: " + str(detail).replace(
+                "\n", " "
+            )
         else:  # absl's message; for an error inside a config file it holds the traceback
             message = str(err)
         cli.report_error(f"{message}\nSee python train.py --helpshort.")
@@ -82,8 +89,11 @@ def start_multihost() -> None:
     # CPU processes need a collectives backend to talk to each other (GPUs and TPUs
     # have their own); setting it is harmless elsewhere.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+    jax.distributed.initialize(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
 
 
 def resume_command(workdir: Path) -> str:
@@ -109,8 +119,9 @@ def main(argv):
 def workdir() -> Path:
     if FLAGS.workdir:
         return Path(FLAGS.workdir)
-    return default_workdir(config_flags.get_config_filename(FLAGS["config"])
-                           if FLAGS.config is not None else None)
+    return default_workdir(
+        config_flags.get_config_filename(FLAGS["config"]) if FLAGS.config is not None else None
+    )
 
 
 def train() -> int:
@@ -118,8 +129,8 @@ def train() -> int:
     if FLAGS.multihost:
         start_multihost()
     from configs import demo
-    from swin_flax import preemption
-    from swin_flax.pipeline import run_pipeline
+    from swin_flax.pipeline.run import run_pipeline
+    from swin_flax.training import preemption
 
     # ml_collections reports a missing config file on first use, as an OSError.
     config = FLAGS.config if FLAGS.config is not None else demo.get_config()

@@ -1,8 +1,8 @@
 """Which window-attention formulation is fastest? A/B of attention variants on a whole model.
 
 The model's own implementations are selected with its `attention` field (einsum, xla, cudnn:
-see `swin_flax.model.ATTENTION_IMPLEMENTATIONS`); two proposals that model.py does not have yet
-are swapped in here as subclasses of `swin_flax.model.WindowAttention` (same parameters), so
+see `swin_flax.model.swin.ATTENTION_IMPLEMENTATIONS`); two proposals that model.py does not have yet
+are swapped in here as subclasses of `swin_flax.model.swin.WindowAttention` (same parameters), so
 they can be measured without editing model.py. For each variant: forward (inference) and
 forward+backward img/s of the whole model, and the largest logit difference to the first
 variant that ran (named in the output) on the same parameters and images.
@@ -18,7 +18,7 @@ Variants:
                (half the bytes of the attention matrix in bf16; a numerics change);
   onehot_bias  proposal: relative position bias as one_hot(index) @ table instead of a
                gather, so its gradient is a small matmul instead of a scatter-add;
-  pallas       proposal: swin_flax.pallas_attention, one fused Pallas kernel per (window,
+  pallas       proposal: swin_flax.model.pallas_attention, one fused Pallas kernel per (window,
                head) for q@k, bias + mask, softmax and @v (backward recomputes in XLA).
                Not in the default list: off a GPU it runs in Pallas' slow interpreter.
 """
@@ -42,9 +42,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from swin_flax import model as swin_model  # noqa: E402
-from swin_flax.model import init_params, relative_position_index  # noqa: E402
-from swin_flax.registry import create_model  # noqa: E402
+from swin_flax.model import swin as swin_model  # noqa: E402
+from swin_flax.model.attention import relative_position_index  # noqa: E402
+from swin_flax.model.presets import create_model  # noqa: E402
+from swin_flax.model.swin import init_params
 
 CURRENT = swin_model.WindowAttention
 
@@ -54,9 +55,11 @@ class _Proposal(CURRENT):
 
     def table_and_index(self):
         """The model's bias parameter (same name, shape and init) and its flat gather index."""
-        table = self.param("relative_position_bias_table",
-                           nn.initializers.truncated_normal(stddev=0.02),
-                           ((2 * self.window_size - 1) ** 2, self.num_heads))
+        table = self.param(
+            "relative_position_bias_table",
+            nn.initializers.truncated_normal(stddev=0.02),
+            ((2 * self.window_size - 1) ** 2, self.num_heads),
+        )
         return table, relative_position_index(self.window_size).reshape(-1)
 
     def bias(self, tokens):
@@ -68,8 +71,9 @@ class _Proposal(CURRENT):
         windows, tokens, channels = x.shape
         head_dim = channels // self.num_heads
         init = nn.initializers.truncated_normal(0.02)
-        qkv = nn.Dense(3 * channels, use_bias=self.qkv_bias, dtype=self.dtype,
-                       kernel_init=init, name="qkv")(x)
+        qkv = nn.Dense(
+            3 * channels, use_bias=self.qkv_bias, dtype=self.dtype, kernel_init=init, name="qkv"
+        )(x)
         qkv = qkv.reshape(windows, tokens, 3, self.num_heads, head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         out = self.attend(q, k, v, self.bias(tokens), mask, head_dim**-0.5)
@@ -109,15 +113,20 @@ class OnehotBias(_Proposal):
 
 class PallasFused(_Proposal):
     def attend(self, q, k, v, bias, mask, scale):
-        from swin_flax.pallas_attention import window_attention
+        from swin_flax.model.pallas_attention import window_attention
 
         return window_attention(q, k, v, bias, mask, scale, q.dtype, None, True)
 
 
 # name -> (model attention field, WindowAttention class to swap in or None)
-VARIANTS = {"einsum": ("einsum", None), "xla": ("xla", None), "cudnn": ("cudnn", None),
-            "low_softmax": ("einsum", LowSoftmax), "onehot_bias": ("einsum", OnehotBias),
-            "pallas": ("einsum", PallasFused)}
+VARIANTS = {
+    "einsum": ("einsum", None),
+    "xla": ("xla", None),
+    "cudnn": ("cudnn", None),
+    "low_softmax": ("einsum", LowSoftmax),
+    "onehot_bias": ("einsum", OnehotBias),
+    "pallas": ("einsum", PallasFused),
+}
 
 
 @contextlib.contextmanager
@@ -133,8 +142,12 @@ def swapped(cls):
 
 def run_variant(variant, params, images, args):
     attention, cls = VARIANTS[variant]
-    model = create_model(args.model, num_classes=tp.NUM_CLASSES,
-                         dtype=tp.flax_dtype(args.precision), attention=attention)
+    model = create_model(
+        args.model,
+        num_classes=tp.NUM_CLASSES,
+        dtype=tp.flax_dtype(args.precision),
+        attention=attention,
+    )
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
 
     def loss(p, x):
@@ -150,8 +163,7 @@ def run_variant(variant, params, images, args):
     timing = tp.measure(lambda i: fwd(params, images[i % len(images)]), tp.jax_sync, **settings)
     rows["fwd"] = tp.summarise(timing, args.batch_size)
     if bwd is not None:
-        timing = tp.measure(lambda i: bwd(params, images[i % len(images)]), tp.jax_sync,
-                            **settings)
+        timing = tp.measure(lambda i: bwd(params, images[i % len(images)]), tp.jax_sync, **settings)
         rows["fwd_bwd"] = tp.summarise(timing, args.batch_size)
     return rows
 
@@ -163,7 +175,8 @@ def parse_variants(spec: str) -> list[str]:
     unknown = [v for v in names if v not in VARIANTS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown variant(s) {', '.join(unknown) or repr(spec)}; valid: {', '.join(VARIANTS)}")
+            f"unknown variant(s) {', '.join(unknown) or repr(spec)}; valid: {', '.join(VARIANTS)}"
+        )
     return names
 
 
@@ -176,14 +189,22 @@ def main(argv=None):
     ap.add_argument("--model", default="swin_t")
     ap.add_argument("--precision", choices=tp.PRECISIONS, default="fp32")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--variants", type=parse_variants, default=None,
-                    help=f"comma-separated subset of {','.join(VARIANTS)}")
+    ap.add_argument(
+        "--variants",
+        type=parse_variants,
+        default=None,
+        help=f"comma-separated subset of {','.join(VARIANTS)}",
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=0.0)
     ap.add_argument("--no-backward", dest="backward", action="store_false")
-    ap.add_argument("--cpu-threads", type=int, default=None,
-                    help="CPU runs: pin the process to N cores (applied before jax starts)")
+    ap.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=None,
+        help="CPU runs: pin the process to N cores (applied before jax starts)",
+    )
     args = ap.parse_args(argv)
     on_gpu = jax.default_backend() == "gpu"
     default = ["einsum", "xla", "low_softmax", "onehot_bias"]
@@ -191,8 +212,9 @@ def main(argv=None):
         default.append("cudnn")
     variants = args.variants or default
 
-    model = create_model(args.model, num_classes=tp.NUM_CLASSES,
-                         dtype=tp.flax_dtype(args.precision))
+    model = create_model(
+        args.model, num_classes=tp.NUM_CLASSES, dtype=tp.flax_dtype(args.precision)
+    )
     params = init_params(model, 0)
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
     images = [jax.random.normal(k, (args.batch_size, 224, 224, 3)) for k in keys]

@@ -17,8 +17,9 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,7 @@ PRECISIONS = ("fp32", "bf16")
 BACKENDS = ("flax", "flax_pre224", "torch_eager", "torch_compile")
 TORCH_BACKENDS = ("torch_eager", "torch_compile")
 # Paper Table X (img/s, GPU and batch not stated).
-PAPER_IMG_S = {"swin_n": 573.8, "swin_m": 494.5, "swin_t": 422.5, "swin_s": 246.5,
-               "swin_b": 165.3}
+PAPER_IMG_S = {"swin_n": 573.8, "swin_m": 494.5, "swin_t": 422.5, "swin_s": 246.5, "swin_b": 165.3}
 IMG_SIZE = 224
 NUM_CLASSES = 100
 DATASET_IMAGE_SIZE = 32  # CIFAR
@@ -49,10 +49,19 @@ PEAK_TFLOPS = (
 # ----------------------------------------------------------------------------- FLOPs
 
 
-def swin_forward_macs(*, embed_dim: int, depths, num_heads, img_size: int = IMG_SIZE,
-                      patch_size: int = 4, in_chans: int = 3, window_size: int = 7,
-                      mlp_ratio: float = 4.0, num_classes: int = NUM_CLASSES,
-                      **_) -> dict[str, int]:
+def swin_forward_macs(
+    *,
+    embed_dim: int,
+    depths,
+    num_heads,
+    img_size: int = IMG_SIZE,
+    patch_size: int = 4,
+    in_chans: int = 3,
+    window_size: int = 7,
+    mlp_ratio: float = 4.0,
+    num_classes: int = NUM_CLASSES,
+    **_,
+) -> dict[str, int]:
     """Multiply-accumulates of one image's forward pass, by kind of matmul/conv.
 
     Counts what dominates: the patch-embedding conv, qkv, q@k^T and attn@v (each
@@ -61,13 +70,14 @@ def swin_forward_macs(*, embed_dim: int, depths, num_heads, img_size: int = IMG_
     the bias/mask additions and the final pooling are elementwise and left out, as in
     fvcore/timm's published counts (Swin-T 224: 4.5 GMACs).
     """
-    from swin_flax.model import window_and_shift
+    from swin_flax.model.config import window_and_shift
 
     del num_heads  # heads split the channels; the MAC count does not depend on them
     res = img_size // patch_size
     dim = embed_dim
-    macs = dict.fromkeys(("patch_embed", "qkv", "attn_qk", "attn_av", "proj", "mlp",
-                          "patch_merging", "head"), 0)
+    macs = dict.fromkeys(
+        ("patch_embed", "qkv", "attn_qk", "attn_av", "proj", "mlp", "patch_merging", "head"), 0
+    )
     macs["patch_embed"] = res * res * patch_size * patch_size * in_chans * dim
     for i, depth in enumerate(depths):
         if i > 0:
@@ -87,7 +97,7 @@ def swin_forward_macs(*, embed_dim: int, depths, num_heads, img_size: int = IMG_
 
 def forward_flops(name: str) -> float:
     """Model FLOPs (2 x MACs) of one image's forward pass of a registry model at 224."""
-    from swin_flax.registry import preset
+    from swin_flax.model.presets import preset
 
     return 2.0 * sum(swin_forward_macs(**preset(name)).values())
 
@@ -133,8 +143,14 @@ class Timing:
     seconds: list[float]  # wall time of each repeat
 
 
-def measure(call: Callable[[int], Any], sync: Callable[[Any], None], *, repeats: int,
-            warmup: int, min_time: float) -> Timing:
+def measure(
+    call: Callable[[int], Any],
+    sync: Callable[[Any], None],
+    *,
+    repeats: int,
+    warmup: int,
+    min_time: float,
+) -> Timing:
     """Time `call(i)` (i picks the rotating input): compile and warm-up excluded, synced.
 
     The first call (compilation, autotuning) is timed separately as `compile_s`; `warmup`
@@ -172,10 +188,15 @@ def summarise(timing: Timing, batch: int) -> dict:
     rates = np.array([batch * timing.iters / s for s in timing.seconds])
     q1, med, q3 = np.percentile(rates, [25, 50, 75])
     return {
-        "img_s": float(med), "img_s_min": float(rates.min()), "img_s_max": float(rates.max()),
-        "img_s_q1": float(q1), "img_s_q3": float(q3), "img_s_each": rates.round(3).tolist(),
+        "img_s": float(med),
+        "img_s_min": float(rates.min()),
+        "img_s_max": float(rates.max()),
+        "img_s_q1": float(q1),
+        "img_s_q3": float(q3),
+        "img_s_each": rates.round(3).tolist(),
         "ms_per_call": 1e3 * float(np.median(timing.seconds)) / timing.iters,
-        "iters_per_repeat": timing.iters, "repeats": len(timing.seconds),
+        "iters_per_repeat": timing.iters,
+        "repeats": len(timing.seconds),
         "compile_s": round(timing.compile_s, 3),
     }
 
@@ -257,8 +278,9 @@ def pin_cpu_threads(threads: int | None) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     if threads == 1:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                   + " --xla_cpu_multi_thread_eigen=false").strip()
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+        ).strip()
 
 
 # ----------------------------------------------------------------------------- environment
@@ -276,15 +298,19 @@ def cpu_model() -> str | None:
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
     except Exception:
         return None
 
 
 def device_name(env: dict) -> str:
     if env["jax_backend"] == "cpu":
-        threads = (env.get("cpu_threads") or len(env.get("cpu_affinity") or [])
-                   or env["cpu_count"])
+        threads = env.get("cpu_threads") or len(env.get("cpu_affinity") or []) or env["cpu_count"]
         return f"CPU {env['cpu']} ({env['cpu_count']} cores, {threads} threads used)"
     return env["jax_device_kind"]

@@ -3,7 +3,7 @@
     python benchmarks/export_latency.py [--threads 2] [--repeats 5] [--out benchmarks/results/export_latency.md]
 
 Student swin_n and teacher swin_t (random weights, 224 px, 100 classes) are exported with
-swin_flax.export (ONNX, LiteRT, StableHLO, fp32, fixed batch) and timed in their runtimes:
+swin_flax.deploy.export (ONNX, LiteRT, StableHLO, fp32, fixed batch) and timed in their runtimes:
 onnxruntime, the LiteRT interpreter (XNNPACK), and jax.export's deserialized call (XLA
 CPU). Every export is parity-checked first. Reported: median and min-max of `--repeats`
 timed runs after one warm-up, with the thread count of each runtime.
@@ -38,8 +38,8 @@ def benchmark(threads: int, repeats: int, out: Path) -> str:
     import numpy as np
 
     import swin_flax
-    from swin_flax.export import export_checkpoint
-    from swin_flax.runtimes import load_model
+    from swin_flax.deploy.export import export_checkpoint
+    from swin_flax.deploy.runners import load_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,20 +52,35 @@ def benchmark(threads: int, repeats: int, out: Path) -> str:
                     path = Path(tmp) / f"{name}_b{batch}.{fmt}"
                     report = export_checkpoint(ckpt, path, fmt, batch=batch)
                     runner = load_model(path, threads=threads)
-                    images = np.random.default_rng(0).normal(
-                        size=(batch, 224, 224, 3)).astype(np.float32)
-                    times = time_runs(lambda: runner(images), repeats)
+                    images = (
+                        np.random.default_rng(0)
+                        .normal(size=(batch, 224, 224, 3))
+                        .astype(np.float32)
+                    )
+                    times = time_runs(lambda runner=runner, images=images: runner(images), repeats)
                     median = statistics.median(times)
-                    rows.append((label, fmt, batch, median, min(times), max(times),
-                                 report.max_abs_diff, runner.info["runtime"]))
+                    rows.append(
+                        (
+                            label,
+                            fmt,
+                            batch,
+                            median,
+                            min(times),
+                            max(times),
+                            report.max_abs_diff,
+                            runner.info["runtime"],
+                        )
+                    )
                     print(rows[-1], flush=True)
     lines = [
-        "# Export latency on CPU", "",
+        "# Export latency on CPU",
+        "",
         f"`python benchmarks/export_latency.py --threads {threads} --repeats {repeats}`; "
         f"{os.cpu_count()} CPU cores, {threads} threads per runtime (onnxruntime intra-op, "
         "LiteRT num_threads; XLA CPU uses all cores); random weights, 224 px, 100 classes, fp32, fixed "
         "batch; median (min-max) of the timed runs after one warm-up. Parity: max |logit "
-        "difference| against the Flax float32 model on the check images.", "",
+        "difference| against the Flax float32 model on the check images.",
+        "",
         "| model | format (runtime) | batch 1 latency, ms | batch 32 throughput, img/s | parity |",
         "|---|---|---|---|---|",
     ]
@@ -76,7 +91,8 @@ def benchmark(threads: int, repeats: int, out: Path) -> str:
             lines.append(
                 f"| {label} | {fmt} ({one[7]}) | {one[3] * 1e3:.1f} ({one[4] * 1e3:.1f}-"
                 f"{one[5] * 1e3:.1f}) | {32 / many[3]:.1f} ({32 / many[5]:.1f}-{32 / many[4]:.1f}) "
-                f"| {max(one[6], many[6]):.1e} |")
+                f"| {max(one[6], many[6]):.1e} |"
+            )
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     return text
@@ -86,8 +102,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "results" / "export_latency.md")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "export_latency.md"
+    )
     args = parser.parse_args(argv)
     print(benchmark(args.threads, args.repeats, args.out))
     return 0

@@ -2,7 +2,7 @@
 
     # 2,000 JPEGs of 500x375 (generated into --root if missing), resized to 32x32,
     # with the loader in the working tree and with the one of the last commit:
-    git show HEAD:swin_flax/data.py > /tmp/data_before.py
+    git show HEAD:swin_flax/data/__init__.py > /tmp/data_before.py
     python benchmarks/image_folder_memory.py --image-size 32
     python benchmarks/image_folder_memory.py --image-size 32 --before-module /tmp/data_before.py
 

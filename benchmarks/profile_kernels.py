@@ -51,15 +51,22 @@ KERNEL_CLASSES = (
     ("gemm", r"^triton_(tem|mm|bmm)"),
     ("elementwise", r"^triton_poi_"),
     ("softmax/reduce", r"^triton_(per|red)_"),
-    ("gemm", r"gemm|cutlass|xmma|cublas|nvjet|ynn_fusion|"
-             + _words("addmm", "baddbmm", "bmm", "mm", "matmul", "linear", "convolution", "dot")),
+    (
+        "gemm",
+        r"gemm|cutlass|xmma|cublas|nvjet|ynn_fusion|"
+        + _words("addmm", "baddbmm", "bmm", "mm", "matmul", "linear", "convolution", "dot"),
+    ),
     ("softmax/reduce", r"softmax|layer_norm|reduce|" + _words("sum", "mean", "amax")),
     # dtype casts, here before the copies so that XLA's loop_convert_fusion and torch's
     # _to_copy land in the same class as Inductor's triton_poi_fused__to_copy_*.
     ("elementwise", r"convert|" + _words("to_copy")),
-    ("copy/transpose", r"transpose|copy|concatenate|nchwtonhwc|nhwctonchw|"
-                       + _words("roll", "slice", "gather", "index", "pad", "clone", "cat",
-                                "permute", "contiguous")),
+    (
+        "copy/transpose",
+        r"transpose|copy|concatenate|nchwtonhwc|nhwctonchw|"
+        + _words(
+            "roll", "slice", "gather", "index", "pad", "clone", "cat", "permute", "contiguous"
+        ),
+    ),
     ("elementwise", r"elementwise|vectorized|loop|fusion|add|mul|gelu|" + _words("div")),
 )
 
@@ -122,14 +129,22 @@ def profile_jax(args) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from swin_flax import registry
+    from swin_flax.model import presets
 
-    model = registry.create_model(args.model, num_classes=NUM_CLASSES,
-                                  dtype=flax_dtype(args.precision), attention=args.attention)
-    params = jax.device_put(model.init(jax.random.PRNGKey(0),
-                                       jnp.zeros((1, IMG_SIZE, IMG_SIZE, 3)))["params"])
-    images = jax.device_put(np.random.default_rng(0).standard_normal(
-        (args.batch_size, IMG_SIZE, IMG_SIZE, 3), np.float32))
+    model = presets.create_model(
+        args.model,
+        num_classes=NUM_CLASSES,
+        dtype=flax_dtype(args.precision),
+        attention=args.attention,
+    )
+    params = jax.device_put(
+        model.init(jax.random.PRNGKey(0), jnp.zeros((1, IMG_SIZE, IMG_SIZE, 3)))["params"]
+    )
+    images = jax.device_put(
+        np.random.default_rng(0).standard_normal(
+            (args.batch_size, IMG_SIZE, IMG_SIZE, 3), np.float32
+        )
+    )
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
     for _ in range(3):
         forward(params, images).block_until_ready()
@@ -138,8 +153,10 @@ def profile_jax(args) -> None:
         out = forward(params, images)
     out.block_until_ready()
     wall = (time.perf_counter() - start) / args.calls
-    print(f"flax {args.model} {args.precision} batch {args.batch_size}: {wall * 1e3:.3f} ms/call, "
-          f"{args.batch_size / wall:,.0f} img/s (untraced)")
+    print(
+        f"flax {args.model} {args.precision} batch {args.batch_size}: {wall * 1e3:.3f} ms/call, "
+        f"{args.batch_size / wall:,.0f} img/s (untraced)"
+    )
     with jax.profiler.trace(args.trace_dir):
         for _ in range(args.calls):
             out = forward(params, images)
@@ -162,7 +179,8 @@ def profile_torch(args) -> None:
         model = torch.compile(model)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     images = torch.randn(args.batch_size, 3, IMG_SIZE, IMG_SIZE, device=device).to(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     with torch.inference_mode(), autocast:
         for _ in range(3):
@@ -173,8 +191,10 @@ def profile_torch(args) -> None:
             model(images)
         sync()
         wall = (time.perf_counter() - start) / args.calls
-        print(f"torch {args.torch} {args.model} {args.precision} batch {args.batch_size}: "
-              f"{wall * 1e3:.3f} ms/call, {args.batch_size / wall:,.0f} img/s (untraced)")
+        print(
+            f"torch {args.torch} {args.model} {args.precision} batch {args.batch_size}: "
+            f"{wall * 1e3:.3f} ms/call, {args.batch_size / wall:,.0f} img/s (untraced)"
+        )
         activity = ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU
         with profile(activities=[activity]) as prof:
             for _ in range(args.calls):
@@ -198,8 +218,12 @@ def main() -> None:
     parser.add_argument("--attention", default="einsum")
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--torch", choices=("eager", "compile"), default=None,
-                        help="profile timm's model instead of the Flax one")
+    parser.add_argument(
+        "--torch",
+        choices=("eager", "compile"),
+        default=None,
+        help="profile timm's model instead of the Flax one",
+    )
     parser.add_argument("--trace-dir", default="/tmp/swin_flax_trace")
     args = parser.parse_args()
     if args.torch:

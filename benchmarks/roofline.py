@@ -37,19 +37,33 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import IMG_SIZE, MODELS, NUM_CLASSES, forward_flops  # noqa: E402
-from swin_flax.model import window_and_shift  # noqa: E402
-from swin_flax.registry import preset  # noqa: E402
+from swin_flax.model.config import window_and_shift  # noqa: E402
+from swin_flax.model.presets import preset  # noqa: E402
 
 
-def forward_traffic_elements(*, embed_dim: int, depths, num_heads, img_size: int = IMG_SIZE,
-                             patch_size: int = 4, in_chans: int = 3, window_size: int = 7,
-                             num_classes: int = NUM_CLASSES, **_) -> dict[str, int]:
+def forward_traffic_elements(
+    *,
+    embed_dim: int,
+    depths,
+    num_heads,
+    img_size: int = IMG_SIZE,
+    patch_size: int = 4,
+    in_chans: int = 3,
+    window_size: int = 7,
+    num_classes: int = NUM_CLASSES,
+    **_,
+) -> dict[str, int]:
     """Activation elements read + written per image by the forward pass (model above)."""
     res = img_size // patch_size
     dim = embed_dim
     tokens = res * res
-    elements = {"patch_embed": tokens * (patch_size * patch_size * in_chans + dim + 2 * dim),
-                "blocks": 0, "attention_matrices": 0, "patch_merging": 0, "head": 0}
+    elements = {
+        "patch_embed": tokens * (patch_size * patch_size * in_chans + dim + 2 * dim),
+        "blocks": 0,
+        "attention_matrices": 0,
+        "patch_merging": 0,
+        "head": 0,
+    }
     for i, (depth, heads) in enumerate(zip(depths, num_heads)):
         if i > 0:
             # 2x2 gather + LayerNorm over 4C (read C_prev*4, write 4C_prev) + reduction GEMM.
@@ -77,9 +91,12 @@ def forward_bytes(name: str, bytes_per_element: int, fused_attention: bool = Fal
 def ceiling(flops: float, traffic: float, peak_tflops: float, bandwidth_tbs: float) -> dict:
     compute_s = flops / (peak_tflops * 1e12)
     memory_s = traffic / (bandwidth_tbs * 1e12)
-    return {"compute_us": compute_s * 1e6, "memory_us": memory_s * 1e6,
-            "max_img_s": 1.0 / max(compute_s, memory_s),
-            "mfu_ceiling": compute_s / max(compute_s, memory_s)}
+    return {
+        "compute_us": compute_s * 1e6,
+        "memory_us": memory_s * 1e6,
+        "max_img_s": 1.0 / max(compute_s, memory_s),
+        "mfu_ceiling": compute_s / max(compute_s, memory_s),
+    }
 
 
 def main() -> None:
@@ -91,28 +108,41 @@ def main() -> None:
     args = parser.parse_args()
     device = (args.peak_tflops, args.bandwidth_tbs)
 
-    print(f"peak {args.peak_tflops} TFLOP/s, bandwidth {args.bandwidth_tbs} TB/s, "
-          f"{args.bytes_per_element} bytes per activation element")
-    print(f"{'workload':26} {'GFLOP/img':>9} {'MB/img':>7} {'compute us':>10} "
-          f"{'memory us':>9} {'max img/s':>9} {'MFU ceiling':>11} {'fused attn':>10}")
+    print(
+        f"peak {args.peak_tflops} TFLOP/s, bandwidth {args.bandwidth_tbs} TB/s, "
+        f"{args.bytes_per_element} bytes per activation element"
+    )
+    print(
+        f"{'workload':26} {'GFLOP/img':>9} {'MB/img':>7} {'compute us':>10} "
+        f"{'memory us':>9} {'max img/s':>9} {'MFU ceiling':>11} {'fused attn':>10}"
+    )
     size = args.bytes_per_element
 
     def traffic(name, fused=False):
         return forward_bytes(name, size, fused)
 
-    rows = [(f"{name} forward", forward_flops(name), traffic(name), traffic(name, True))
-            for name in MODELS]
+    rows = [
+        (f"{name} forward", forward_flops(name), traffic(name), traffic(name, True))
+        for name in MODELS
+    ]
     for student in ("swin_m", "swin_n"):
         flops = forward_flops(args.teacher) + 3 * forward_flops(student)
-        rows.append((f"KD step, {student} student", flops,
-                     traffic(args.teacher) + 3 * traffic(student),
-                     traffic(args.teacher, True) + 3 * traffic(student, True)))
+        rows.append(
+            (
+                f"KD step, {student} student",
+                flops,
+                traffic(args.teacher) + 3 * traffic(student),
+                traffic(args.teacher, True) + 3 * traffic(student, True),
+            )
+        )
     for label, flops, moved, moved_fused in rows:
         c = ceiling(flops, moved, *device)
         fused = ceiling(flops, moved_fused, *device)
-        print(f"{label:26} {flops / 1e9:9.2f} {moved / 1e6:7.1f} {c['compute_us']:10.1f} "
-              f"{c['memory_us']:9.1f} {c['max_img_s']:9,.0f} {100 * c['mfu_ceiling']:10.1f}% "
-              f"{100 * fused['mfu_ceiling']:9.1f}%")
+        print(
+            f"{label:26} {flops / 1e9:9.2f} {moved / 1e6:7.1f} {c['compute_us']:10.1f} "
+            f"{c['memory_us']:9.1f} {c['max_img_s']:9,.0f} {100 * c['mfu_ceiling']:10.1f}% "
+            f"{100 * fused['mfu_ceiling']:9.1f}%"
+        )
 
 
 if __name__ == "__main__":

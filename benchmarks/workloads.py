@@ -22,14 +22,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import (DATASET_IMAGE_SIZE, IMG_SIZE, MODELS, NUM_CLASSES, PARTS,
-                               PEAK_LR, W_D, W_S, WEIGHT_DECAY, available_cores, cost_flops,
-                               cpu_model, flax_dtype, forward_flops, git_commit, jax_precision,
-                               jax_sync, measure, summarise, swin_forward_macs)
-from swin_flax import model as swin_model
-from swin_flax.augment import augment_batch
-from swin_flax.model import count_params, init_params
-from swin_flax.registry import create_model, preset
+from benchmarks.common import (
+    DATASET_IMAGE_SIZE,
+    IMG_SIZE,
+    MODELS,
+    NUM_CLASSES,
+    PARTS,
+    PEAK_LR,
+    W_D,
+    W_S,
+    WEIGHT_DECAY,
+    available_cores,
+    cost_flops,
+    cpu_model,
+    flax_dtype,
+    forward_flops,
+    git_commit,
+    jax_precision,
+    jax_sync,
+    measure,
+    summarise,
+    swin_forward_macs,
+)
+from swin_flax.data.augment import augment_batch
+from swin_flax.model import swin as swin_model
+from swin_flax.model.presets import create_model, preset
+from swin_flax.model.swin import count_params, init_params
 
 # Window-attention implementations of the Flax model (its `attention` field), default first.
 ATTENTION_IMPLS = tuple(getattr(swin_model, "ATTENTION_IMPLEMENTATIONS", ("einsum",)))
@@ -47,8 +65,9 @@ def torch_modules() -> SimpleNamespace:
         import torch.nn.functional as F
         from timm.models.swin_transformer import SwinTransformer as TimmSwin
     except Exception as err:  # ImportError, or a broken CUDA install
-        return SimpleNamespace(torch=None, timm=None, F=None, TimmSwin=None,
-                               error=f"{type(err).__name__}: {err}")
+        return SimpleNamespace(
+            torch=None, timm=None, F=None, TimmSwin=None, error=f"{type(err).__name__}: {err}"
+        )
     return SimpleNamespace(torch=torch, timm=timm, F=F, TimmSwin=TimmSwin, error=None)
 
 
@@ -92,8 +111,11 @@ def parse_batch_spec(spec: str) -> dict:
             model, part = key, None
         else:
             model, part = None, key
-        if (part is not None and part not in PARTS) or (model is not None and model not in MODELS) \
-                or not value.isdigit():
+        if (
+            (part is not None and part not in PARTS)
+            or (model is not None and model not in MODELS)
+            or not value.isdigit()
+        ):
             raise SystemExit(f"--batch-size: cannot parse {item!r}")
         table[(model or None, part or None)] = int(value)
     return table
@@ -105,15 +127,20 @@ def batch_size(settings: Settings, model: str | None, part: str) -> int:
         if key in table:
             return table[key]
     accel = settings.platform != "cpu"
-    return {"infer": 256 if accel else 8, "kd": 128 if accel else 4,
-            "input": 256 if accel else 8, "flops": 1}[part]
+    return {
+        "infer": 256 if accel else 8,
+        "kd": 128 if accel else 4,
+        "input": 256 if accel else 8,
+        "flops": 1,
+    }[part]
 
 
 def torch_autocast(settings: Settings, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch_modules().torch.autocast(settings.torch_device,
-                                          dtype=torch_modules().torch.bfloat16)
+    return torch_modules().torch.autocast(
+        settings.torch_device, dtype=torch_modules().torch.bfloat16
+    )
 
 
 def configure_torch(device: str, cpu_threads: int | None = None) -> dict:
@@ -141,11 +168,15 @@ def timm_swin(name: str, *, drop_path: bool = False, num_classes: int = NUM_CLAS
     """timm's SwinTransformer with our preset's architecture (random weights, on the CPU)."""
     arch = preset(name)
     return torch_modules().TimmSwin(
-        img_size=arch.get("img_size", IMG_SIZE), patch_size=arch.get("patch_size", 4),
-        embed_dim=arch["embed_dim"], depths=tuple(arch["depths"]),
-        num_heads=tuple(arch["num_heads"]), window_size=arch.get("window_size", 7),
+        img_size=arch.get("img_size", IMG_SIZE),
+        patch_size=arch.get("patch_size", 4),
+        embed_dim=arch["embed_dim"],
+        depths=tuple(arch["depths"]),
+        num_heads=tuple(arch["num_heads"]),
+        window_size=arch.get("window_size", 7),
         num_classes=num_classes,
-        drop_path_rate=arch.get("drop_path_rate", 0.1) if drop_path else 0.0)
+        drop_path_rate=arch.get("drop_path_rate", 0.1) if drop_path else 0.0,
+    )
 
 
 def timm_model(name: str, settings: Settings, *, drop_path: bool):
@@ -199,10 +230,12 @@ def flax_label(backend: str, attention: str) -> str:
     return backend if attention == DEFAULT_ATTENTION else f"{backend}[{attention}]"
 
 
-def infer_flax(name: str, precision: str, batch: int, settings: Settings,
-               attention: str = DEFAULT_ATTENTION) -> dict:
-    model = create_model(name, num_classes=NUM_CLASSES, dtype=flax_dtype(precision),
-                         **attention_option(attention))
+def infer_flax(
+    name: str, precision: str, batch: int, settings: Settings, attention: str = DEFAULT_ATTENTION
+) -> dict:
+    model = create_model(
+        name, num_classes=NUM_CLASSES, dtype=flax_dtype(precision), **attention_option(attention)
+    )
     params = init_params(model, 0)
     keys = jax.random.split(jax.random.PRNGKey(1), settings.rotate)
     inputs = [jax.random.normal(k, (batch, IMG_SIZE, IMG_SIZE, 3), jnp.float32) for k in keys]
@@ -211,12 +244,20 @@ def infer_flax(name: str, precision: str, batch: int, settings: Settings,
         fn = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
         compiled = fn.lower(params, inputs[0]).compile()
         lower_compile_s = time.perf_counter() - start
-    timing = measure(lambda i: compiled(params, inputs[i % len(inputs)]), jax_sync,
-                     repeats=settings.repeats, warmup=settings.warmup, min_time=settings.min_time)
+    timing = measure(
+        lambda i: compiled(params, inputs[i % len(inputs)]),
+        jax_sync,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+        min_time=settings.min_time,
+    )
     xla = cost_flops(compiled)
-    return {**summarise(timing, batch), "compile_s": round(lower_compile_s, 3),
-            "params": count_params(params),
-            "xla_flops_per_img": xla / batch if xla else None}
+    return {
+        **summarise(timing, batch),
+        "compile_s": round(lower_compile_s, 3),
+        "params": count_params(params),
+        "xla_flops_per_img": xla / batch if xla else None,
+    }
 
 
 def infer_torch(name: str, precision: str, batch: int, backend: str, settings: Settings) -> dict:
@@ -229,48 +270,80 @@ def infer_torch(name: str, precision: str, batch: int, backend: str, settings: S
         with torch.inference_mode(), torch_autocast(settings, precision):
             return fn(inputs[i % len(inputs)])
 
-    timing = measure(call, torch_sync, repeats=settings.repeats, warmup=settings.warmup,
-                     min_time=settings.min_time)
-    return {**summarise(timing, batch), "params": sum(p.numel() for p in model.parameters()),
-            "timm_fused_attn": timm_fused_attn_in_use(model)}
+    timing = measure(
+        call,
+        torch_sync,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+        min_time=settings.min_time,
+    )
+    return {
+        **summarise(timing, batch),
+        "params": sum(p.numel() for p in model.parameters()),
+        "timm_fused_attn": timm_fused_attn_in_use(model),
+    }
 
 
 # ----------------------------------------------------------------------------- kd
 
 
-def kd_flax(student_name: str, precision: str, batch: int, settings: Settings,
-            pre_resized: bool, attention: str = DEFAULT_ATTENTION) -> dict:
+def kd_flax(
+    student_name: str,
+    precision: str,
+    batch: int,
+    settings: Settings,
+    pre_resized: bool,
+    attention: str = DEFAULT_ATTENTION,
+) -> dict:
     """Our jitted distillation step, exactly as the trainer builds it."""
-    from swin_flax.optim import make_optimizer
-    from swin_flax.sharding import batch_sharded, make_mesh, replicated
+    from swin_flax.data.augment import AugmentConfig
     from swin_flax.settings import LossSettings
-    from swin_flax.train_step import AugmentConfig, create_train_state, make_train_step
+    from swin_flax.training.distributed import batch_sharded, make_mesh, replicated
+    from swin_flax.training.optim import make_optimizer
+    from swin_flax.training.step import create_train_state, make_train_step
 
     dtype = flax_dtype(precision)
-    student = create_model(student_name, num_classes=NUM_CLASSES, dtype=dtype,
-                           **attention_option(attention))
-    teacher = create_model(settings.teacher, num_classes=NUM_CLASSES, dtype=dtype,
-                           **attention_option(attention))
-    tx, schedule = make_optimizer(peak_lr=PEAK_LR, total_steps=10_000, warmup_steps=500,
-                                  weight_decay=WEIGHT_DECAY)
+    student = create_model(
+        student_name, num_classes=NUM_CLASSES, dtype=dtype, **attention_option(attention)
+    )
+    teacher = create_model(
+        settings.teacher, num_classes=NUM_CLASSES, dtype=dtype, **attention_option(attention)
+    )
+    tx, schedule = make_optimizer(
+        peak_lr=PEAK_LR, total_steps=10_000, warmup_steps=500, weight_decay=WEIGHT_DECAY
+    )
     mesh = make_mesh()
     if pre_resized:  # no crop/flip and no resize: gather + normalise at 224 only
-        augment, side, num_images = AugmentConfig(IMG_SIZE, crop_padding=0, flip=False), \
-            IMG_SIZE, batch * settings.rotate
+        augment, side, num_images = (
+            AugmentConfig(IMG_SIZE, crop_padding=0, flip=False),
+            IMG_SIZE,
+            batch * settings.rotate,
+        )
     else:
-        augment, side, num_images = AugmentConfig(IMG_SIZE), DATASET_IMAGE_SIZE, \
-            max(4096, batch * settings.rotate)
+        augment, side, num_images = (
+            AugmentConfig(IMG_SIZE),
+            DATASET_IMAGE_SIZE,
+            max(4096, batch * settings.rotate),
+        )
     step = make_train_step(
-        student=student, teacher=teacher, tx=tx, schedule=schedule,
+        student=student,
+        teacher=teacher,
+        tx=tx,
+        schedule=schedule,
         loss_config=LossSettings(joint="weighted_harmonic", distillation="mse", w_d=W_D, w_s=W_S),
-        total_steps=10_000, augment=augment, mesh=mesh)
+        total_steps=10_000,
+        augment=augment,
+        mesh=mesh,
+    )
 
     rep, data = replicated(mesh), batch_sharded(mesh)
     rng = np.random.default_rng(0)
     images = jax.device_put(rng.integers(0, 256, (num_images, side, side, 3), np.uint8), rep)
     labels = jax.device_put(rng.integers(0, NUM_CLASSES, (num_images,), np.int32), rep)
-    indices = [jax.device_put(rng.permutation(num_images)[:batch].astype(np.int32), data)
-               for _ in range(settings.rotate)]
+    indices = [
+        jax.device_put(rng.permutation(num_images)[:batch].astype(np.int32), data)
+        for _ in range(settings.rotate)
+    ]
     student_params = init_params(student, 0)
     num_params = count_params(student_params)
     state = jax.device_put(create_train_state(student_params, tx), rep)
@@ -280,48 +353,63 @@ def kd_flax(student_name: str, precision: str, batch: int, settings: Settings,
 
     with jax_precision(precision):
         start = time.perf_counter()
-        compiled = step.lower(state, teacher_params, images, labels, indices[0],
-                              base_rng).compile()
+        compiled = step.lower(state, teacher_params, images, labels, indices[0], base_rng).compile()
         lower_compile_s = time.perf_counter() - start
 
     def call(i):
         nonlocal state
-        state, metrics = compiled(state, teacher_params, images, labels,
-                                  indices[i % len(indices)], base_rng)
+        state, metrics = compiled(
+            state, teacher_params, images, labels, indices[i % len(indices)], base_rng
+        )
         return state, metrics
 
-    timing = measure(call, jax_sync, repeats=settings.repeats, warmup=settings.warmup,
-                     min_time=settings.min_time)
+    timing = measure(
+        call, jax_sync, repeats=settings.repeats, warmup=settings.warmup, min_time=settings.min_time
+    )
     _, metrics = call(0)
     loss = float(metrics["loss"])
     xla = cost_flops(compiled)
-    return {**summarise(timing, batch), "compile_s": round(lower_compile_s, 3),
-            "params": num_params, "loss_last": loss, "finite": math.isfinite(loss),
-            "xla_flops_per_img": xla / batch if xla else None}
+    return {
+        **summarise(timing, batch),
+        "compile_s": round(lower_compile_s, 3),
+        "params": num_params,
+        "loss_last": loss,
+        "finite": math.isfinite(loss),
+        "xla_flops_per_img": xla / batch if xla else None,
+    }
 
 
 def weighted_harmonic_torch(l_d, l_s, w_d: float = W_D, w_s: float = W_S):
-    """Paper Eq. 4, (w_d + w_s) / (w_d / L_d + w_s / L_s), written as in swin_flax.losses."""
+    """Paper Eq. 4, (w_d + w_s) / (w_d / L_d + w_s / L_s), written as in swin_flax.training.losses."""
     return (w_d + w_s) * l_d * l_s / (w_d * l_s + w_s * l_d)
 
 
-def kd_torch(student_name: str, precision: str, batch: int, backend: str,
-             settings: Settings) -> dict:
+def kd_torch(
+    student_name: str, precision: str, batch: int, backend: str, settings: Settings
+) -> dict:
     """The same step in PyTorch: frozen teacher (eval, no_grad), student in train mode,
     MSE + CE joined by the weighted harmonic mean, AdamW (decay on weight matrices only),
-    torch, F = torch_modules().torch, torch_modules().F
     warmup-cosine LR, gradient norm as a metric. Input: a pre-made 224 float batch."""
+    torch, F = torch_modules().torch, torch_modules().F
     device = settings.torch_device
     teacher = timm_model(settings.teacher, settings, drop_path=False).eval()
     teacher.requires_grad_(False)
     student = timm_model(student_name, settings, drop_path=True).train()
 
-    decay = [p for n, p in student.named_parameters()
-             if p.ndim > 1 and not n.endswith("relative_position_bias_table")]
-    no_decay = [p for n, p in student.named_parameters()
-                if not (p.ndim > 1 and not n.endswith("relative_position_bias_table"))]
-    groups = [{"params": decay, "weight_decay": WEIGHT_DECAY},
-              {"params": no_decay, "weight_decay": 0.0}]
+    decay = [
+        p
+        for n, p in student.named_parameters()
+        if p.ndim > 1 and not n.endswith("relative_position_bias_table")
+    ]
+    no_decay = [
+        p
+        for n, p in student.named_parameters()
+        if not (p.ndim > 1 and not n.endswith("relative_position_bias_table"))
+    ]
+    groups = [
+        {"params": decay, "weight_decay": WEIGHT_DECAY},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     try:
         optimizer = torch.optim.AdamW(groups, lr=PEAK_LR, fused=True)
         fused = True
@@ -352,8 +440,10 @@ def kd_torch(student_name: str, precision: str, batch: int, backend: str,
     params = [p for p in student.parameters()]
     inputs = [torch_images(settings, batch, seed) for seed in range(settings.rotate)]
     g = torch.Generator().manual_seed(0)
-    labels = [torch.randint(0, NUM_CLASSES, (batch,), generator=g).to(device)
-              for _ in range(settings.rotate)]
+    labels = [
+        torch.randint(0, NUM_CLASSES, (batch,), generator=g).to(device)
+        for _ in range(settings.rotate)
+    ]
 
     def call(i):
         loss, accuracy = forward_loss_fn(inputs[i % len(inputs)], labels[i % len(labels)])
@@ -364,12 +454,22 @@ def kd_torch(student_name: str, precision: str, batch: int, backend: str,
         scheduler.step()
         return loss.detach(), accuracy, grad_norm
 
-    timing = measure(call, torch_sync, repeats=settings.repeats, warmup=settings.warmup,
-                     min_time=settings.min_time)
+    timing = measure(
+        call,
+        torch_sync,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+        min_time=settings.min_time,
+    )
     loss = float(call(0)[0])
-    return {**summarise(timing, batch), "params": sum(p.numel() for p in params),
-            "loss_last": loss, "finite": math.isfinite(loss), "adamw_fused": fused,
-            "timm_fused_attn": timm_fused_attn_in_use(student)}
+    return {
+        **summarise(timing, batch),
+        "params": sum(p.numel() for p in params),
+        "loss_last": loss,
+        "finite": math.isfinite(loss),
+        "adamw_fused": fused,
+        "timm_fused_attn": timm_fused_attn_in_use(student),
+    }
 
 
 # ----------------------------------------------------------------------------- input, flops
@@ -380,10 +480,13 @@ def input_flax(precision: str, batch: int, settings: Settings) -> dict:
     dtype = flax_dtype(precision)
     rng = np.random.default_rng(0)
     num_images = max(4096, batch * settings.rotate)
-    images = jnp.asarray(rng.integers(0, 256, (num_images, DATASET_IMAGE_SIZE,
-                                               DATASET_IMAGE_SIZE, 3), np.uint8))
-    indices = [jnp.asarray(rng.permutation(num_images)[:batch].astype(np.int32))
-               for _ in range(settings.rotate)]
+    images = jnp.asarray(
+        rng.integers(0, 256, (num_images, DATASET_IMAGE_SIZE, DATASET_IMAGE_SIZE, 3), np.uint8)
+    )
+    indices = [
+        jnp.asarray(rng.permutation(num_images)[:batch].astype(np.int32))
+        for _ in range(settings.rotate)
+    ]
     keys = jax.random.split(jax.random.PRNGKey(0), settings.rotate)
 
     def path(images, idx, key):
@@ -393,18 +496,27 @@ def input_flax(precision: str, batch: int, settings: Settings) -> dict:
         start = time.perf_counter()
         compiled = jax.jit(path).lower(images, indices[0], keys[0]).compile()
         lower_compile_s = time.perf_counter() - start
-    timing = measure(lambda i: compiled(images, indices[i % len(indices)], keys[i % len(keys)]),
-                     jax_sync, repeats=settings.repeats, warmup=settings.warmup,
-                     min_time=settings.min_time)
+    timing = measure(
+        lambda i: compiled(images, indices[i % len(indices)], keys[i % len(keys)]),
+        jax_sync,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+        min_time=settings.min_time,
+    )
     xla = cost_flops(compiled)
-    return {**summarise(timing, batch), "compile_s": round(lower_compile_s, 3),
-            "xla_flops_per_img": xla / batch if xla else None}
+    return {
+        **summarise(timing, batch),
+        "compile_s": round(lower_compile_s, 3),
+        "xla_flops_per_img": xla / batch if xla else None,
+    }
 
 
 def flops_crosscheck(name: str) -> dict:
     """Analytic forward FLOPs vs XLA cost analysis (fp32, batch 1) vs torch FlopCounterMode."""
-    out = {"analytic_macs": swin_forward_macs(**preset(name)),
-           "analytic_flops": forward_flops(name)}
+    out = {
+        "analytic_macs": swin_forward_macs(**preset(name)),
+        "analytic_flops": forward_flops(name),
+    }
     model = create_model(name, num_classes=NUM_CLASSES)
     params = init_params(model, 0)
     x = jnp.zeros((1, IMG_SIZE, IMG_SIZE, 3), jnp.float32)
@@ -423,8 +535,9 @@ def flops_crosscheck(name: str) -> dict:
     return out
 
 
-def environment(settings: Settings, torch_config: dict | None,
-                cpu_threads: int | None = None) -> dict:
+def environment(
+    settings: Settings, torch_config: dict | None, cpu_threads: int | None = None
+) -> dict:
     def version(module):
         return getattr(module, "__version__", None) if module is not None else None
 
@@ -437,16 +550,28 @@ def environment(settings: Settings, torch_config: dict | None,
     env = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host": platform.node(), "python": platform.python_version(),
-        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpu_threads": cpu_threads,
-        "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_threads": cpu_threads,
+        "cpu_affinity": sorted(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
         else None,
-        "jax_backend": settings.platform, "jax_device_kind": device.device_kind,
+        "jax_backend": settings.platform,
+        "jax_device_kind": device.device_kind,
         "jax_devices": len(jax.devices()),
-        "versions": {"jax": jax.__version__, "jaxlib": version(sys.modules.get("jaxlib")),
-                     "flax": flax.__version__, "optax": optax.__version__,
-                     "numpy": np.__version__, "torch": version(torch), "timm": version(tm.timm)},
-        "torch_device": settings.torch_device, "torch_import_error": tm.error,
+        "versions": {
+            "jax": jax.__version__,
+            "jaxlib": version(sys.modules.get("jaxlib")),
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "numpy": np.__version__,
+            "torch": version(torch),
+            "timm": version(tm.timm),
+        },
+        "torch_device": settings.torch_device,
+        "torch_import_error": tm.error,
         "torch_config": torch_config,
         "xla_env": {k: v for k, v in os.environ.items() if k.startswith(("XLA_", "JAX_"))},
         "git_commit": git_commit(),
@@ -456,10 +581,10 @@ def environment(settings: Settings, torch_config: dict | None,
             "torch TF32 off for matmul and cuDNN, float32_matmul_precision='highest'). "
             "bf16: bf16 compute with float32 parameters on both sides (Flax dtype=bfloat16 "
             "with float32 params; torch AMP autocast bf16 with float32 params). "
-            f"torch channels_last={settings.channels_last}."),
+            f"torch channels_last={settings.channels_last}."
+        ),
     }
     if torch is not None and settings.torch_device == "cuda":
         env["torch_cuda_device"] = torch.cuda.get_device_name(0)
         env["torch_cuda"] = torch.version.cuda
     return env
-

@@ -26,8 +26,9 @@ def get_config(arg=None):
     source, budget = args.get("source", "folder"), args.get("budget", "cpu")
     student = args.get("student", "n")
     if source not in ("folder", "tfds") or budget not in ("cpu", "gpu") or student not in "nm":
-        raise UserInputError(f"expected source=folder|tfds, budget=cpu|gpu, student=n|m; "
-                             f"got {arg!r}")
+        raise UserInputError(
+            f"expected source=folder|tfds, budget=cpu|gpu, student=n|m; got {arg!r}"
+        )
     patch = "_p4" if budget == "cpu" else ""
     c = common.get_base_config()
     c.data.name = "cifar10"

@@ -65,7 +65,8 @@ def parse_args(arg: str | None, allowed: tuple[str, ...] = ("smoke",)) -> dict:
             raise UserInputError(
                 f"unknown config argument {key!r} in ':{arg}'"
                 + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                + f"; this config accepts: {', '.join(allowed)}")
+                + f"; this config accepts: {', '.join(allowed)}"
+            )
         out[key] = value.strip() if sep else True
     return out
 

@@ -35,7 +35,8 @@ W_DS = (1.0, 5.0, 13.0, 20.0)
 
 def get_config(arg=None):
     args = common.parse_args(
-        arg, allowed=("table", "student", "teacher", "alpha", "interval", "w_d", "smoke"))
+        arg, allowed=("table", "student", "teacher", "alpha", "interval", "w_d", "smoke")
+    )
     table = str(args.get("table", "IX")).upper()
     if table not in TABLES:
         raise UserInputError(f"table must be one of {TABLES}, got {table!r}")
@@ -56,10 +57,10 @@ def get_config(arg=None):
         c.runs = "random+kd"
         d.joint, d.alpha, d.epochs = "arithmetic", common.number_arg(args, "alpha", 0.25), 30
         if "alpha" not in args:  # the whole table: students x alpha
-            students = ([c.student.model] if "student" in args or args.get("smoke")
-                        else list(STUDENTS))
-            c.sweep = "; ".join(f"student.model={m},alpha={a:g}" for m in students
-                                for a in ALPHAS)
+            students = (
+                [c.student.model] if "student" in args or args.get("smoke") else list(STUDENTS)
+            )
+            c.sweep = "; ".join(f"student.model={m},alpha={a:g}" for m in students for a in ALPHAS)
     elif table == "V":  # the tuned arithmetic loss, full 60 epochs
         c.runs = "random+kd"
         d.joint, d.alpha = "arithmetic", 0.25
@@ -68,8 +69,9 @@ def get_config(arg=None):
         c.runs = "random+kd"
         d.joint, d.alpha_start, d.alpha_end = "linear_alpha", start, end
         if "interval" not in args:  # the whole table: one row per interval
-            c.sweep = "; ".join("alpha_start={:g},alpha_end={:g}".format(*interval_arg(i))
-                                for i in INTERVALS)
+            c.sweep = "; ".join(
+                "alpha_start={:g},alpha_end={:g}".format(*interval_arg(i)) for i in INTERVALS
+            )
     elif table == "VII":  # weighted harmonic mean, w_s = 1
         c.runs = "random+kd"
         d.joint, d.w_d, d.w_s = "weighted_harmonic", common.number_arg(args, "w_d", 13.0), 1.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from swin_flax.errors import USER_ERRORS, RunPreempted
 

@@ -60,4 +60,8 @@ class RunPreempted(Exception):
 # What an entry point prints as one line (the UserInputError family included). OSError:
 # a missing file, a full disk or a read-only directory; its message names the path.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    UserInputError, OSError, DatasetUnavailableError, TrainingDivergedError)
+    UserInputError,
+    OSError,
+    DatasetUnavailableError,
+    TrainingDivergedError,
+)

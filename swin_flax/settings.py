@@ -6,7 +6,7 @@ defaults, experiment configs override them, and the pipeline turns the config ba
 these dataclasses with `RunSettings.from_config` (`Cls(**section)`): an unknown key is an
 error with a "did you mean" hint, a value out of range an error that says what was
 expected, all of them together. Adding a loss option is one field in `LossSettings`
-plus its use in `swin_flax.losses`.
+plus its use in `swin_flax.training.losses`.
 
 Batch size and augmentation are not given in the paper: the defaults below are our
 choices (batch 128, random crop with 4-pixel padding at 32x32, horizontal flip).
@@ -17,18 +17,25 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from swin_flax.errors import UserInputError
 
 
-def option(default, check: Callable[[Any], bool] | None = None, expected: str = "", *,
-           resumable: bool = False):
+def option(
+    default,
+    check: Callable[[Any], bool] | None = None,
+    expected: str = "",
+    *,
+    resumable: bool = False,
+):
     """A field with its valid range (`check`, described by `expected`) and whether a stage
     may resume with another value (the optimisation knobs that rescue a diverged run,
     and where the data is stored)."""
-    return dataclasses.field(default=default, metadata={
-        "check": check, "expected": expected, "resumable": resumable})
+    return dataclasses.field(
+        default=default, metadata={"check": check, "expected": expected, "resumable": resumable}
+    )
 
 
 def finite(test: Callable[[float], bool]) -> Callable[[Any], bool]:
@@ -47,8 +54,9 @@ class DataSettings:
     data_dir: str = option("", resumable=True)  # TFDS data_dir ('' = ~/tensorflow_datasets)
     download: bool = option(True, resumable=True)  # download and prepare when missing
     root: str = option("", resumable=True)  # image_folder: root/<split>/<class>/*.jpg
-    stored_size: int = option(0, lambda v: v >= 0, "0 (keep the stored size) or a side in "
-                              "pixels")  # resize stored images (needed for mixed sizes)
+    stored_size: int = option(
+        0, lambda v: v >= 0, "0 (keep the stored size) or a side in pixels"
+    )  # resize stored images (needed for mixed sizes)
     skip_bad_images: bool = False  # image_folder: skip unreadable files (listed) instead of failing
     train_split: str = "train"
     test_split: str = "test"
@@ -85,15 +93,19 @@ class OptimSettings:
 
     epochs: float = option(60.0, finite(lambda v: v > 0), "a finite number of epochs > 0")
     batch_size: int = option(128, lambda v: v >= 1, "an int >= 1")
-    peak_lr: float = option(2e-4, finite(lambda v: v > 0), "a finite learning rate > 0",
-                            resumable=True)
+    peak_lr: float = option(
+        2e-4, finite(lambda v: v > 0), "a finite learning rate > 0", resumable=True
+    )
     warmup_epochs: float = option(5.0, finite(lambda v: v >= 0), "a number of epochs >= 0")
-    weight_decay: float = option(0.01, finite(lambda v: v >= 0), "a finite number >= 0",
-                                 resumable=True)
-    end_lr: float = option(0.0, finite(lambda v: v >= 0), "a finite learning rate >= 0",
-                           resumable=True)
-    grad_clip_norm: float = option(0.0, finite(lambda v: v >= 0),
-                                   "0 (no clipping) or a norm > 0", resumable=True)
+    weight_decay: float = option(
+        0.01, finite(lambda v: v >= 0), "a finite number >= 0", resumable=True
+    )
+    end_lr: float = option(
+        0.0, finite(lambda v: v >= 0), "a finite learning rate >= 0", resumable=True
+    )
+    grad_clip_norm: float = option(
+        0.0, finite(lambda v: v >= 0), "0 (no clipping) or a norm > 0", resumable=True
+    )
 
 
 _UNIT = (finite(lambda v: 0 <= v <= 1), "a weight in [0, 1]")
@@ -105,8 +117,10 @@ class LossSettings:
     the labels alone, without a teacher (fine-tuning, baselines)."""
 
     label_smoothing: float = option(0.0, finite(lambda v: 0 <= v < 1), "a fraction in [0, 1)")
-    joint: str = option("weighted_harmonic", *one_of(
-        "arithmetic", "linear_alpha", "harmonic", "weighted_harmonic", "hard_only"))
+    joint: str = option(
+        "weighted_harmonic",
+        *one_of("arithmetic", "linear_alpha", "harmonic", "weighted_harmonic", "hard_only"),
+    )
     distillation: str = option("mse", *one_of("mse", "kl"))  # mse is the paper's
     temperature: float = option(1.0, finite(lambda v: v > 0), "a finite temperature > 0")  # kl
     alpha: float = option(0.25, *_UNIT)  # arithmetic: weight of the hard-label loss (Table IV)
@@ -130,32 +144,33 @@ class FinetuneSettings(OptimSettings):
 
 @dataclasses.dataclass(frozen=True)
 class DistillSettings(LossSettings, OptimSettings):
-    # Where the teacher's logits come from (swin_flax/logit_cache.py): live = the teacher
+    # Where the teacher's logits come from (swin_flax/training/teacher_logits.py): live = the teacher
     # runs every step; record = run it and store its logits in WORKDIR/teacher_logits
     # (steps already stored are read); cached = read the stored ones (missing steps run
     # live); auto = record when several students of this run read the same logits (same
     # seed and batch schedule), read a matching recording if there is one, else live.
-    teacher_logits: str = option("auto", *one_of("live", "record", "cached", "auto"),
-                                 resumable=True)
+    teacher_logits: str = option(
+        "auto", *one_of("live", "record", "cached", "auto"), resumable=True
+    )
     # auto = the teacher's compute dtype (exact); narrower rounds (record trains on the
     # rounded logits too, so the cache is exact to the recording run, not to live)
-    teacher_logits_dtype: str = option("auto", *one_of("auto", "float32", "bfloat16",
-                                                       "float16"))
+    teacher_logits_dtype: str = option("auto", *one_of("auto", "float32", "bfloat16", "float16"))
 
     def loss(self) -> LossSettings:
-        return LossSettings(**{f.name: getattr(self, f.name)
-                               for f in dataclasses.fields(LossSettings)})
+        return LossSettings(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(LossSettings)}
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
     batch_size: int = option(256, lambda v: v >= 1, "an int >= 1")
-    throughput_batch_size: int = option(64, lambda v: v >= 0,
-                                        "0 (no throughput) or a batch size")
+    throughput_batch_size: int = option(64, lambda v: v >= 0, "0 (no throughput) or a batch size")
     throughput_repeats: int = option(10, lambda v: v >= 1, "an int >= 1")
     # >0: test top-1 every this many epochs (metrics.jsonl 'eval_top1', TensorBoard, plots)
-    every_epochs: float = option(0.0, finite(lambda v: v >= 0), "0 (only at the end) or "
-                                 "a number of epochs")
+    every_epochs: float = option(
+        0.0, finite(lambda v: v >= 0), "0 (only at the end) or a number of epochs"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,13 +179,20 @@ class LoopSettings:
     checkpoint_every_steps: int = option(500, lambda v: v >= 1, "an int >= 1")
     keep_checkpoints: int = option(3, lambda v: v >= 1, "an int >= 1")
     progress_bar: bool = True
-    stop_after_steps: int = option(0, lambda v: v >= 0,
-                                   "0 or a step count")  # >0: stop each stage early (tests)
+    stop_after_steps: int = option(
+        0, lambda v: v >= 0, "0 or a step count"
+    )  # >0: stop each stage early (tests)
 
 
-SECTIONS = {"data": DataSettings, "teacher": TeacherSettings, "finetune": FinetuneSettings,
-            "student": StudentSettings, "distill": DistillSettings, "eval": EvalSettings,
-            "loop": LoopSettings}
+SECTIONS = {
+    "data": DataSettings,
+    "teacher": TeacherSettings,
+    "finetune": FinetuneSettings,
+    "student": StudentSettings,
+    "distill": DistillSettings,
+    "eval": EvalSettings,
+    "loop": LoopSettings,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,14 +204,20 @@ class RunSettings:
     runs: str = "transfer+kd"
     # '0,1,2': every student variant once per seed, against one teacher (trained with `seed`);
     # '' = once, with `seed`.
-    seeds: str = option("", lambda v: all(p.strip().isdigit() for p in v.split(",") if p.strip()),
-                        "comma-separated ints >= 0, e.g. '0,1,2'")
+    seeds: str = option(
+        "",
+        lambda v: all(p.strip().isdigit() for p in v.split(",") if p.strip()),
+        "comma-separated ints >= 0, e.g. '0,1,2'",
+    )
     # Rows of one table in one workdir, e.g. 'alpha=0,0.25,0.5' or, several keys a row,
     # 'alpha_start=0,alpha_end=0.5; alpha_start=0.5,alpha_end=1' (keys of distill, or
     # student.model): every row trains each variant per seed against the one teacher, in
-    # its own stage (swin_flax/sweeps.py). '' = one row, the settings as they are.
-    sweep: str = option("", lambda v: isinstance(v, str) and (not v.strip() or "=" in v),
-                        "'' or rows such as 'alpha=0,0.25' or 'w_d=1; w_d=13'")
+    # its own stage (swin_flax/pipeline/sweeps.py). '' = one row, the settings as they are.
+    sweep: str = option(
+        "",
+        lambda v: isinstance(v, str) and (not v.strip() or "=" in v),
+        "'' or rows such as 'alpha=0,0.25' or 'w_d=1; w_d=13'",
+    )
     evaluate_teacher: bool = True
     data: DataSettings = DataSettings()
     teacher: TeacherSettings = TeacherSettings()
@@ -207,10 +235,14 @@ class RunSettings:
         values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
         problems = _unknown_keys(values, cls)
         if problems:
-            raise UserInputError("unknown config keys: " + ", ".join(problems)
-                                 + ". Valid keys are declared in swin_flax/settings.py.")
-        sections = {name: kind(**_normalised(kind, values.get(name, {})))
-                    for name, kind in SECTIONS.items()}
+            raise UserInputError(
+                "unknown config keys: "
+                + ", ".join(problems)
+                + ". Valid keys are declared in swin_flax/settings.py."
+            )
+        sections = {
+            name: kind(**_normalised(kind, values.get(name, {}))) for name, kind in SECTIONS.items()
+        }
         top = {k: v for k, v in values.items() if k not in SECTIONS}
         settings = cls(**_normalised(cls, top), **sections)
         problems = range_problems(settings) if check_ranges else []
@@ -231,8 +263,12 @@ def default_config_dict() -> dict:
 
 def resumable_keys() -> frozenset[str]:
     """Dotted keys a stage may resume with changed (the rest of its fingerprint is locked)."""
-    return frozenset(f"{name}.{f.name}" for name, kind in SECTIONS.items()
-                     for f in dataclasses.fields(kind) if f.metadata.get("resumable"))
+    return frozenset(
+        f"{name}.{f.name}"
+        for name, kind in SECTIONS.items()
+        for f in dataclasses.fields(kind)
+        if f.metadata.get("resumable")
+    )
 
 
 def range_problems(settings: RunSettings) -> list[str]:
@@ -242,8 +278,7 @@ def range_problems(settings: RunSettings) -> list[str]:
             check = f.metadata.get("check")
             value = getattr(obj, f.name)
             if check is not None and not check(value):
-                problems.append(f"{prefix}{f.name} must be {f.metadata['expected']}, "
-                                f"got {value!r}")
+                problems.append(f"{prefix}{f.name} must be {f.metadata['expected']}, got {value!r}")
     return problems
 
 
@@ -259,8 +294,9 @@ def _unknown_keys(values: dict, cls) -> list[str]:
         for key in section:
             if key not in known:
                 hint = difflib.get_close_matches(key, known, n=1)
-                problems.append(f"{prefix}{key}" + (f" (did you mean {prefix}{hint[0]}?)"
-                                                    if hint else ""))
+                problems.append(
+                    f"{prefix}{key}" + (f" (did you mean {prefix}{hint[0]}?)" if hint else "")
+                )
             elif prefix == "" and key in SECTIONS and isinstance(section[key], dict):
                 check(section[key], SECTIONS[key], f"{key}.")
 
@@ -271,5 +307,8 @@ def _unknown_keys(values: dict, cls) -> list[str]:
 def _normalised(kind, section: dict) -> dict:
     """Lists from JSON or the command line become tuples, as the dataclasses declare."""
     names = set(_field_names(kind))
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()
-            if k in names and k not in SECTIONS}
+    return {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in section.items()
+        if k in names and k not in SECTIONS
+    }

@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_script(*args, timeout=600):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -36,27 +37,48 @@ assert "jax" not in sys.modules or {jax_ok}, "imported jax"
 """
 
 
-@pytest.mark.parametrize("module, jax_ok", [
-    ("benchmarks.common", False),  # shared: not even jax (a CLI pins threads before jax starts)
-    ("benchmarks.workloads", True),
-    ("benchmarks.throughput", True),
-    ("benchmarks.roofline", True),
-    ("benchmarks.attention_variants", True),
-    ("benchmarks.profile_kernels", True),
-])
+@pytest.mark.parametrize(
+    "module, jax_ok",
+    [
+        ("benchmarks.common", False),  # shared: not even jax (a CLI pins threads before jax starts)
+        ("benchmarks.workloads", True),
+        ("benchmarks.throughput", True),
+        ("benchmarks.roofline", True),
+        ("benchmarks.attention_variants", True),
+        ("benchmarks.profile_kernels", True),
+    ],
+)
 def test_importing_a_benchmark_module_has_no_side_effects(module, jax_ok):
-    result = subprocess.run([sys.executable, "-c", IMPORT_CHECK.format(module=module,
-                                                                         jax_ok=jax_ok)],
-                            cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_CHECK.format(module=module, jax_ok=jax_ok)],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_throughput_script_measures_flax_and_timm_and_writes_json(tmp_path):
     out = tmp_path / "cpu.json"
-    run_script("benchmarks/throughput.py", "--models", "swin_n", "--parts", "infer,input",
-               "--backends", "flax,torch_eager", "--batch-size", "1", "--repeats", "2",
-               "--warmup", "0", "--json", str(out))
+    run_script(
+        "benchmarks/throughput.py",
+        "--models",
+        "swin_n",
+        "--parts",
+        "infer,input",
+        "--backends",
+        "flax,torch_eager",
+        "--batch-size",
+        "1",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+        str(out),
+    )
     rows = {(r["part"], r["backend"]): r for r in json.loads(out.read_text())["results"]}
     assert set(rows) == {("infer", "flax"), ("infer", "torch_eager"), ("input", "flax")}
     for key in (("infer", "flax"), ("infer", "torch_eager")):
@@ -76,28 +98,42 @@ def test_throughput_script_measures_flax_and_timm_and_writes_json(tmp_path):
 
 
 def test_kernel_profile_reads_back_the_trace(tmp_path):
-    out = run_script("benchmarks/profile_kernels.py", "--model", "swin_n", "--batch-size", "1",
-                     "--calls", "1", "--precision", "fp32", "--top", "5",
-                     "--trace-dir", str(tmp_path / "trace"))
+    out = run_script(
+        "benchmarks/profile_kernels.py",
+        "--model",
+        "swin_n",
+        "--batch-size",
+        "1",
+        "--calls",
+        "1",
+        "--precision",
+        "fp32",
+        "--top",
+        "5",
+        "--trace-dir",
+        str(tmp_path / "trace"),
+    )
     summary = out.split("ms of kernels per call")[1]
-    shares = {line.split()[0]: float(line.split()[3].rstrip("%"))
-              for line in summary.splitlines()[1:] if line.strip().endswith("%")
-              and not line.strip()[0].isdigit()}
+    shares = {
+        line.split()[0]: float(line.split()[3].rstrip("%"))
+        for line in summary.splitlines()[1:]
+        if line.strip().endswith("%") and not line.strip()[0].isdigit()
+    }
     assert "gemm" in shares and 99.0 <= sum(shares.values()) <= 101.0
 
 
 def test_roofline_traffic_model_counts_swin_t_by_hand():
     sys.path.insert(0, str(ROOT))
     from benchmarks.roofline import ceiling, forward_traffic_elements
-    from swin_flax.registry import preset
+    from swin_flax.model.presets import preset
 
     elements = forward_traffic_elements(**preset("swin_t"))
     # 26C per token and block; tokens 56^2, 28^2, 14^2, 7^2; channels 96..768; depths 2,2,6,2.
-    assert elements["blocks"] == 26 * (2 * 3136 * 96 + 2 * 784 * 192 + 6 * 196 * 384
-                                       + 2 * 49 * 768)
+    assert elements["blocks"] == 26 * (2 * 3136 * 96 + 2 * 784 * 192 + 6 * 196 * 384 + 2 * 49 * 768)
     # 4 h N per token and block: logits and weights, each written and read once.
-    assert elements["attention_matrices"] == 4 * 49 * (2 * 3136 * 3 + 2 * 784 * 6
-                                                       + 6 * 196 * 12 + 2 * 49 * 24)
+    assert elements["attention_matrices"] == 4 * 49 * (
+        2 * 3136 * 3 + 2 * 784 * 6 + 6 * 196 * 12 + 2 * 49 * 24
+    )
     bound = ceiling(flops=1e9, traffic=1e7, peak_tflops=1000.0, bandwidth_tbs=2.0)
     assert bound["compute_us"] == pytest.approx(1.0) and bound["memory_us"] == pytest.approx(5.0)
     assert bound["mfu_ceiling"] == pytest.approx(0.2)
@@ -145,8 +181,11 @@ KERNEL_NAME_CLASSES = [
     ("aten::index", "copy/transpose"),
     ("aten::copy_", "copy/transpose"),
     ("aten::roll", "copy/transpose"),
-    ("void at::native::unrolled_elementwise_kernel<at::native::CUDAFunctor_add<float>, "
-     "at::detail::Array<char*, 3>>", "elementwise"),
+    (
+        "void at::native::unrolled_elementwise_kernel<at::native::CUDAFunctor_add<float>, "
+        "at::detail::Array<char*, 3>>",
+        "elementwise",
+    ),
 ]
 
 

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from swin_flax import errors, registry
+from swin_flax import errors
 from swin_flax.errors import DatasetUnavailableError
+from swin_flax.model import presets
 
 
 def is_user_error(err: BaseException) -> bool:
@@ -18,7 +19,7 @@ def _caught(fn):
 
 
 def test_value_error_from_our_checks_is_the_users():
-    err = _caught(lambda: registry.create_model("swin_q"))
+    err = _caught(lambda: presets.create_model("swin_q"))
     assert isinstance(err, ValueError) and "unknown model name" in str(err)
     assert is_user_error(err)
 

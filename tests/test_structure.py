@@ -1,29 +1,67 @@
-"""The package's layering: no import cycle, function-level imports included."""
+"""The package's architecture, enforced: layer order, no import cycle, small modules, a test
+file for every module, and the README's layout map in step with the tree."""
 
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "swin_flax"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "swin_flax"
+MAX_MODULE_LINES = 400
+
+# Bottom-up: a module may import its own package and the layers below it, never above.
+# `deploy` sits below `training` so that it can never import training or the pipeline
+# (an exported model needs neither); the pipeline may use deploy.
+LAYERS = [
+    {"errors"},
+    {"_optional", "_files", "cli"},
+    {"settings"},
+    {"model"},
+    {"weights"},
+    {"data"},
+    {"deploy"},
+    {"training"},
+    {"pipeline"},
+]
 
 
-def imports_of(path: Path) -> set[str]:
+def layer_of(module: str) -> int:
+    """`swin_flax.training.loop` -> the index of `training` in LAYERS."""
+    top = module.split(".")[1]
+    for index, names in enumerate(LAYERS):
+        if top in names:
+            return index
+    raise AssertionError(f"{module} belongs to no layer: add its package to LAYERS")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
     """The swin_flax modules `path` imports anywhere in its body (functions included)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("swin_flax.")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "swin_flax":  # from swin_flax import data, losses
-                found |= {f"swin_flax.{a.name}" for a in node.names
-                          if (PACKAGE / f"{a.name}.py").exists()}
-            elif node.module.startswith("swin_flax."):
-                found.add(node.module)
-    return found
+            if node.module == "swin_flax" or node.module.startswith("swin_flax."):
+                # `from swin_flax.training import losses` imports a module, `from
+                # swin_flax.training.losses import cross_entropy` a name of one.
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    found.add(sub if sub in known else node.module)
+    return found & known
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = {f"swin_flax.{p.stem}": p for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-    return {name: imports_of(path) & set(modules) for name, path in modules.items()}
+    modules = package_modules()
+    known = set(modules)
+    return {name: imports_of(path, known) - {name} for name, path in modules.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -33,7 +71,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt]
+                return trail[trail.index(nxt) :] + [nxt] if nxt in trail else [node, nxt]
             if nxt not in state:
                 cycle = visit(nxt, trail + [nxt])
                 if cycle:
@@ -49,14 +87,61 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """'a imports b' for every import of a higher layer (package __init__s re-export
+    their own package only, so they are held to the same rule; the top-level
+    swin_flax/__init__.py is the public API and may import any layer)."""
+    bad = []
+    for module, imported in graph.items():
+        if module == "swin_flax":
+            continue
+        for other in imported:
+            if other != "swin_flax" and layer_of(other) > layer_of(module):
+                bad.append(f"{module} imports {other}")
+    return sorted(bad)
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_layer_check_finds_an_upward_import():
+    graph = {"swin_flax.model.swin": {"swin_flax.training.loop"}, "swin_flax.training.loop": set()}
+    assert layer_violations(graph) == ["swin_flax.model.swin imports swin_flax.training.loop"]
+    assert layer_violations({"swin_flax.training.loop": {"swin_flax.model.swin"}}) == []
 
 
 def test_swin_flax_has_no_import_cycle():
     assert find_cycle(import_graph()) is None
 
 
+def test_every_package_imports_only_the_layers_below_it():
+    assert layer_violations(import_graph()) == []
+
+
+def test_deployment_never_imports_training_or_the_pipeline():
+    graph = import_graph()
+    deploy = {m: deps for m, deps in graph.items() if m.startswith("swin_flax.deploy")}
+    assert deploy, "no deploy modules found"
+    for module, deps in deploy.items():
+        assert not {d for d in deps if d.split(".")[1:2] in (["training"], ["pipeline"])}, module
+
+
 def test_errors_imports_nothing_of_ours():
     assert import_graph()["swin_flax.errors"] == set()
+
+
+def test_no_module_is_over_the_line_limit():
+    long = {
+        name: n
+        for name, path in package_modules().items()
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}, f"split these modules (limit {MAX_MODULE_LINES} lines): {long}"
+
+
+def expected_test_file(module: str) -> Path:
+    """swin_flax.training.loop -> tests/training/test_loop.py; swin_flax.cli -> tests/test_cli.py."""
+    parts = module.split(".")[1:]
+    return ROOT / "tests" / Path(*parts[:-1]) / f"test_{parts[-1].lstrip('_')}.py"

@@ -1,0 +1,119 @@
+"""On-device image preprocessing: pure jax functions that run inside the jitted step.
+
+Small data sets (CIFAR: 50,000 x 32x32x3 uint8, 150 MB) live on the accelerator. The
+train step gathers a batch of uint8 images by index and calls `augment_batch`, so
+cropping, flipping, the 32 -> 224 resize and normalisation happen on the device and the
+host never limits throughput. Everything here is a function of its inputs and an rng
+key: no Python randomness, no side effects, so a resumed run reproduces the same
+augmented batches and the functions work under `jax.jit` with a batch sharded across
+devices (all operations are per image and elementwise along the batch axis).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+# timm's IMAGENET_DEFAULT_MEAN / IMAGENET_DEFAULT_STD: the statistics the pretrained
+# Swin weights were trained with, so fine-tuning must normalise with them too.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(images_uint8: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+    """uint8 [0, 255] -> float32 `(x / 255 - mean) / std`, per channel (last axis)."""
+    mean = jnp.asarray(mean, jnp.float32)
+    std = jnp.asarray(std, jnp.float32)
+    return (images_uint8.astype(jnp.float32) / 255.0 - mean) / std
+
+
+def resize(images: jax.Array, out_size: int) -> jax.Array:
+    """Bilinear resize of a (B, H, W, C) batch to (B, out_size, out_size, C).
+
+    `jax.image.resize` already evaluates a separable resize as two small matrix
+    contractions, so a hand-written factor-7 formulation gains nothing: on an H100 the
+    whole `augment_batch` of 256 images, 32 -> 224, took about 0.5 ms with either
+    (identical outputs), negligible next to the model. It uses half-pixel centres, like
+    PIL and torch's `align_corners=False`.
+    """
+    batch, height, width, channels = images.shape
+    if (height, width) == (out_size, out_size):
+        return images
+    return jax.image.resize(images, (batch, out_size, out_size, channels), "bilinear")
+
+
+def random_crop(images: jax.Array, rng: jax.Array, padding: int) -> jax.Array:
+    """Per-image random crop at the input size after zero-padding each side by `padding`.
+
+    The classic CIFAR augmentation: shifts each image by up to `padding` pixels. One
+    vmapped `dynamic_slice` per batch, no Python loop, so the cost does not grow with
+    the trace.
+    """
+    if padding == 0:
+        return images
+    batch, height, width, channels = images.shape
+    padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    offsets = jax.random.randint(rng, (batch, 2), 0, 2 * padding + 1)
+
+    def crop_one(image, offset):
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
+
+    return jax.vmap(crop_one)(padded, offsets)
+
+
+def random_flip(images: jax.Array, rng: jax.Array) -> jax.Array:
+    """Mirror each image left-right with probability 1/2."""
+    flip = jax.random.bernoulli(rng, 0.5, (images.shape[0],))
+    return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
+
+
+def augment_batch(
+    images_uint8: jax.Array,
+    rng: jax.Array,
+    *,
+    out_size: int,
+    crop_padding: int = 4,
+    flip: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    dtype: Any = jnp.float32,
+) -> jax.Array:
+    """Training view of a (B, H, W, 3) uint8 batch: crop, flip, resize, normalise.
+
+    Crop and flip act at the native resolution (cheap, and the same pixels as the
+    standard CIFAR recipe); normalisation comes before the resize because a bilinear
+    resize is an average with weights that sum to one, so the two commute and
+    normalising 32x32 instead of 224x224 touches 49x fewer values. Arithmetic is float32
+    and the result is cast to `dtype` (bf16 on accelerators) at the end.
+    """
+    crop_rng, flip_rng = jax.random.split(rng)
+    images = random_crop(images_uint8, crop_rng, crop_padding)
+    if flip:
+        images = random_flip(images, flip_rng)
+    images = resize(normalize(images, mean, std), out_size)
+    return images.astype(dtype)
+
+
+def preprocess_eval(
+    images_uint8: jax.Array,
+    *,
+    out_size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    dtype: Any = jnp.float32,
+) -> jax.Array:
+    """Evaluation view: the same resize and normalisation as training, no randomness."""
+    return resize(normalize(images_uint8, mean, std), out_size).astype(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """What `augment_batch` does to a training batch (static: part of the compiled step)."""
+
+    out_size: int
+    crop_padding: int = 4
+    flip: bool = True

@@ -1,0 +1,132 @@
+"""The in-memory data set every loader returns, and what is done with it.
+
+`ArrayDataset` holds a whole split as two numpy arrays, (N, H, W, 3) uint8 images and (N,)
+int32 labels: the data sets this project trains on (CIFAR-100 and friends) are small
+enough to keep in accelerator memory. The trainer puts them on the device once; each step
+then receives only a batch of *indices* (`epoch_batches`, `eval_batches`), gathers the
+images inside the jitted step and augments them there (`swin_flax.data.augment`).
+
+Also here: `split_train_validation` (a seeded validation carve-out) and `stack_images`,
+which the loaders (`data_tfds`, `data_digits`) use to turn decoded images into one array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from swin_flax.errors import UserInputError
+
+# --------------------------------------------------------------------------------------
+# The data set container and the validation split
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ArrayDataset:
+    """A whole image-classification split in memory: uint8 NHWC images, int32 labels.
+
+    Validated on construction so that a wrong dtype or shape is reported where the data
+    set is made, not as an obscure error inside the jitted step.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    class_names: tuple[str, ...] | None = None
+    # Files of the source that could not be read and were left out (load_image_folder
+    # with skip_bad=True), so that a run can record what it did not train on.
+    skipped_files: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        images, labels = self.images, self.labels
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+            raise UserInputError(
+                f"images must be a numpy uint8 array, got {type(images).__name__} "
+                f"of dtype {getattr(images, 'dtype', None)}"
+            )
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise UserInputError(f"images must have shape (N, H, W, 3), got {images.shape}")
+        if not isinstance(labels, np.ndarray) or labels.dtype != np.int32:
+            raise UserInputError(
+                f"labels must be a numpy int32 array, got {type(labels).__name__} "
+                f"of dtype {getattr(labels, 'dtype', None)}"
+            )
+        if labels.shape != (images.shape[0],):
+            raise UserInputError(
+                f"labels must have shape ({images.shape[0]},) to match the images, "
+                f"got {labels.shape}"
+            )
+        if self.num_classes < 1:
+            raise UserInputError(f"num_classes must be positive, got {self.num_classes}")
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise UserInputError(
+                f"labels must lie in [0, {self.num_classes}), "
+                f"got values from {labels.min()} to {labels.max()}"
+            )
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise UserInputError(
+                f"class_names has {len(self.class_names)} entries "
+                f"but num_classes is {self.num_classes}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def take(self, indices: np.ndarray) -> ArrayDataset:
+        """The examples at `indices`, with the same classes (for splits and subsets)."""
+        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
+
+
+def balanced_subset(ds: ArrayDataset, size: int, seed: int) -> ArrayDataset:
+    """`size` examples with the classes as equally represented as the data allows, chosen
+    by `seed`, in the original order; 0 (or a size >= the data) keeps everything.
+
+    For budget runs on a slice of a large data set: the same seed gives the same slice.
+    """
+    if not size or size >= len(ds):
+        return ds
+    order = np.random.default_rng([seed, size]).permutation(len(ds))
+    labels = ds.labels[order]
+    # Rank of each example within its class, in the shuffled order: take ranks 0, 1, ...
+    # round-robin over the classes until `size` examples are chosen.
+    rank = np.zeros(len(ds), np.int64)
+    for label in np.unique(labels):
+        members = labels == label
+        rank[members] = np.arange(members.sum())
+    chosen = order[np.lexsort((labels, rank))[:size]]
+    return ds.take(np.sort(chosen))
+
+
+def split_train_validation(
+    ds: ArrayDataset, validation_fraction: float, seed: int
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """Carve a validation set out of a training set: `(train, validation)`.
+
+    Most small data sets ship only train and test; tuning on test would leak, so a
+    fixed, seeded random subset of train is held out instead. The same seed always gives
+    the same split, and both parts keep the original example order.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise UserInputError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    num_validation = int(round(len(ds) * validation_fraction))
+    if not 0 < num_validation < len(ds):
+        raise UserInputError(
+            f"validation_fraction={validation_fraction} of {len(ds)} examples leaves "
+            f"{num_validation} for validation; both parts must be non-empty"
+        )
+    permutation = np.random.default_rng(seed).permutation(len(ds))
+    validation = np.sort(permutation[:num_validation])
+    train = np.sort(permutation[num_validation:])
+    return ds.take(train), ds.take(validation)
+
+
+# --------------------------------------------------------------------------------------
+# Index batches
+# --------------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------------------
+# Building the image array (shared by the loaders)
+# --------------------------------------------------------------------------------------

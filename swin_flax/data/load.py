@@ -1,0 +1,65 @@
+"""The config's data section -> (train, eval) `ArrayDataset`s: the source chosen, a validation
+carve-out and seeded class-balanced subsets applied."""
+
+from __future__ import annotations
+
+from swin_flax.data.dataset import ArrayDataset, balanced_subset, split_train_validation
+from swin_flax.data.digits import load_digits
+from swin_flax.data.image_folder import load_image_folder
+from swin_flax.data.tfds_source import load_tfds
+from swin_flax.errors import BadImagesError, UserInputError
+
+SOURCES = ("tfds", "image_folder", "digits")
+
+
+def load_datasets(data_config, *, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """Train set and evaluation set (the validation split when one is carved, else test).
+
+    `seed` only decides how examples are split (digits, the validation carve-out): the
+    pipeline passes data.split_seed, so runs with different training seeds are scored on
+    the same examples.
+    """
+    source = data_config.source
+    size = data_config.stored_size or None
+    if source == "tfds":
+        train, test = (
+            load_tfds(
+                data_config.name,
+                split,
+                data_config.data_dir or None,
+                download=data_config.download,
+                image_size=size,
+            )
+            for split in (data_config.train_split, data_config.test_split)
+        )
+    elif source == "image_folder":
+        train, test = _load_image_folder_splits(data_config, size)
+    elif source == "digits":
+        train, test = load_digits(seed=seed, image_size=data_config.stored_size or 32)
+    else:
+        raise UserInputError(f"data.source must be one of {SOURCES}, got {source!r}")
+    if data_config.validation_fraction:
+        train, test = split_train_validation(train, data_config.validation_fraction, seed)
+    train = balanced_subset(train, data_config.train_subset, seed)
+    test = balanced_subset(test, data_config.test_subset, seed)
+    return train, test
+
+
+def _load_image_folder_splits(data_config, size: int | None) -> list[ArrayDataset]:
+    """Both splits, with the unreadable files of both in one error: fixing them one split
+    per run would cost a run per split."""
+    splits, errors = [], []
+    for split in (data_config.train_split, data_config.test_split):
+        try:
+            splits.append(
+                load_image_folder(
+                    data_config.root, split, image_size=size, skip_bad=data_config.skip_bad_images
+                )
+            )
+        except BadImagesError as err:
+            errors.append(err)
+    if errors:
+        raise BadImagesError(
+            "\n".join(str(e) for e in errors), tuple(f for e in errors for f in e.bad_files)
+        )
+    return splits

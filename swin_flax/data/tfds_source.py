@@ -1,0 +1,217 @@
+"""TensorFlow Datasets -> `ArrayDataset`, and the network probe that makes an offline
+machine fail in seconds instead of waiting minutes for the downloader's retries.
+
+`load_tfds` reads any TFDS image-classification data set through `tfds.data_source`
+(array_record; TensorFlow is needed only to *prepare* a data set, not to read it), and
+raises `DatasetUnavailableError` with instructions when it is not prepared and cannot be
+downloaded. `tensorflow_datasets` is imported inside the functions that need it, so this
+module imports on a machine without it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from swin_flax.data.dataset import ArrayDataset
+from swin_flax.data.images import stack_images
+from swin_flax.errors import DatasetUnavailableError, UserInputError
+
+logger = logging.getLogger(__name__)
+
+# Hosts probed to tell "offline" from "online" before a download. storage.googleapis.com
+# is TFDS's own mirror; a second, unrelated host avoids a false "offline" when one is down.
+_PROBE_HOSTS = (("storage.googleapis.com", 443), ("www.google.com", 443))
+_PROBE_TIMEOUT_S = 3.0
+
+
+def _probe_address() -> list[tuple[str, int]]:
+    """Where to test connectivity: the HTTPS proxy if one is configured, else `_PROBE_HOSTS`.
+
+    Behind a proxy direct connections fail while downloads work, so probing the hosts
+    directly would wrongly report "offline".
+    """
+    proxy = urllib.request.getproxies().get("https")
+    if proxy:
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if parts.hostname:
+            return [(parts.hostname, parts.port or 80)]
+    return list(_PROBE_HOSTS)
+
+
+def network_available(timeout: float = _PROBE_TIMEOUT_S) -> bool:
+    """Whether the internet is reachable, answered within `timeout` seconds.
+
+    A download attempted offline can spend minutes in DNS and HTTP retries. Each host is
+    probed in a daemon thread because DNS resolution ignores socket timeouts; the caller
+    waits at most `timeout` seconds in all.
+    """
+    reachable = threading.Event()
+
+    def probe(host: str, port: int) -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                reachable.set()
+        except OSError:
+            pass
+
+    threads = [
+        threading.Thread(target=probe, args=address, daemon=True) for address in _probe_address()
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    while not reachable.is_set() and time.monotonic() < deadline:
+        if not any(thread.is_alive() for thread in threads):
+            break
+        reachable.wait(0.05)
+    return reachable.is_set()
+
+
+def _unavailable_message(name: str, data_dir: Any, reason: str) -> str:
+    return (
+        f"TFDS data set '{name}' is not prepared in data_dir={data_dir} and cannot be "
+        f"obtained here: {reason}. Either prepare it on a machine with internet access "
+        f"(TensorFlow is needed to prepare it): `pip install tensorflow-cpu "
+        f"tensorflow-datasets && tfds build {name} --data_dir=DIR "
+        f"--file_format=array_record`, then copy DIR/{name} into {data_dir}; or pass "
+        f"data_dir= pointing at a directory that already holds '{name}'."
+    )
+
+
+def _import_tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise ImportError(
+            "load_tfds needs tensorflow-datasets: pip install tensorflow-datasets"
+        ) from err
+    return tfds
+
+
+def _tfds_builder(tfds, name: str, data_dir: str | None):
+    """`tfds.builder`, with a short error for an unknown name instead of TFDS's full
+    catalogue dump."""
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+        known = tfds.list_builders(with_community_datasets=False)
+        close = difflib.get_close_matches(name.split("/")[0].split(":")[0], known, n=5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UserInputError(
+            f"Unknown TFDS data set '{name}'.{hint} List all names with "
+            "`python -c 'import tensorflow_datasets as tfds; print(tfds.list_builders())'` "
+            "or see https://www.tensorflow.org/datasets/catalog/overview"
+        ) from None
+
+
+def _check_features(builder, image_key: str, label_key: str) -> None:
+    """Fail before any download if the data set is not image classification."""
+    features = builder.info.features
+    for key in (image_key, label_key):
+        if key not in features:
+            raise UserInputError(
+                f"TFDS data set '{builder.name}' has no feature '{key}'; its features "
+                f"are {sorted(features.keys())} (set image_key / label_key)"
+            )
+    if not hasattr(features[label_key], "num_classes"):
+        raise UserInputError(
+            f"feature '{label_key}' of '{builder.name}' is {type(features[label_key]).__name__}, "
+            "not a ClassLabel; load_tfds reads classification data sets only"
+        )
+
+
+def _prepare(tfds, builder, name: str, download: bool) -> None:
+    """Download and prepare the data set as array_record, or raise DatasetUnavailableError.
+
+    The connectivity probe runs first so that an offline machine fails in seconds
+    instead of waiting for the downloader's retries.
+    """
+    data_dir = builder.data_dir_root
+    if not download:
+        raise DatasetUnavailableError(
+            _unavailable_message(name, data_dir, "download=False was passed")
+        )
+    if not network_available():
+        raise DatasetUnavailableError(
+            _unavailable_message(name, data_dir, "there is no network connection")
+        )
+    try:
+        # array_record so that `as_data_source` can read it without TensorFlow.
+        builder.download_and_prepare(file_format="array_record")
+    except ImportError as err:  # most image data sets need TensorFlow to encode examples
+        reason = f"preparing it needs a missing package ({str(err).strip().splitlines()[-1]})"
+        raise DatasetUnavailableError(_unavailable_message(name, data_dir, reason)) from err
+    except (tfds.download.DownloadError, OSError) as err:
+        reason = f"the download failed ({type(err).__name__}: {err})"
+        raise DatasetUnavailableError(_unavailable_message(name, data_dir, reason)) from err
+
+
+def _examples_with_tensorflow(tfds, builder, split: str) -> Iterator[dict]:
+    """Fallback reader for data sets prepared as tfrecord (`tfds build`'s default)."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as err:
+        raise DatasetUnavailableError(
+            f"TFDS data set '{builder.name}' in {builder.data_dir} is stored as "
+            f"{builder.info.file_format}, which only TensorFlow can read. Install "
+            "tensorflow-cpu, or prepare it again with `tfds build "
+            f"{builder.name} --data_dir=DIR --file_format=array_record`."
+        ) from err
+    return iter(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
+
+
+def _tfds_examples(tfds, builder, split: str) -> Iterator[dict]:
+    """Examples of `split` as dicts of numpy values, in the stored order."""
+    try:
+        source = builder.as_data_source(split=split)
+    except NotImplementedError:  # no random-access (array_record) files on disk
+        return _examples_with_tensorflow(tfds, builder, split)
+    return (source[i] for i in range(len(source)))
+
+
+def load_tfds(
+    name: str,
+    split: str,
+    data_dir: str | None = None,
+    *,
+    download: bool = True,
+    image_key: str = "image",
+    label_key: str = "label",
+    image_size: int | None = None,
+) -> ArrayDataset:
+    """A whole TFDS split (e.g. 'train', 'test', 'train[:90%]') as an `ArrayDataset`.
+
+    Prepares the data set in `data_dir` (TFDS's default when None) if needed. Raises
+    `DatasetUnavailableError` within seconds when it is not there and cannot be
+    downloaded, and ValueError for an unknown name or missing features. Grayscale images
+    become 3-channel; `image_size` resizes every image (needed when sizes vary).
+    """
+    tfds = _import_tfds()
+    builder = _tfds_builder(tfds, name, data_dir)
+    _check_features(builder, image_key, label_key)
+    if not builder.is_prepared():
+        _prepare(tfds, builder, name, download)
+    images, labels = [], []
+    for example in _tfds_examples(tfds, builder, split):
+        images.append(example[image_key])
+        labels.append(example[label_key])
+    label_feature = builder.info.features[label_key]
+    names = tuple(label_feature.names) if label_feature.names else None
+    dataset = ArrayDataset(
+        images=stack_images(images, image_size, f"{name}[{split}]"),
+        labels=np.asarray(labels, dtype=np.int32),
+        num_classes=int(label_feature.num_classes),
+        class_names=names,
+    )
+    logger.info("Read %d examples of %s[%s] from %s", len(dataset), name, split, builder.data_dir)
+    return dataset

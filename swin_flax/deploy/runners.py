@@ -1,0 +1,290 @@
+"""Run an exported Swin (ONNX, LiteRT, StableHLO) or a checkpoint on preprocessed images.
+
+`load_model(path)` returns a `Runner`: `runner(images)` maps a float32 NHWC batch,
+preprocessed as in training (`preprocess_images`), to float32 logits, whatever the file's
+input layout and batch size; `runner.metadata` is what the exporter stored (input layout,
+shape, class names, ...). The export libraries are imported inside the functions: `pip
+install -e .[export]` brings them.
+
+Metadata of an exported file (the same keys in every format):
+  ONNX: `metadata_props`; LiteRT: a flatbuffer metadata entry named 'swin_flax' (JSON);
+  StableHLO: 'metadata.json' beside 'model.jax_exported' in the zip file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from swin_flax.errors import BadImagesError, CheckpointError, UserInputError
+
+FORMATS = ("onnx", "litert", "stablehlo")
+LITERT_METADATA_NAME = "swin_flax"
+STABLEHLO_MODEL_ENTRY = "model.jax_exported"
+STABLEHLO_METADATA_ENTRY = "metadata.json"
+INSTALL_HINT = "pip install -e .[export]"
+
+
+def require(module: str, purpose: str):
+    """Import `module` or raise a one-line error naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise UserInputError(
+            f"{purpose} needs the Python package '{e.name or module}', "
+            f"which is not installed: {INSTALL_HINT}"
+        ) from None
+
+
+def quiet_tensorflow() -> None:
+    """TensorFlow's C++ start-up chatter (CPU feature notes, XLA info) off, errors kept."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# --------------------------------------------------------------------------------------
+# Images: decoded and preprocessed exactly as in training and evaluation.
+
+
+def decode_image(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file; BadImagesError with the reason otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(path)
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise BadImagesError(f"{path}: no such image file", ((path, "missing"),)) from None
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as e:
+        reason = str(e).split("\n")[0] or type(e).__name__
+        raise BadImagesError(
+            f"{path}: not a readable image ({reason})", ((path, reason),)
+        ) from None
+
+
+def preprocess_images(images_uint8: list[np.ndarray], img_size: int) -> np.ndarray:
+    """(N, img_size, img_size, 3) float32: bilinear resize and ImageNet mean/std, as in
+    training (`swin_flax.data.augment.preprocess_eval`), one image at a time (sizes differ)."""
+    from swin_flax.data.augment import preprocess_eval
+
+    return np.stack(
+        [np.asarray(preprocess_eval(image[None], out_size=img_size)[0]) for image in images_uint8]
+    ).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Runners.
+
+
+@dataclass
+class Runner:
+    """`runner(images_nhwc_float32) -> logits (N, classes) float32` for any batch size."""
+
+    predict_batch: Callable[[np.ndarray], np.ndarray]  # one batch of `batch_size`
+    metadata: dict
+    batch_size: int | None  # None: any batch size
+    info: dict = field(default_factory=dict)
+
+    @property
+    def img_size(self) -> int:
+        return int(self.metadata["img_size"])
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.metadata.get("class_names")
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, np.float32)
+        if self.batch_size is None:
+            return np.asarray(self.predict_batch(images), np.float32)
+        outputs = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            short = self.batch_size - len(chunk)
+            if short:  # a fixed-batch model: pad the last chunk, drop the padding's logits
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], short, axis=0)])
+            outputs.append(np.asarray(self.predict_batch(chunk), np.float32)[: len(chunk) - short])
+        return np.concatenate(outputs)
+
+
+def _to_layout(images: np.ndarray, layout: str) -> np.ndarray:
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)) if layout == "NCHW" else images
+
+
+def load_onnx(path: Path, threads: int | None = None) -> Runner:
+    onnx = require("onnx", "reading an ONNX model")
+    ort = require("onnxruntime", "running an ONNX model")
+    proto = onnx.load(str(path), load_external_data=False)
+    metadata = decode_metadata({p.key: p.value for p in proto.metadata_props}, path)
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    layout = metadata["input_layout"]
+    return Runner(
+        lambda x: session.run(None, {name: _to_layout(x, layout)})[0],
+        metadata,
+        metadata.get("batch_size"),
+        {"runtime": f"onnxruntime {ort.__version__}"},
+    )
+
+
+def read_litert_metadata(content: bytes) -> dict[str, bytes]:
+    """name -> bytes of the metadata entries of a .tflite flatbuffer."""
+    schema = require("ai_edge_litert.schema_py_generated", "reading a LiteRT model")
+    model = schema.Model.GetRootAs(content, 0)
+    entries = {}
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        buffer = model.Buffers(entry.Buffer())
+        entries[entry.Name().decode()] = (
+            buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
+        )
+    return entries
+
+
+def load_litert(path: Path, threads: int | None = None) -> Runner:
+    interpreter_module = require("ai_edge_litert.interpreter", "running a LiteRT model")
+    content = path.read_bytes()
+    raw = read_litert_metadata(content).get(LITERT_METADATA_NAME)
+    if raw is None:
+        raise UserInputError(
+            f"{path} has no '{LITERT_METADATA_NAME}' metadata: not exported "
+            "by swin_flax's export.py"
+        )
+    metadata = decode_metadata(json.loads(raw.decode()), path)
+    interpreter = interpreter_module.Interpreter(model_content=content, num_threads=threads)
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+    fixed = metadata.get("batch_size")
+    state = {"batch": None}
+
+    def predict(images):
+        if state["batch"] != len(images):
+            interpreter.resize_tensor_input(input_index, list(images.shape), strict=bool(fixed))
+            interpreter.allocate_tensors()
+            state["batch"] = len(images)
+        interpreter.set_tensor(input_index, images)
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index).copy()
+
+    return Runner(predict, metadata, fixed, {"runtime": "LiteRT interpreter (ai-edge-litert)"})
+
+
+def load_stablehlo(path: Path, threads: int | None = None) -> Runner:
+    from jax import export as jax_export
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            serialized = archive.read(STABLEHLO_MODEL_ENTRY)
+            metadata = json.loads(archive.read(STABLEHLO_METADATA_ENTRY).decode())
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise UserInputError(f"{path} is not a StableHLO export of export.py ({e})") from None
+    metadata = decode_metadata(metadata, path)
+    exported = jax_export.deserialize(bytearray(serialized))
+    return Runner(
+        lambda x: exported.call(x),
+        metadata,
+        metadata.get("batch_size"),
+        {"runtime": "jax.export (XLA CPU)"},
+    )
+
+
+def load_checkpoint_runner(path: Path) -> Runner:
+    import jax
+
+    from swin_flax.model.swin import model_config
+    from swin_flax.weights.checkpoint import load_checkpoint, load_class_names
+
+    model, params = load_checkpoint(path)
+    forward = jax.jit(lambda x: model.apply({"params": params}, x))
+    metadata = {
+        "img_size": model.img_size,
+        "input_layout": "NHWC",
+        "batch_size": None,
+        "class_names": load_class_names(path),
+        "model_config": model_config(model),
+    }
+    return Runner(forward, metadata, None, {"runtime": f"jax {jax.__version__} (Flax)"})
+
+
+def detect_format(path: Path) -> str:
+    """'checkpoint', 'onnx', 'litert' or 'stablehlo', from the file's content."""
+    if path.is_dir():
+        return "checkpoint"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":
+        return "litert"
+    if head[:4] == b"PK\x03\x04":
+        return "stablehlo"
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    raise UserInputError(
+        f"{path} is neither a checkpoint directory nor an exported model "
+        "(.onnx, a LiteRT .tflite, or a StableHLO zip written by export.py)"
+    )
+
+
+def load_model(
+    path: str | os.PathLike, threads: int | None = None, *, kind: str | None = None
+) -> Runner:
+    """A Runner for a checkpoint directory or a file written by export.py (`kind`: its
+    format when known, else detected from the content)."""
+    path = Path(os.fspath(path))
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such model file or checkpoint directory")
+    kind = kind or detect_format(path)
+    if kind == "checkpoint":
+        return load_checkpoint_runner(path)
+    loaders = {"onnx": load_onnx, "litert": load_litert, "stablehlo": load_stablehlo}
+    return loaders[kind](path, threads)
+
+
+# --------------------------------------------------------------------------------------
+# Metadata: flat str -> str (JSON values), the same keys in every format.
+
+
+def encode_metadata(metadata: dict) -> dict[str, str]:
+    return {key: json.dumps(value) for key, value in metadata.items()}
+
+
+def decode_metadata(raw: dict, path: Path) -> dict:
+    try:
+        metadata = {
+            key: json.loads(value) if isinstance(value, str) else value
+            for key, value in raw.items()
+        }
+    except json.JSONDecodeError as e:
+        raise UserInputError(f"{path}: unreadable swin_flax metadata ({e})") from None
+    missing = {"img_size", "input_layout"} - set(metadata)
+    if missing:
+        raise UserInputError(
+            f"{path} lacks the swin_flax metadata {sorted(missing)}: not "
+            "exported by swin_flax's export.py"
+        )
+    return metadata
+
+
+def top_k(logits: np.ndarray, k: int = 5) -> list[list[tuple[int, float]]]:
+    """Per row, the k most probable classes as (index, softmax probability)."""
+    logits = np.asarray(logits, np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    order = np.argsort(-probs, axis=1)[:, :k]
+    return [[(int(i), float(row[i])) for i in idx] for row, idx in zip(probs, order)]

@@ -1,0 +1,215 @@
+"""Pre-flight checks: every mistake that can be found before anything trains is reported
+then, not after the teacher's hours of fine-tuning.
+
+`check_settings` needs no data (values, models, paths, devices); `check_data` runs once the
+data sets are loaded (batch sizes against their size, their memory against the device's).
+Single values are checked where they are declared (`swin_flax.settings`); what is here
+relates several settings, or a setting to the world (files, models, devices).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+
+from swin_flax.data.dataset import ArrayDataset
+from swin_flax.errors import UserInputError
+from swin_flax.model import presets
+from swin_flax.model.swin import SwinTransformer, model_config
+from swin_flax.pipeline.variants import StudentVariant
+from swin_flax.settings import RunSettings, range_problems
+from swin_flax.training.distributed import check_batch_size, make_mesh
+from swin_flax.weights import checkpoint, transfer
+
+# The fields a transferred student must share with its teacher (only depths may differ).
+TRANSFER_SHARED_FIELDS = ("embed_dim", "num_heads", "window_size", "patch_size", "mlp_ratio")
+
+# Each device holds the whole data set (replicated) beside the model, optimizer state and
+# activations; beyond this fraction of its memory the run would fail mid-way with an
+# out-of-memory error from deep inside XLA.
+MAX_DATA_FRACTION_OF_DEVICE = 0.5
+
+
+def load_settings(config) -> RunSettings:
+    """The typed settings of a config, with every problem that needs no data reported at
+    once: unknown keys, values out of range, and settings that contradict each other."""
+    settings = RunSettings.from_config(config, check_ranges=False)
+    problems = range_problems(settings)
+    for name in ("finetune", "distill"):
+        stage = getattr(settings, name)
+        if stage.warmup_epochs >= stage.epochs:
+            problems.append(
+                f"{name}.warmup_epochs ({stage.warmup_epochs}) must be shorter than "
+                f"{name}.epochs ({stage.epochs}): the cosine decay needs steps after it"
+            )
+    if settings.student.cut_points and len(settings.student.cut_points) != 2:
+        problems.append(
+            f"student.cut_points must be empty (derived from student.model) or two "
+            f"block indices (p1, p2), got {settings.student.cut_points}"
+        )
+    if settings.data.source == "image_folder" and not settings.data.root:
+        problems.append(
+            "data.root is empty: data.source='image_folder' reads data.root/<split>/<class>/*.jpg"
+        )
+    if problems:
+        raise UserInputError("invalid config:\n  - " + "\n  - ".join(problems))
+    return settings
+
+
+def check_settings(settings: RunSettings, variants: list[StudentVariant]) -> None:
+    """Models, cut points, checkpoint paths, losses and batch sizes against the devices."""
+    check_paths(settings)
+    presets.preset(settings.teacher.model)
+    presets.preset(settings.student.model)
+    if settings.student.cut_points:
+        p1, p2 = (int(x) for x in settings.student.cut_points)
+        transfer.validate_cut_points(presets.preset(settings.teacher.model)["depths"], p1, p2)
+    elif any(v.transfer for v in variants):
+        check_student_fits_teacher(settings)
+    if settings.teacher.finetuned:
+        check_finetuned_teacher(settings)
+    if settings.distill.joint == "hard_only" and any(v.distill for v in variants):
+        raise UserInputError(
+            "distill.joint='hard_only' trains without the teacher: use a variant "
+            "without '+kd' (e.g. 'transfer') or a distillation joint loss"
+        )
+    mesh = make_mesh()
+    for name in ("finetune", "distill"):
+        try:
+            check_batch_size(getattr(settings, name).batch_size, mesh)
+        except UserInputError as err:
+            raise UserInputError(f"{name}.batch_size: {err}") from None
+
+
+def check_paths(settings: RunSettings) -> None:
+    """Fail before the (slow) data loading when a checkpoint the config names is missing."""
+    teacher = settings.teacher
+    if teacher.finetuned and not Path(teacher.finetuned).exists():
+        raise FileNotFoundError(
+            f"teacher.finetuned {teacher.finetuned!r} does not exist; give the final_model "
+            "directory of a finished teacher run, or leave it empty to fine-tune one"
+        )
+    init = teacher.init
+    if init not in ("random",) and not init.startswith("timm:") and not Path(init).exists():
+        raise FileNotFoundError(
+            f"teacher.init {init!r} is neither 'random', 'timm:<name or .safetensors file>' nor "
+            "an existing checkpoint directory (write one with convert_timm_weights.py)"
+        )
+
+
+def check_student_fits_teacher(settings: RunSettings) -> None:
+    """student.model must be a shallower copy of teacher.model (Algorithm 1's transfer)."""
+    teacher = presets.create_model(settings.teacher.model)
+    student = presets.create_model(settings.student.model)
+    check_shared_fields(settings, teacher, student)
+    try:
+        transfer.cut_points_from_depths(teacher.depths, student.depths)
+    except UserInputError as err:
+        raise UserInputError(
+            f"student.model {settings.student.model} cannot be cut from "
+            f"teacher.model {settings.teacher.model}: {err}"
+        ) from None
+
+
+def check_shared_fields(
+    settings: RunSettings, teacher: SwinTransformer, student: SwinTransformer
+) -> None:
+    for field in TRANSFER_SHARED_FIELDS:
+        if getattr(student, field) != getattr(teacher, field):
+            raise UserInputError(
+                f"cannot transfer blocks from {settings.teacher.model} to "
+                f"{settings.student.model}: their {field} differ ({getattr(teacher, field)} vs "
+                f"{getattr(student, field)}); a transferred student must be a shallower copy "
+                "of the teacher"
+            )
+
+
+def architecture_differences(stored: dict, expected: dict) -> list[str]:
+    """'field stored vs expected' for every architecture field that differs (the class
+    count and the regularisation rates are not architecture)."""
+    ignored = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate")
+    return [
+        f"{k} {stored.get(k)} vs {expected[k]}"
+        for k in expected
+        if k not in ignored and stored.get(k) != expected[k]
+    ]
+
+
+def check_finetuned_teacher(settings: RunSettings) -> None:
+    """teacher.finetuned must hold the architecture teacher.model names: results are
+    labelled with that name, so a different one would be reported under a false name."""
+    where = settings.teacher.finetuned
+    expected = model_config(
+        presets.create_model(settings.teacher.model, img_size=settings.data.image_size)
+    )
+    differing = architecture_differences(checkpoint.load_model_config(where), expected)
+    if differing:
+        raise UserInputError(
+            f"teacher.finetuned {where!r} holds a different architecture than teacher.model "
+            f"{settings.teacher.model!r} at data.image_size {settings.data.image_size} "
+            f"({'; '.join(differing)}); set teacher.model to the checkpoint's architecture"
+        )
+
+
+def check_workdir_writable(workdir: Path) -> None:
+    """A read-only or unwritable workdir is found now, not at the first checkpoint."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as err:
+        raise UserInputError(
+            f"cannot write to the workdir {workdir} ({err.strerror or err}); "
+            "give a writable directory with --workdir"
+        ) from None
+
+
+def check_data(
+    settings: RunSettings,
+    variants: list[StudentVariant],
+    train_data: ArrayDataset,
+    eval_data: ArrayDataset,
+) -> None:
+    check_batch_sizes_fit(settings, variants, len(train_data))
+    check_data_fits_devices(train_data, eval_data)
+
+
+def check_batch_sizes_fit(settings: RunSettings, variants, num_train: int) -> None:
+    """Before the teacher trains for hours: the student's batch must fit the data too."""
+    stages = [("distill", bool(variants)), ("finetune", not settings.teacher.finetuned)]
+    for name, runs in stages:
+        batch_size = getattr(settings, name).batch_size
+        if runs and batch_size > num_train:
+            raise UserInputError(
+                f"{name}.batch_size {batch_size} is larger than the training "
+                f"set ({num_train} examples); lower it"
+            )
+
+
+def device_memory_bytes() -> tuple[int, str]:
+    """(bytes one device can hold, what that is): the accelerator's limit, or on CPU the
+    host's physical memory shared by its local devices."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return physical // jax.local_device_count(), "host memory per CPU device"
+
+
+def check_data_fits_devices(train_data: ArrayDataset, eval_data: ArrayDataset) -> None:
+    """The replicated uint8 data sets must leave room for the model on every device."""
+    needed = train_data.images.nbytes + eval_data.images.nbytes
+    available, what = device_memory_bytes()
+    if needed > MAX_DATA_FRACTION_OF_DEVICE * available:
+        side = train_data.images.shape[1]
+        raise UserInputError(
+            f"the data sets take {needed / 2**30:.2f} GiB ({len(train_data) + len(eval_data)} "
+            f"images of {side}x{side}) on every device, more than "
+            f"{MAX_DATA_FRACTION_OF_DEVICE:.0%} of the {available / 2**30:.2f} GiB of {what}; "
+            "store the images smaller with data.stored_size (e.g. 32 or 64: the resize to "
+            "data.image_size happens on the device), or use fewer images"
+        )

@@ -1,0 +1,329 @@
+"""The report of finished work directories: Table IX over seeds, per-epoch curves, plots.
+
+Used at the end of every run (`write_report`) and on its own, also to merge the work
+directories of the same config run on several machines (more seeds):
+
+    python -m swin_flax.pipeline.report WORKDIR [WORKDIR ...] [--out OUT]
+
+OUT (default: the one WORKDIR given; required for several) receives summary.md and
+plots/*.png. What is read, per work directory:
+
+    WORKDIR/results.json             a list of rows: model, init, distillation, seed, top1
+                                     (percent), params, optional images_per_second (median),
+                                     images_per_second_min/_max, throughput_noisy, device,
+                                     and stage (the stage directory, relative to WORKDIR)
+    WORKDIR/<stage>/metrics.jsonl    training and evaluation lines; the evaluation lines
+                                     (those with "eval_top1") give the per-epoch curves
+
+A variant is (model, init, distillation); its seeds are its rows. A model's scratch
+baseline is its variant with init "random" and no distillation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from swin_flax.errors import UserInputError
+from swin_flax.pipeline.summaries import (
+    BEYOND_FACTOR,
+    Variant,
+    VariantSummary,
+    row_variant,
+    summarize,
+    variant_label,
+)
+
+REQUIRED_KEYS = ("model", "init", "distillation", "top1")
+PLOTS_DIR = "plots"
+EPOCH_PLOT = "accuracy_per_epoch.png"
+PARAMS_PLOT = "accuracy_vs_params.png"
+THROUGHPUT_PLOT = "accuracy_vs_throughput.png"
+SUMMARY_FILE = "summary.md"
+
+
+class DuplicateRunWarning(UserWarning):
+    """The same (variant, seed) in two work directories: the same run, kept once."""
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def load_rows(workdir: Path) -> list[dict]:
+    """The rows of WORKDIR/results.json, each with "workdir" added (for metrics and notes)."""
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise UserInputError(f"{workdir} is not a directory (expected a finished work directory)")
+    path = workdir / "results.json"
+    if not path.is_file():
+        raise UserInputError(
+            f"{workdir} has no results.json: not a finished work directory "
+            f"(or no stage has finished yet)"
+        )
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserInputError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(rows, list):
+        raise UserInputError(f"{path} should hold a list of result rows, not {type(rows).__name__}")
+    checked = []
+    for i, row in enumerate(rows):
+        missing = [k for k in REQUIRED_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise UserInputError(f"{path}: row {i} lacks {', '.join(missing)}")
+        checked.append({**row, "workdir": str(workdir)})
+    return checked
+
+
+def merge_rows(workdirs: Sequence[Path]) -> tuple[list[dict], list[str]]:
+    """The rows of all `workdirs`, and a note per duplicate dropped.
+
+    The same (variant, seed) in two places is the same run (a copied work directory, or
+    the same config and seed on two machines): the first is kept and a DuplicateRunWarning
+    is issued, so that n counts distinct seeds only.
+    """
+    merged: list[dict] = []
+    seen: dict[tuple, str] = {}
+    notes = []
+    for workdir in workdirs:
+        for row in load_rows(workdir):
+            key = (*row_variant(row), row.get("seed"))
+            if key in seen:
+                note = (
+                    f"{variant_label(key[:3])} seed {key[3]} of {row['workdir']} dropped: "
+                    f"already read from {seen[key]} (same seed, same run)"
+                )
+                warnings.warn(note, DuplicateRunWarning, stacklevel=2)
+                notes.append(note)
+                continue
+            seen[key] = row["workdir"]
+            merged.append(row)
+    return merged, notes
+
+
+def eval_curve(metrics_path: Path) -> dict[float, float]:
+    """epoch -> eval_top1 from a metrics.jsonl (the last line per epoch wins); {} if none.
+
+    Training lines, and a line cut short by a kill, are skipped.
+    """
+    curve: dict[float, float] = {}
+    if not metrics_path.is_file():
+        return curve
+    for line in metrics_path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "eval_top1" in record and "epoch" in record:
+            curve[float(record["epoch"])] = float(record["eval_top1"])
+    return curve
+
+
+def variant_curves(rows: Sequence[dict]) -> dict[Variant, dict[float, list[float]]]:
+    """Per variant: epoch -> eval top-1 of every seed evaluated at that epoch."""
+    curves: dict[Variant, dict[float, list[float]]] = {}
+    for row in rows:
+        if not row.get("stage"):
+            continue
+        curve = eval_curve(Path(row["workdir"]) / row["stage"] / "metrics.jsonl")
+        for epoch, top1 in curve.items():
+            curves.setdefault(row_variant(row), {}).setdefault(epoch, []).append(top1)
+    return curves
+
+
+# ---------------------------------------------------------------------------- aggregation
+
+
+# ---------------------------------------------------------------------------- the table
+
+TABLE_COLUMNS = (
+    "model",
+    "init",
+    "distillation",
+    "top-1 mean ± std",
+    "n",
+    "gain over scratch ± spread",
+    "beyond spread",
+    "params",
+    "img/s (device)",
+)
+
+
+def format_table(summaries: Sequence[VariantSummary]) -> str:
+    header = "| " + " | ".join(TABLE_COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
+    return "\n".join([header, rule, *("| " + " | ".join(table_cells(s)) + " |" for s in summaries)])
+
+
+def table_cells(s: VariantSummary) -> list[str]:
+    std = "–" if s.std is None else f"{s.std:.2f}"
+    if s.is_scratch:
+        gain = "(scratch)"
+    elif s.gain is None:
+        gain = "–"
+    else:
+        spread = "–" if s.gain_spread is None else f"{s.gain_spread:.2f}"
+        gain = f"{s.gain:+.2f} ± {spread}"
+    beyond = {True: "yes", False: "no", None: "–"}[s.beyond_spread]
+    return [
+        s.model,
+        s.init,
+        "yes" if s.distillation else "no",
+        f"{s.mean:.2f} ± {std}",
+        str(s.n),
+        gain,
+        beyond,
+        format_params(s.params),
+        format_throughput(s.throughput),
+    ]
+
+
+def format_params(params: int | None) -> str:
+    if params is None:
+        return "–"
+    return f"{params / 1e6:.2f}M" if params >= 100_000 else f"{params:,}"
+
+
+def format_throughput(throughput: dict[str, tuple[float, bool]]) -> str:
+    """ "1234 (cpu)"; a noisy measurement as "~1234 (noisy) (cpu)"; devices joined by "; "."""
+    if not throughput:
+        return "–"
+    cells = []
+    for device, (speed, noisy) in throughput.items():
+        value = f"~{speed:.0f} (noisy)" if noisy else f"{speed:.0f}"
+        cells.append(f"{value} ({device})")
+    return "; ".join(cells)
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+def write_report(workdirs: Sequence[Path], out: Path) -> Path:
+    """Write OUT/summary.md and OUT/plots/*.png from `workdirs`; return summary.md's path.
+
+    A run without evaluation lines yet gets no per-epoch plot, and rows without throughput
+    no throughput plot: summary.md says so instead.
+    """
+    workdirs = [Path(w) for w in workdirs]
+    if not workdirs:
+        raise UserInputError("no work directory to report on")
+    rows, duplicates = merge_rows(workdirs)
+    if not rows:
+        raise UserInputError(f"no result rows in {', '.join(map(str, workdirs))}")
+    summaries = summarize(rows)
+    out = Path(out)
+    plots_dir = out / PLOTS_DIR
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    from swin_flax.pipeline import plots  # matplotlib: only when a report is written
+
+    lines = [
+        "# Results",
+        "",
+        f"Merges {len(workdirs)} work director{'y' if len(workdirs) == 1 else 'ies'}: "
+        + ", ".join(f"`{w}`" for w in workdirs)
+        + f" ({len(rows)} rows).",
+        "",
+        format_table(summaries),
+        "",
+        f"top-1: test accuracy in percent, mean ± sample std (ddof=1) over n seeds "
+        f"(– for n=1). Gain: difference of the means to the same model's scratch "
+        f"variant (init random, no distillation) ± sqrt(s1²/n1 + s2²/n2), the standard "
+        f"error of the difference; beyond spread: |gain| > {BEYOND_FACTOR:g} × spread. "
+        f"img/s: median throughput, per device; ~ marks a noisy measurement.",
+    ]
+    lines += ["", *(f"Note: {note}." for note in duplicates)] if duplicates else []
+
+    curves = variant_curves(rows)
+    if curves:
+        plots.accuracy_per_epoch(
+            {variant_label(v): curves[v] for s in summaries if (v := s.variant) in curves},
+            plots_dir / EPOCH_PLOT,
+        )
+        lines += ["", f"![test top-1 per epoch]({PLOTS_DIR}/{EPOCH_PLOT})"]
+    else:
+        lines += [
+            "",
+            "No per-epoch plot: no evaluation lines (eval_top1) in any stage's metrics.jsonl yet.",
+        ]
+
+    points = [
+        (s.label, float(s.params), s.mean, s.std or 0.0, False)
+        for s in summaries
+        if s.params is not None
+    ]
+    if points:
+        plots.accuracy_vs(
+            points, "parameters", plots_dir / PARAMS_PLOT, title="Top-1 vs parameters"
+        )
+        lines += ["", f"![top-1 vs parameters]({PLOTS_DIR}/{PARAMS_PLOT})"]
+
+    points = [
+        (
+            f"{s.label} ({device})" if len(s.throughput) > 1 else s.label,
+            speed,
+            s.mean,
+            s.std or 0.0,
+            noisy,
+        )
+        for s in summaries
+        for device, (speed, noisy) in s.throughput.items()
+    ]
+    if points:
+        devices = sorted({d for s in summaries for d in s.throughput})
+        plots.accuracy_vs(
+            points,
+            "images / second (median)",
+            plots_dir / THROUGHPUT_PLOT,
+            title=f"Top-1 vs throughput ({', '.join(devices)})",
+        )
+        lines += ["", f"![top-1 vs throughput]({PLOTS_DIR}/{THROUGHPUT_PLOT})"]
+    else:
+        lines += ["", "No throughput plot: no row has a throughput measurement."]
+
+    summary = out / SUMMARY_FILE
+    summary.write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m swin_flax.pipeline.report",
+        description="Table (mean ± std over seeds, gain over scratch) and plots of finished "
+        "work directories; several are merged (more seeds).",
+    )
+    parser.add_argument("workdirs", nargs="+", type=Path, metavar="DIR")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where summary.md and plots/ go (default: the one DIR given; required for several)",
+    )
+    args = parser.parse_args(argv)
+    if args.out is None and len(args.workdirs) > 1:
+        raise UserInputError(
+            "several work directories given: say where the merged report goes with --out OUT"
+        )
+    out = args.out if args.out is not None else args.workdirs[0]
+    for workdir in args.workdirs:  # a clear error before anything is written
+        load_rows(workdir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DuplicateRunWarning)
+        summary = write_report(args.workdirs, out)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    print(summary.read_text(), end="")
+    print(f"wrote {summary} and {out / PLOTS_DIR}/")
+    return 0
+
+
+if __name__ == "__main__":
+    from swin_flax import cli
+
+    sys.exit(cli.run(main, sys.argv[1:]))

@@ -1,0 +1,92 @@
+"""The teacher's initial weights and the student architectures of Algorithm 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from swin_flax.errors import UserInputError
+from swin_flax.model import presets
+from swin_flax.model.swin import SwinTransformer, init_params, model_config
+from swin_flax.pipeline import preflight
+from swin_flax.pipeline.variants import StudentVariant
+from swin_flax.settings import RunSettings
+from swin_flax.weights import checkpoint, transfer
+
+
+def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
+    """'random', a `load_checkpoint` directory, or 'timm:<name or .safetensors path>'."""
+    if init == "random":
+        return init_params(model, seed)
+    if init.startswith("timm:"):
+        from swin_flax.weights.sources import load_state_dict
+        from swin_flax.weights.timm import timm_to_flax
+
+        state_dict = load_state_dict(init[len("timm:") :])
+        return timm_to_flax(state_dict, model, head="reinit", rng=seed)
+    source, params = checkpoint.load_checkpoint(Path(init))
+    differing = preflight.architecture_differences(model_config(source), model_config(model))
+    if differing:
+        raise UserInputError(
+            f"teacher.init {init!r} holds a different architecture than teacher.model "
+            f"({model.config.describe()}): " + ", ".join(differing)
+        )
+    if source.num_classes == model.num_classes:
+        return params
+    # A new task: keep every pretrained weight but the classifier, which starts fresh.
+    return {**params, "head": init_params(model, seed)["head"]}
+
+
+def init_label(init: str) -> str:
+    return "random" if init == "random" else "pretrained"
+
+
+def check_num_classes(model: SwinTransformer, num_classes: int, where) -> None:
+    if model.num_classes != num_classes:
+        raise UserInputError(
+            f"the teacher in {where} has {model.num_classes} classes but the data "
+            f"set has {num_classes}"
+        )
+
+
+def build_student(
+    settings: RunSettings,
+    teacher: SwinTransformer | None,
+    variant: StudentVariant,
+    dtype,
+    num_classes: int,
+) -> tuple[SwinTransformer, tuple[int, int] | None]:
+    """The student architecture and, when transferring, Algorithm 1's cut points."""
+    s = settings.student
+    if teacher is None:  # a baseline from scratch: only the teacher's architecture matters
+        teacher = presets.create_model(
+            settings.teacher.model,
+            num_classes=num_classes,
+            img_size=settings.data.image_size,
+            dtype=dtype,
+        )
+    if s.cut_points:
+        p1, p2 = (int(x) for x in s.cut_points)
+        depths = transfer.student_depths_from_cuts(tuple(teacher.depths), p1, p2)
+        student = teacher.clone(
+            depths=depths, num_classes=num_classes, dtype=dtype, drop_path_rate=s.drop_path_rate
+        )
+        return student, (p1, p2)
+    student = presets.create_model(
+        s.model,
+        num_classes=num_classes,
+        img_size=teacher.img_size,
+        dtype=dtype,
+        drop_path_rate=s.drop_path_rate,
+    )
+    if not variant.transfer:
+        return student, None
+    preflight.check_shared_fields(settings, teacher, student)
+    return student, transfer.cut_points_from_depths(tuple(teacher.depths), tuple(student.depths))
+
+
+def student_label(settings: RunSettings, student: SwinTransformer) -> str:
+    """The configured student's name, or the depths when explicit cut points changed them."""
+    named = presets.preset_config(settings.student.model)
+    if named.depths == student.config.depths and named.embed_dim == student.embed_dim:
+        return settings.student.model
+    return f"{settings.teacher.model} cut to depths {list(student.depths)}"

@@ -1,0 +1,250 @@
+"""One training stage (fine-tune, distill or a baseline): the host loop around the jitted step.
+
+The loop is resumable by construction: the batch order of an epoch is a function of
+(seed, epoch), the step's randomness is `fold_in(seed key, step)`, and the train state
+is checkpointed by orbax. Re-running an interrupted stage restores the newest checkpoint
+and replays exactly the steps an uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from swin_flax.data.augment import AugmentConfig
+from swin_flax.data.batches import epoch_batches
+from swin_flax.data.dataset import ArrayDataset
+from swin_flax.errors import TrainingDivergedError, UserInputError
+from swin_flax.model.swin import SwinTransformer
+from swin_flax.settings import LoopSettings, LossSettings, OptimSettings
+from swin_flax.training import optim, preemption
+from swin_flax.training.checkpoints import TrainCheckpointer
+from swin_flax.training.distributed import (
+    batch_sharded,
+    check_batch_size,
+    make_mesh,
+    put_global,
+    put_replicated,
+    replicated,
+)
+from swin_flax.training.metrics import MetricsWriter, ProgressBar
+from swin_flax.training.step import create_train_state, make_train_step
+
+
+@dataclasses.dataclass
+class StageResult:
+    params: Any
+    steps: int
+    completed: bool
+    final_metrics: dict
+    stopped_by: str | None = None  # the signal that stopped it early, checkpoint saved
+
+
+def train_stage(
+    *,
+    name: str,
+    stage_dir: str | Path,
+    model: SwinTransformer,
+    init_params,
+    train_data: ArrayDataset,
+    optim_config: OptimSettings,
+    loss_config: LossSettings,
+    augment: AugmentConfig,
+    loop: LoopSettings,
+    seed: int,
+    teacher: SwinTransformer | None = None,
+    teacher_params=None,
+    mesh=None,
+    evaluate: Callable[[Any], float] | None = None,
+    evaluate_every_epochs: float = 0.0,
+    logit_cache=None,
+) -> StageResult:
+    """Train `model` from `init_params` (or from the newest checkpoint in stage_dir).
+
+    With `evaluate` (params -> top-1 fraction) and `evaluate_every_epochs` > 0, the test
+    accuracy is logged as `eval_top1` (percent) at that interval and at the last step: the
+    learning curve. It reads the parameters only, so resumed runs stay bit-identical.
+
+    With `logit_cache` (a `logit_cache.LogitCache` of this stage's teacher, data and
+    schedule), a step whose teacher logits are stored reads them and does not run the
+    teacher; a missing step runs it (and records its logits when the cache records).
+    """
+    stage_dir = Path(stage_dir)
+    mesh = mesh if mesh is not None else make_mesh()
+    batch_size = optim_config.batch_size
+    check_batch_size(batch_size, mesh)
+    steps_per_epoch = len(train_data) // batch_size
+    if steps_per_epoch == 0:
+        raise UserInputError(
+            f"stage {name!r}: batch_size {batch_size} is larger than the training set "
+            f"({len(train_data)} examples); lower the batch size"
+        )
+    total_steps = optim.steps_from_epochs(optim_config.epochs, steps_per_epoch)
+    warmup_steps = min(
+        optim.steps_from_epochs(optim_config.warmup_epochs, steps_per_epoch), total_steps
+    )
+    tx, schedule = optim.make_optimizer(
+        peak_lr=optim_config.peak_lr,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        weight_decay=optim_config.weight_decay,
+        grad_clip_norm=optim_config.grad_clip_norm or None,
+        end_lr=optim_config.end_lr,
+    )
+
+    state = create_train_state(put_replicated(init_params, mesh), tx)
+    state = jax.tree_util.tree_map(lambda x: jax.device_put(x, replicated(mesh)), state)
+    checkpointer = TrainCheckpointer(stage_dir / "checkpoints", keep=loop.keep_checkpoints)
+    state = checkpointer.restore_newest_intact(state) or state
+    start_step = int(jax.device_get(state.step))
+
+    step_fn = make_train_step(
+        student=model,
+        teacher=teacher,
+        tx=tx,
+        schedule=schedule,
+        loss_config=loss_config,
+        total_steps=total_steps,
+        augment=augment,
+        mesh=mesh,
+    )
+    if logit_cache is not None:
+        if not loss_config.uses_teacher:
+            raise ValueError("a teacher-logit cache needs a distillation loss")
+        if logit_cache.total_steps != total_steps or logit_cache.batch_size != batch_size:
+            raise ValueError(
+                f"stage {name!r}: the logit cache was opened for "
+                f"{logit_cache.total_steps} steps of {logit_cache.batch_size}, "
+                f"the stage runs {total_steps} of {batch_size}"
+            )
+        step_kw = dict(
+            student=model,
+            teacher=teacher,
+            tx=tx,
+            schedule=schedule,
+            loss_config=loss_config,
+            total_steps=total_steps,
+            augment=augment,
+            mesh=mesh,
+        )
+        record_fn = make_train_step(
+            **step_kw, teacher_logits="record", logits_store_dtype=logit_cache.dtype_name
+        )
+        cached_fn = make_train_step(**step_kw, teacher_logits="input")
+    teacher_params = put_replicated(teacher_params, mesh) if teacher_params is not None else None
+    images = put_global(train_data.images, replicated(mesh))
+    labels = put_global(train_data.labels, replicated(mesh))
+    base_rng = put_replicated(jax.random.PRNGKey(seed), mesh)
+    index_sharding = batch_sharded(mesh)
+
+    writer = MetricsWriter(stage_dir, resume_step=start_step)
+    progress = ProgressBar(
+        name, total_steps, start_step, steps_per_epoch, batch_size, enabled=loop.progress_bar
+    )
+    pending: list[dict] = []
+    # A run resumed at its final checkpoint runs no step: report what was logged there.
+    last_metrics: dict = {k: v for k, v in writer.last_logged.items() if k != "epoch"}
+    # loop.stop_after_steps > 0 simulates an interruption (tests, debugging).
+    stop_at = min(total_steps, loop.stop_after_steps or total_steps)
+    eval_every = (
+        max(1, round(evaluate_every_epochs * steps_per_epoch))
+        if evaluate is not None and evaluate_every_epochs > 0
+        else 0
+    )
+    order, order_epoch = None, -1
+    stopped_by = None
+    try:
+        for step in range(start_step, stop_at):
+            epoch, position = divmod(step, steps_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = (
+                    epoch_batches(len(train_data), batch_size, seed=seed, epoch=epoch),
+                    epoch,
+                )
+            indices = put_global(order[position].astype(np.int32), index_sharding)
+            stored = logit_cache.get(step) if logit_cache is not None else None
+            if stored is not None:  # the teacher's logits of this step, from disk
+                state, metrics = cached_fn(
+                    state,
+                    None,
+                    images,
+                    labels,
+                    indices,
+                    base_rng,
+                    put_global(stored, index_sharding),
+                )
+            elif logit_cache is not None and logit_cache.records:
+                state, metrics, logits = record_fn(
+                    state, teacher_params, images, labels, indices, base_rng
+                )
+                logit_cache.put(step, logits)
+            else:
+                state, metrics = step_fn(state, teacher_params, images, labels, indices, base_rng)
+            pending.append(metrics)
+            done = step + 1
+            # A SIGTERM/SIGINT since the last step: save now, so the stop loses no step.
+            stopping = preemption.stop_requested()
+            checkpoint_now = (
+                done % loop.checkpoint_every_steps == 0 or done == total_steps or stopping
+            )
+            if checkpoint_now or done % loop.log_every_steps == 0 or done == stop_at:
+                last_metrics = _drain(pending, name, done, checkpointer)
+                writer.write(done, {**last_metrics, "epoch": done / steps_per_epoch})
+                progress.update(done, last_metrics)
+            if eval_every and (done % eval_every == 0 or done == total_steps):
+                writer.write(
+                    done,
+                    {"eval_top1": 100.0 * evaluate(state.params), "epoch": done / steps_per_epoch},
+                )
+            if checkpoint_now:
+                writer.flush()
+                if logit_cache is not None:
+                    logit_cache.flush()
+                checkpointer.save(done, state)
+            if stopping:
+                stopped_by = preemption.pending_signal()
+                break
+    finally:
+        if logit_cache is not None:
+            logit_cache.flush()
+            print(logit_cache.summary(), flush=True)
+        progress.close()
+        writer.close()
+        checkpointer.close()
+
+    end_step = int(jax.device_get(state.step))
+    completed = end_step >= total_steps
+    return StageResult(
+        params=state.params,
+        steps=end_step,
+        completed=completed,
+        final_metrics=last_metrics,
+        stopped_by=stopped_by,
+    )
+
+
+def _drain(pending: list[dict], stage: str, step: int, checkpointer: TrainCheckpointer) -> dict:
+    """Bring the metrics since the last read to the host, stop on NaN/Inf, return their mean."""
+    values = jax.device_get(pending)
+    pending.clear()
+    for offset, metrics in enumerate(values):
+        if not all(math.isfinite(float(v)) for v in metrics.values()):
+            bad_step = step - len(values) + offset + 1
+            last = checkpointer.latest_step()
+            where = (
+                f"the last good checkpoint (step {last}) is kept in {checkpointer.directory}"
+                if last is not None
+                else "no checkpoint was written yet"
+            )
+            raise TrainingDivergedError(
+                f"stage {stage!r}: non-finite loss or gradient at step {bad_step} "
+                f"({ {k: float(v) for k, v in metrics.items()} }); {where}. Lower the learning "
+                "rate or enable gradient clipping, then run the same command again to resume."
+            )
+    return {k: float(np.mean([m[k] for m in values])) for k in values[-1]}

@@ -1,0 +1,223 @@
+"""Orbax checkpoints: a model with its parameters, and a training run's train states.
+
+Model checkpoints (`save_checkpoint`, `load_checkpoint`): one directory has two items:
+'params' (the parameter pytree, `StandardSave`) and
+'model_config' (the architecture, `JsonSave` of `model_config(model)`), and optionally a
+third, 'class_names' (`JsonSave` of a list: the classifier's label names, e.g. from a
+transformers config.json). Any orbax user can read it; `load_checkpoint(path)` is all
+swin_flax users need:
+
+    model, params = swin_flax.load_checkpoint("swin_t_in1k")
+    logits = model.apply({"params": params}, images_nhwc)
+
+Train-state checkpoints (`TrainCheckpointer`): periodic and resumable, with orbax's
+CheckpointManager. Orbax writes each checkpoint to a temporary directory and renames it
+when complete, so a run killed at any moment (kill -9 included) leaves only whole
+checkpoints behind; the next run restores the newest one and continues from that step.
+What a kill does leave is the temporary directory, removed on the next start.
+Whole is not the same as intact: a disk that fills up, a copy cut short or a file damaged
+later gives a checkpoint that does not restore. Then the next older one is used, and the
+damaged one is moved aside (never deleted) with a warning that names it.
+
+Orbax is imported inside the functions, so `import swin_flax` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from swin_flax.errors import CheckpointError
+from swin_flax.model.config import CONFIG_FIELDS
+from swin_flax.model.swin import SwinTransformer, abstract_params, model_config, model_from_config
+
+PARAMS_ITEM = "params"
+CONFIG_ITEM = "model_config"
+CLASS_NAMES_ITEM = "class_names"
+
+
+def _absolute(path: str | os.PathLike) -> Path:
+    return Path(os.fspath(path)).expanduser().absolute()  # orbax wants absolute paths
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    path = _absolute(path)
+    return (path / PARAMS_ITEM).is_dir() and (path / CONFIG_ITEM).is_dir()
+
+
+def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Raise unless `path` is free, or (with overwrite) an empty dir or a checkpoint.
+
+    Overwriting never deletes a directory that holds anything else.
+    """
+    path = _absolute(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise CheckpointError(f"{path} exists and is not a directory")
+    if not overwrite and any(path.iterdir()):
+        raise CheckpointError(
+            f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
+        )
+    if overwrite and any(path.iterdir()) and not is_checkpoint(path):
+        raise CheckpointError(
+            f"{path} is not empty and is not a swin_flax checkpoint; refusing to overwrite it"
+        )
+
+
+def _shape_problems(params, abstract) -> list[str]:
+    have = traverse_util.flatten_dict(params, sep="/")
+    want = traverse_util.flatten_dict(abstract, sep="/")
+    problems = [f"missing {k}" for k in want if k not in have]
+    problems += [f"unexpected {k}" for k in have if k not in want]
+    problems += [
+        f"{k}: {tuple(np.shape(have[k]))} vs model {tuple(want[k].shape)}"
+        for k in want
+        if k in have and tuple(np.shape(have[k])) != tuple(want[k].shape)
+    ]
+    return problems
+
+
+def checkpoint_args(model: SwinTransformer, params, class_names=None):
+    """`ocp.args.Composite` saving `params` and the model configuration (for managers too),
+    and the class names if given."""
+    import orbax.checkpoint as ocp
+
+    items = {
+        PARAMS_ITEM: ocp.args.StandardSave(params),
+        CONFIG_ITEM: ocp.args.JsonSave(model_config(model)),
+    }
+    if class_names is not None:
+        items[CLASS_NAMES_ITEM] = ocp.args.JsonSave([str(name) for name in class_names])
+    return ocp.args.Composite(**items)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: SwinTransformer,
+    params,
+    *,
+    overwrite: bool = False,
+    class_names=None,
+) -> Path:
+    """Write `params` and `model_config(model)` to the orbax checkpoint directory `path`,
+    and `class_names` (one per output of the classifier) if given."""
+    import orbax.checkpoint as ocp
+
+    path = _absolute(path)
+    if set(params) == {"params"}:
+        params = params["params"]
+    problems = _shape_problems(params, abstract_params(model))
+    if class_names is not None and len(class_names) != model.num_classes:
+        problems.append(f"{len(class_names)} class names for {model.num_classes} classes")
+    if problems:
+        raise CheckpointError("params do not match the model:\n  " + "\n  ".join(problems))
+    check_writable(path, overwrite=overwrite)
+    # check_writable allowed it: an empty directory or an old checkpoint may be replaced.
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        checkpointer.save(
+            path, args=checkpoint_args(model, params, class_names), force=path.exists()
+        )
+    return path
+
+
+def load_class_names(path: str | os.PathLike) -> list[str] | None:
+    """The class names stored with a checkpoint; None when it has none (most do not)."""
+    import orbax.checkpoint as ocp
+
+    path = _require_checkpoint(path)
+    if not (path / CLASS_NAMES_ITEM).is_dir():
+        return None
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(
+            path, args=ocp.args.Composite(**{CLASS_NAMES_ITEM: ocp.args.JsonRestore()})
+        )
+    return list(restored[CLASS_NAMES_ITEM])
+
+
+def load_model_config(path: str | os.PathLike) -> dict:
+    """The stored architecture (the 'model_config' item) of a checkpoint."""
+    import orbax.checkpoint as ocp
+
+    path = _require_checkpoint(path)
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(
+            path, args=ocp.args.Composite(**{CONFIG_ITEM: ocp.args.JsonRestore()})
+        )
+    return dict(restored[CONFIG_ITEM])
+
+
+def load_checkpoint(path: str | os.PathLike, **overrides) -> tuple[SwinTransformer, dict]:
+    """`(model, params)` from a checkpoint directory; overrides change model fields.
+
+    Overrides that keep the parameter shapes are allowed (dtype=jnp.bfloat16 for bf16
+    compute with float32 parameters, drop_path_rate, ...). Parameters are placed on the
+    default device.
+    """
+    import orbax.checkpoint as ocp
+
+    path = _require_checkpoint(path)
+    config = load_model_config(path)
+    try:
+        stored = model_from_config(config)
+        model = model_from_config(config, **overrides) if overrides else stored
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot build the model stored in {path}: {e}") from None
+
+    abstract = abstract_params(stored)
+    # A device of this process: on several hosts jax.devices()[0] belongs to process 0.
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract
+    )
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(
+            path, args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardRestore(abstract)})
+        )
+    params = restored[PARAMS_ITEM]
+
+    if set(overrides) & (set(CONFIG_FIELDS) - {"drop_rate", "attn_drop_rate", "drop_path_rate"}):
+        problems = _shape_problems(params, abstract_params(model))
+        if problems:
+            raise CheckpointError(
+                f"the overrides {overrides} change the parameter shapes of the checkpoint "
+                f"in {path} ({problems[0]}{', ...' if len(problems) > 1 else ''}); build the "
+                "new model and convert or transfer the weights instead"
+            )
+    return model, params
+
+
+def _require_checkpoint(path: str | os.PathLike) -> Path:
+    path = _absolute(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    if not is_checkpoint(path):
+        raise CheckpointError(
+            f"{path} is not a swin_flax checkpoint: expected an orbax checkpoint directory "
+            f"with the items '{PARAMS_ITEM}' and '{CONFIG_ITEM}' (written by "
+            "convert_timm_weights.py or swin_flax.save_checkpoint)"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# Train-state checkpoints of a training stage.
+
+
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model_config",
+    "load_class_names",
+    "checkpoint_args",
+    "check_writable",
+    "is_checkpoint",
+    "PARAMS_ITEM",
+    "CONFIG_ITEM",
+    "CLASS_NAMES_ITEM",
+]

@@ -1,0 +1,231 @@
+"""swin_flax.pipeline.report: statistics over seeds, merging work directories, summary.md, plots, CLI."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swin_flax import cli
+from swin_flax.errors import UserInputError
+from swin_flax.pipeline import report, summaries
+
+REPO = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def row(
+    model,
+    init,
+    distill,
+    seed,
+    top1,
+    *,
+    params=1_000_000,
+    ips=None,
+    noisy=False,
+    device="cpu",
+    stage=None,
+):
+    r = {
+        "model": model,
+        "init": init,
+        "distillation": distill,
+        "seed": seed,
+        "top1": top1,
+        "params": params,
+        "stage": stage or f"{model}_{init}_{int(distill)}_seed{seed}",
+    }
+    if ips is not None:
+        r.update(
+            images_per_second=ips,
+            images_per_second_min=ips * 0.9,
+            images_per_second_max=ips * 1.1,
+            throughput_noisy=noisy,
+            device=device,
+        )
+    return r
+
+
+def make_workdir(path: Path, rows, curves=None) -> Path:
+    """A fake finished work directory; `curves`: stage -> [(epoch, eval_top1)]."""
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps(rows))
+    for stage, points in (curves or {}).items():
+        (path / stage).mkdir()
+        lines = []
+        for epoch, top1 in points:  # interleaved training and evaluation lines
+            lines.append(json.dumps({"step": epoch * 10, "epoch": epoch, "loss": 1.0 / epoch}))
+            lines.append(json.dumps({"step": epoch * 10, "epoch": epoch, "eval_top1": top1}))
+        (path / stage / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 9')
+    return path
+
+
+def test_mean_and_sample_std_of_known_values():
+    assert summaries.mean_std([70, 72, 74]) == (72.0, 2.0)
+    assert summaries.mean_std([70.0]) == (70.0, None)
+
+
+def test_gain_is_the_difference_of_means_with_the_standard_error_as_spread():
+    gain, spread, beyond = summaries.gain_over([75, 77], [70, 72])
+    assert gain == 5.0
+    # s1 = s2 = sqrt(2), n1 = n2 = 2: sqrt(2/2 + 2/2) = sqrt(2)
+    assert spread == pytest.approx(math.sqrt(2.0))
+    assert beyond is True  # 5 > 2 * 1.414
+    gain, spread, beyond = summaries.gain_over([71, 75], [70, 72])
+    assert (gain, beyond) == (2.0, False)  # spread sqrt(8/2 + 2/2) = 2.236; 2 < 4.47
+    assert spread == pytest.approx(math.sqrt(5.0))
+    assert summaries.gain_over([75], [70, 72]) == (4.0, None, None)
+
+
+def test_summary_rows_gain_over_scratch_of_the_same_model():
+    rows = [
+        row("t (teacher)", "pretrained", False, 0, 90.0),
+        row("n", "random", False, 1, 70.0),
+        row("n", "random", False, 2, 72.0),
+        row("n", "transfer", True, 1, 75.0),
+        row("n", "transfer", True, 2, 77.0),
+    ]
+    for r in rows:
+        r["workdir"] = "w"
+    teacher, scratch, kd = summaries.summarize(rows)
+    assert (teacher.gain, scratch.is_scratch, scratch.gain) == (None, True, None)
+    assert (kd.n, kd.mean, kd.gain, kd.beyond_spread) == (2, 76.0, 5.0, True)
+    cells = report.table_cells(kd)
+    assert cells[3:7] == ["76.00 ± 1.41", "2", "+5.00 ± 1.41", "yes"]
+    assert report.table_cells(teacher)[3:7] == ["90.00 ± –", "1", "–", "–"]
+    assert report.table_cells(scratch)[5] == "(scratch)"
+
+
+def test_two_workdirs_merge_into_one_table_with_n_summed(tmp_path):
+    a = make_workdir(
+        tmp_path / "a", [row("n", "random", False, 1, 70.0), row("n", "transfer", True, 1, 75.0)]
+    )
+    b = make_workdir(
+        tmp_path / "b",
+        [
+            row("n", "random", False, 2, 72.0),
+            row("n", "random", False, 3, 74.0),
+            row("n", "transfer", True, 2, 77.0),
+        ],
+    )
+    rows, notes = report.merge_rows([a, b])
+    scratch, kd = summaries.summarize(rows)
+    assert (scratch.n, scratch.mean, scratch.std, scratch.seeds) == (3, 72.0, 2.0, (1, 2, 3))
+    assert (kd.n, kd.mean) == (2, 76.0)
+    assert notes == []
+    summary = report.write_report([a, b], tmp_path / "out").read_text()
+    assert f"`{a}`, `{b}`" in summary
+    assert "| n | random | no | 72.00 ± 2.00 | 3 | (scratch) |" in summary
+
+
+def test_a_duplicate_variant_and_seed_is_warned_and_kept_once(tmp_path):
+    a = make_workdir(tmp_path / "a", [row("n", "random", False, 1, 70.0)])
+    b = make_workdir(
+        tmp_path / "b", [row("n", "random", False, 1, 99.0), row("n", "random", False, 2, 72.0)]
+    )
+    with pytest.warns(report.DuplicateRunWarning, match="seed 1"):
+        rows, notes = report.merge_rows([a, b])
+    assert [r["top1"] for r in rows] == [70.0, 72.0]  # the first one read is kept
+    assert len(notes) == 1 and str(a) in notes[0]
+
+
+def test_noisy_throughput_is_flagged_in_the_table(tmp_path):
+    w = make_workdir(
+        tmp_path / "w",
+        [
+            row("n", "random", False, 1, 70.0, ips=1234.4, noisy=True, device="TFRT_CPU_0"),
+            row("m", "random", False, 1, 60.0, ips=500.0),
+        ],
+    )
+    summary = report.write_report([w], w).read_text()
+    assert "~1234 (noisy) (TFRT_CPU_0)" in summary
+    assert "| 500 (cpu) |" in summary
+
+
+def test_a_run_without_eval_lines_or_throughput_gets_notes_instead_of_plots(tmp_path):
+    w = make_workdir(tmp_path / "w", [row("n", "random", False, 1, 70.0)])
+    summary = report.write_report([w], w).read_text()
+    assert "No per-epoch plot" in summary and "No throughput plot" in summary
+    assert sorted(p.name for p in (w / "plots").iterdir()) == ["accuracy_vs_params.png"]
+
+
+def test_eval_curve_takes_the_eval_lines_and_skips_a_cut_line(tmp_path):
+    w = make_workdir(tmp_path / "w", [], curves={"s": [(1, 40.0), (2, 55.5)]})
+    assert report.eval_curve(w / "s" / "metrics.jsonl") == {1.0: 40.0, 2.0: 55.5}
+
+
+def fake_run(tmp_path: Path) -> Path:
+    rows, curves = [], {}
+    for seed in (1, 2):
+        for init, distill, base, params, ips in (
+            ("random", False, 60.0, 900_000, 3000.0),
+            ("transfer", True, 66.0, 900_000, 2900.0),
+        ):
+            r = row("cifar_swin_n", init, distill, seed, base + 2 * seed, params=params, ips=ips)
+            rows.append(r)
+            curves[r["stage"]] = [(e, base * e / 3 + seed) for e in (1, 2, 3)]
+    teacher = row(
+        "cifar_swin_t (teacher)",
+        "pretrained",
+        False,
+        0,
+        90.0,
+        params=27_500_000,
+        ips=800.0,
+        noisy=True,
+        stage="teacher",
+    )
+    curves["teacher"] = [(1, 85.0), (2, 90.0)]
+    return make_workdir(tmp_path / "run", [teacher, *rows], curves)
+
+
+def run_cli(*args):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("SWIN_FLAX_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "swin_flax.pipeline.report", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def test_cli_writes_summary_and_three_small_pngs(tmp_path):
+    w = fake_run(tmp_path)
+    done = run_cli(w)
+    assert done.returncode == 0, done.stderr
+    summary = (w / "summary.md").read_text()
+    assert "| cifar_swin_n | transfer | yes | 69.00 ± 1.41 | 2 | +6.00 ± 1.41 | yes |" in summary
+    names = ("accuracy_per_epoch.png", "accuracy_vs_params.png", "accuracy_vs_throughput.png")
+    sizes = []
+    for name in names:
+        assert f"](plots/{name})" in summary
+        data = (w / "plots" / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+        sizes.append(len(data))
+    assert sum(sizes) < 150_000
+
+
+def test_cli_on_a_missing_dir_says_one_error_line_and_exits_2(tmp_path):
+    done = run_cli(tmp_path / "nowhere")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"error: {tmp_path / 'nowhere'} is not a directory (expected a finished work directory)"
+    ]
+
+
+def test_cli_errors_for_a_dir_without_results_and_several_dirs_without_out(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli.run(report.main, [str(tmp_path / "empty")]) == 2
+    assert "has no results.json" in capsys.readouterr().err
+    a = make_workdir(tmp_path / "a", [row("n", "random", False, 1, 70.0)])
+    assert cli.run(report.main, [str(a), str(a)]) == 2
+    assert "--out" in capsys.readouterr().err
+    with pytest.raises(UserInputError, match="no work directory"):
+        report.write_report([], tmp_path / "out")
