@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from swin_flax import cli
+from swin_flax.weights.bias_table import BIAS_RESIZE_METHODS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,7 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--bias-resize",
-        choices=("timm", "bicubic"),
+        choices=BIAS_RESIZE_METHODS,
         default="timm",
         help="how bias tables are resampled for another window: as timm's "
         "loader does, or bicubic as the original Swin code",

@@ -17,17 +17,20 @@ import argparse
 import sys
 
 from swin_flax import cli
+from swin_flax.deploy.export import PRECISIONS, export_checkpoint
+from swin_flax.deploy.runners import FORMATS
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="swin_flax checkpoint directory")
-    parser.add_argument("out", help="the file to write")
-    parser.add_argument("--format", required=True, choices=("onnx", "litert", "stablehlo"))
+    suffixes = ", ".join(f"{f.suffix} ({name})" for name, f in FORMATS.items())
+    parser.add_argument("out", help=f"the file to write; by convention {suffixes}")
+    parser.add_argument("--format", required=True, choices=tuple(FORMATS))
     batch = parser.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
     batch.add_argument("--dynamic-batch", action="store_true", help="any batch size")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument(
         "--check-images",
         nargs="+",
@@ -40,8 +43,6 @@ def parse_args(argv):
 
 def main(argv) -> int:
     args = parse_args(argv)
-    from swin_flax.deploy.export import export_checkpoint
-
     report = export_checkpoint(
         args.checkpoint,
         args.out,

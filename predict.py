@@ -31,7 +31,8 @@ def parse_args(argv):
 
 def main(argv) -> int:
     args = parse_args(argv)
-    from swin_flax.deploy.runners import decode_image, load_model, preprocess_images, top_k
+    from swin_flax.data.images import decode_image
+    from swin_flax.deploy.runners import load_model, preprocess_images, top_k
 
     decoded = [decode_image(path) for path in args.images]  # bad files fail before loading
     runner = load_model(args.model, args.threads)

@@ -3,6 +3,7 @@ r"""Run the compression framework (paper Algorithm 1) from a config file.
     python train.py                                    # offline demo (configs/demo.py)
     python train.py --config configs/swin_m_kd.py --workdir runs/swin_m_kd
     python train.py --config configs/swin_m_kd.py:smoke --config.distill.epochs=1
+    python train.py --options                          # every option, its default and help
 
 Running the same command again resumes: finished stages are skipped and an interrupted
 stage continues from its newest checkpoint. On several hosts add --multihost.
@@ -30,6 +31,12 @@ flags.DEFINE_bool(
 flags.DEFINE_string("coordinator_address", None, "--multihost elsewhere: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "--multihost elsewhere: how many processes in all.")
 flags.DEFINE_integer("process_id", None, "--multihost elsewhere: this process's index.")
+flags.DEFINE_bool(
+    "options",
+    False,
+    "Print every config option (default, valid values, whether it may change on resume, help) "
+    "and exit; needs no --config.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -113,6 +120,11 @@ def main(argv):
     del argv
     from swin_flax import cli
 
+    if FLAGS.options:
+        from swin_flax.settings import describe_options
+
+        print(describe_options())
+        return 0
     return cli.run(train, resume_hint=lambda: f"resume with: {resume_command(workdir())}")
 
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 MODELS = {"student (swin_n)": "swin_n", "teacher (swin_t)": "swin_t"}
-FORMATS = ("onnx", "litert", "stablehlo")
 
 
 def time_runs(fn, repeats):
@@ -39,7 +38,7 @@ def benchmark(threads: int, repeats: int, out: Path) -> str:
 
     import swin_flax
     from swin_flax.deploy.export import export_checkpoint
-    from swin_flax.deploy.runners import load_model
+    from swin_flax.deploy.runners import FORMATS, load_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,7 +48,7 @@ def benchmark(threads: int, repeats: int, out: Path) -> str:
             swin_flax.save_checkpoint(ckpt, model, swin_flax.init_params(model, 0))
             for fmt in FORMATS:
                 for batch in (1, 32):
-                    path = Path(tmp) / f"{name}_b{batch}.{fmt}"
+                    path = Path(tmp) / f"{name}_b{batch}{FORMATS[fmt].suffix}"
                     report = export_checkpoint(ckpt, path, fmt, batch=batch)
                     runner = load_model(path, threads=threads)
                     images = (

@@ -353,13 +353,14 @@ def kd_flax(
 
     with jax_precision(precision):
         start = time.perf_counter()
-        compiled = step.lower(state, teacher_params, images, labels, indices[0], base_rng).compile()
+        teacher_input = {"params": teacher_params}  # the teacher runs live in the step
+        compiled = step.lower(state, teacher_input, images, labels, indices[0], base_rng).compile()
         lower_compile_s = time.perf_counter() - start
 
     def call(i):
         nonlocal state
-        state, metrics = compiled(
-            state, teacher_params, images, labels, indices[i % len(indices)], base_rng
+        state, metrics, _ = compiled(
+            state, teacher_input, images, labels, indices[i % len(indices)], base_rng
         )
         return state, metrics
 

@@ -14,7 +14,7 @@ from configs import common
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg)
+    args = common.parse_args(arg, smoke=common.flag())
     c = common.get_base_config()
     c.compute_dtype = "float32"
     c.data.source = "digits"
@@ -42,7 +42,7 @@ def get_config(arg=None):
     c.eval.throughput_repeats = 5
     c.loop.log_every_steps = 20
     c.loop.checkpoint_every_steps = 200
-    if args.get("smoke"):
+    if args.smoke:
         c.finetune.epochs = c.distill.epochs = 1
         c.finetune.warmup_epochs = c.distill.warmup_epochs = 0.5
         c.eval.throughput_batch_size = 0

@@ -23,7 +23,7 @@ Teachers are fine-tuned inside the run unless --config.teacher.finetuned points 
 
 from configs import common
 from configs.teacher_finetune import DROP_PATH, TIMM_WEIGHTS
-from swin_flax.errors import UserInputError
+from swin_flax.model.presets import model_names
 
 TABLES = ("II", "IV", "V", "VI", "VII", "VIII", "IX")
 # The rows a whole-table run sweeps (our choice of grid where the row argument is absent).
@@ -35,16 +35,20 @@ W_DS = (1.0, 5.0, 13.0, 20.0)
 
 def get_config(arg=None):
     args = common.parse_args(
-        arg, allowed=("table", "student", "teacher", "alpha", "interval", "w_d", "smoke")
+        arg,
+        table=common.choice(*TABLES, default="IX", ignore_case=True),
+        student=common.choice(  # default None: the table's student
+            *model_names(), default=None, expected="a model preset name", usage="MODEL"
+        ),
+        teacher=common.choice(*TIMM_WEIGHTS),
+        alpha=common.number(0.25),
+        interval=common.typed(parse_interval, "two numbers such as 0-0.5", "START-END", (0.0, 0.5)),
+        w_d=common.number(13.0),
+        smoke=common.flag(),
     )
-    table = str(args.get("table", "IX")).upper()
-    if table not in TABLES:
-        raise UserInputError(f"table must be one of {TABLES}, got {table!r}")
+    table, teacher = args.table, args.teacher
     c = common.get_base_config()
-    c.student.model = str(args.get("student", "swin_n" if table in ("VI", "VII") else "swin_m"))
-    teacher = str(args.get("teacher", "swin_t"))
-    if teacher not in TIMM_WEIGHTS:
-        raise UserInputError(f"teacher must be one of {tuple(TIMM_WEIGHTS)}, got {teacher!r}")
+    c.student.model = args.student or ("swin_n" if table in ("VI", "VII") else "swin_m")
     c.teacher.model = teacher
     c.teacher.init = TIMM_WEIGHTS[teacher]
     c.teacher.drop_path_rate = DROP_PATH[teacher]
@@ -55,27 +59,25 @@ def get_config(arg=None):
         c.runs = "random"
     elif table == "IV":  # arithmetic joint loss, alpha sweep, 30 epochs
         c.runs = "random+kd"
-        d.joint, d.alpha, d.epochs = "arithmetic", common.number_arg(args, "alpha", 0.25), 30
-        if "alpha" not in args:  # the whole table: students x alpha
-            students = (
-                [c.student.model] if "student" in args or args.get("smoke") else list(STUDENTS)
-            )
+        d.joint, d.alpha, d.epochs = "arithmetic", args.alpha, 30
+        if not args.given("alpha"):  # the whole table: students x alpha
+            students = [c.student.model] if args.given("student") or args.smoke else list(STUDENTS)
             c.sweep = "; ".join(f"student.model={m},alpha={a:g}" for m in students for a in ALPHAS)
     elif table == "V":  # the tuned arithmetic loss, full 60 epochs
         c.runs = "random+kd"
         d.joint, d.alpha = "arithmetic", 0.25
     elif table == "VI":  # alpha scheduled linearly over training
-        start, end = interval_arg(str(args.get("interval", "0-0.5")))
+        start, end = args.interval
         c.runs = "random+kd"
         d.joint, d.alpha_start, d.alpha_end = "linear_alpha", start, end
-        if "interval" not in args:  # the whole table: one row per interval
+        if not args.given("interval"):  # the whole table: one row per interval
             c.sweep = "; ".join(
-                "alpha_start={:g},alpha_end={:g}".format(*interval_arg(i)) for i in INTERVALS
+                "alpha_start={:g},alpha_end={:g}".format(*parse_interval(i)) for i in INTERVALS
             )
     elif table == "VII":  # weighted harmonic mean, w_s = 1
         c.runs = "random+kd"
-        d.joint, d.w_d, d.w_s = "weighted_harmonic", common.number_arg(args, "w_d", 13.0), 1.0
-        if "w_d" not in args:  # the whole table: one row per w_d
+        d.joint, d.w_d, d.w_s = "weighted_harmonic", args.w_d, 1.0
+        if not args.given("w_d"):  # the whole table: one row per w_d
             c.sweep = "w_d=" + ",".join(f"{w:g}" for w in W_DS)
     elif table == "VIII":  # transferred blocks, no distillation
         c.runs = "transfer"
@@ -83,16 +85,14 @@ def get_config(arg=None):
         c.runs = "random,random+kd,transfer,transfer+kd"
         c.evaluate_teacher = True
 
-    if args.get("smoke"):
+    if args.smoke:
         common.apply_smoke(c)
-        if table == "IV" and "alpha" not in args:  # the smoke student, not swin_m/swin_n
+        if table == "IV" and not args.given("alpha"):  # the smoke student, not swin_m/swin_n
             c.sweep = "alpha=" + ",".join(f"{a:g}" for a in ALPHAS)
     return c
 
 
-def interval_arg(interval: str) -> tuple[float, float]:
-    bounds = interval.split("-")
-    if len(bounds) != 2:
-        raise UserInputError(f"interval must look like 0-0.5, got {interval!r}")
-    start, end = (common.number_arg({"interval": b}, "interval", 0.0) for b in bounds)
-    return start, end
+def parse_interval(interval: str) -> tuple[float, float]:
+    """'0-0.5' -> (0.0, 0.5): Table VI's alpha schedule; ValueError for anything else."""
+    start, end = interval.split("-")  # ValueError unless exactly two parts
+    return float(start), float(end)

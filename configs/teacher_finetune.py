@@ -1,6 +1,6 @@
 r"""Fine-tune an ImageNet-1K Swin teacher on CIFAR-100 (paper Table III; step 1 of Algorithm 1).
 
-The argument picks the teacher: swin_t (default), swin_s or swin_b.
+The argument picks the teacher: swin_t (default), swin_s or swin_b (alone or as teacher=...).
 
     python train.py --config configs/teacher_finetune.py:swin_t --workdir runs/teacher_swin_t
     python train.py --config configs/teacher_finetune.py:swin_b --workdir runs/teacher_swin_b
@@ -21,13 +21,15 @@ DROP_PATH = {"swin_t": 0.2, "swin_s": 0.3, "swin_b": 0.5}
 
 
 def get_config(arg=None):
-    args = common.parse_args(arg, allowed=("smoke", *TIMM_WEIGHTS))
-    teacher = next((k for k in args if k in TIMM_WEIGHTS), "swin_t")
+    args = common.parse_args(
+        arg, teacher=common.choice(*TIMM_WEIGHTS, bare=True), smoke=common.flag()
+    )
+    teacher = args.teacher
     c = common.get_base_config()
     c.teacher.model = teacher
     c.teacher.init = TIMM_WEIGHTS[teacher]
     c.teacher.drop_path_rate = DROP_PATH[teacher]
     c.runs = ""  # teacher only
-    if args.get("smoke"):
+    if args.smoke:
         common.apply_smoke(c)
     return c

@@ -7,6 +7,10 @@ driven stop in its own line and exit code 75, a bug in its traceback.
         sys.exit(cli.run(main, sys.argv[1:]))
 
 SWIN_FLAX_DEBUG=1 re-raises the user's errors too, with their tracebacks.
+
+One convention for every module: results and progress go to stdout; `warning:` and `note:`
+lines (`warn`, `note`) and `error:` lines go to stderr, so that a command's output can be
+piped while its diagnostics stay on the terminal.
 """
 
 from __future__ import annotations
@@ -25,6 +29,16 @@ PREEMPTED_EXIT_CODE = 75
 
 def debugging() -> bool:
     return bool(os.environ.get("SWIN_FLAX_DEBUG"))
+
+
+def warn(message: str) -> None:
+    """A `warning:` line: something the user should act on, the run goes on."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def note(message: str) -> None:
+    """A `note:` line: what the run decided for the user (reused, resumed, skipped)."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def report_error(message: str) -> int:

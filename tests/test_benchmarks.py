@@ -48,6 +48,7 @@ assert "jax" not in sys.modules or {jax_ok}, "imported jax"
         ("benchmarks.profile_kernels", True),
     ],
 )
+@pytest.mark.multiprocess
 def test_importing_a_benchmark_module_has_no_side_effects(module, jax_ok):
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_CHECK.format(module=module, jax_ok=jax_ok)],
@@ -60,6 +61,9 @@ def test_importing_a_benchmark_module_has_no_side_effects(module, jax_ok):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.torch
 def test_throughput_script_measures_flax_and_timm_and_writes_json(tmp_path):
     out = tmp_path / "cpu.json"
     run_script(
@@ -97,6 +101,8 @@ def test_throughput_script_measures_flax_and_timm_and_writes_json(tmp_path):
     assert f"{flax / eager:.2f}" in table_row  # the Table X line carries the flax/eager ratio
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_kernel_profile_reads_back_the_trace(tmp_path):
     out = run_script(
         "benchmarks/profile_kernels.py",

@@ -2,7 +2,10 @@
 file for every module, and the README's layout map in step with the tree."""
 
 import ast
+import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "swin_flax"
@@ -13,7 +16,7 @@ MAX_MODULE_LINES = 400
 # (an exported model needs neither); the pipeline may use deploy.
 LAYERS = [
     {"errors"},
-    {"_optional", "_files", "cli"},
+    {"_optional", "_files", "_options", "cli"},
     {"settings"},
     {"model"},
     {"weights"},
@@ -145,3 +148,74 @@ def expected_test_file(module: str) -> Path:
     """swin_flax.training.loop -> tests/training/test_loop.py; swin_flax.cli -> tests/test_cli.py."""
     parts = module.split(".")[1:]
     return ROOT / "tests" / Path(*parts[:-1]) / f"test_{parts[-1].lstrip('_')}.py"
+
+
+def test_every_module_has_its_test_file():
+    modules = [m for m, p in package_modules().items() if p.name != "__init__.py"]
+    missing = [m for m in modules if not expected_test_file(m).exists()]
+    assert missing == [], "modules without tests/<package>/test_<module>.py: " + ", ".join(missing)
+
+
+def readme_layout_modules(text: str) -> set[str]:
+    """The modules the README's layout block names: `swin_flax/x.py` lines, and `pkg/  a.py,
+    b.py` lines (continued on indented lines) for the modules of swin_flax/pkg/."""
+    block = re.search(r"<!-- layout:begin -->(.*?)<!-- layout:end -->", text, re.S)
+    assert block, "README.md has no <!-- layout:begin --> ... <!-- layout:end --> block"
+    listed, package = set(), None
+    for line in block.group(1).splitlines():
+        head = re.match(r"\s{4}(swin_flax/[a-z_/]+\.py|[a-z_]+/)\s", line + " ")
+        if head and head.group(1).endswith(".py"):
+            listed.add(head.group(1))
+            package = None
+            continue
+        if head:
+            package = head.group(1)
+            line = line[head.end() :]
+        elif not line.startswith(" " * 8):
+            package = None
+        if package and package.rstrip("/") in PACKAGES:
+            listed |= {f"swin_flax/{package}{m}" for m in re.findall(r"\b([a-z_]+\.py)\b", line)}
+    return listed
+
+
+PACKAGES = ("model", "weights", "data", "deploy", "training", "pipeline")
+
+
+def test_the_readme_layout_names_every_module_of_the_tree_and_no_other():
+    listed = readme_layout_modules((ROOT / "README.md").read_text())
+    actual = {
+        str(p.relative_to(ROOT))
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "__init__.py" or p.parent == PACKAGE
+    }
+    assert sorted(actual - listed) == [], "modules missing from the README layout"
+    assert sorted(listed - actual) == [], "the README layout names modules that do not exist"
+
+
+def test_the_readme_layout_parser_reads_both_line_forms():
+    text = """<!-- layout:begin -->
+    swin_flax/cli.py       the wrapper
+    model/     config.py (SwinConfig), swin.py,
+               attention.py
+    tests/         mirror the package: tests/<package>/test_<module>.py
+<!-- layout:end -->"""
+    assert readme_layout_modules(text) == {
+        "swin_flax/cli.py",
+        "swin_flax/model/config.py",
+        "swin_flax/model/swin.py",
+        "swin_flax/model/attention.py",
+    }
+
+
+ROOT_SCRIPT_MAX_LINES = 200
+
+
+@pytest.mark.parametrize(
+    "script", ["train.py", "export.py", "predict.py", "convert_timm_weights.py"]
+)
+def test_root_scripts_are_thin(script):
+    """Entry points parse arguments and call the package (the logic lives in swin_flax/)."""
+    lines = (ROOT / script).read_text().splitlines()
+    assert len(lines) <= ROOT_SCRIPT_MAX_LINES, (
+        f"{script}: {len(lines)} lines; move logic into swin_flax/"
+    )

@@ -1,14 +1,17 @@
-"""The data a run trains and evaluates on: the config's data section -> (train, eval).
+"""The data a run trains and evaluates on: the config's data section -> train, test, validation.
 
-Start here. `load_datasets` turns `config.data` into two `ArrayDataset`s, whole splits
-held as uint8 arrays; this package's front re-exports the layer's public names. Each job lives in its own module:
+Start here. `load_splits` turns `config.data` into `ArrayDataset`s, whole splits held as
+uint8 arrays; this package's front re-exports the layer's public names. Each job lives in
+its own module:
 
-  * `swin_flax.data.load`: `load_datasets`, the config -> (train, eval).
+  * `swin_flax.data.load`: `load_splits`, the config -> train, test and validation.
   * `swin_flax.data.dataset`: `ArrayDataset`, `split_train_validation`, `balanced_subset`.
   * `swin_flax.data.batches`: the index batches that feed the train step (`epoch_batches`,
     `eval_batches`, `steps_per_epoch`).
   * `swin_flax.data.images`: decoded images -> one uint8 array (`stack_images`).
-  * `swin_flax.data.augment`: crop, flip, resize and normalisation inside the jitted step.
+  * `swin_flax.data.augment`: crop, flip, Mixup/CutMix, resize and normalisation inside
+    the jitted step.
+  * `swin_flax.data.folder_subset`: a smaller image-folder task carved out of a bigger one.
   * `swin_flax.data.tfds_source`: `load_tfds` (TensorFlow Datasets) and `network_available`,
     the probe that makes an offline machine fail in seconds.
   * `swin_flax.data.image_folder`: `load_image_folder` (a `root/<split>/<class>/*.jpg`
@@ -29,7 +32,7 @@ from swin_flax.data.batches import epoch_batches, eval_batches, steps_per_epoch
 from swin_flax.data.dataset import ArrayDataset, balanced_subset, split_train_validation
 from swin_flax.data.digits import load_digits
 from swin_flax.data.image_folder import load_image_folder
-from swin_flax.data.load import SOURCES, load_datasets
+from swin_flax.data.load import SOURCES, Splits, load_datasets, load_splits
 from swin_flax.data.tfds_source import load_tfds, network_available
 from swin_flax.errors import BadImagesError, DatasetUnavailableError
 
@@ -39,9 +42,11 @@ __all__ = [
     "BadImagesError",
     "DatasetUnavailableError",
     "SOURCES",
+    "Splits",
     "epoch_batches",
     "eval_batches",
     "load_datasets",
+    "load_splits",
     "load_digits",
     "load_image_folder",
     "load_tfds",

@@ -110,10 +110,68 @@ def preprocess_eval(
     return resize(normalize(images_uint8, mean, std), out_size).astype(dtype)
 
 
+def mix_batch(
+    images: jax.Array,
+    targets: jax.Array,
+    rng: jax.Array,
+    *,
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
+) -> tuple[jax.Array, jax.Array]:
+    """Mixup or CutMix of an augmented (B, H, W, C) batch and its (B, classes) soft targets.
+
+    timm's `Mixup` in batch mode: one mixing weight lambda ~ Beta(alpha, alpha) for the whole
+    batch, each image mixed with the batch reversed; with both alphas > 0 each batch is
+    CutMix or Mixup with probability 1/2. CutMix pastes a box of area (1 - lambda) and then
+    sets lambda to the area actually pasted (the box is clipped at the border). Targets mix
+    with the same lambda. Teacher and student see the same mixed images (the "consistent
+    views" of function-matching distillation).
+    """
+    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+        return images, targets
+    choice_rng, mix_rng, box_rng = jax.random.split(rng, 3)
+    partner_images, partner_targets = images[::-1], targets[::-1]
+    use_cutmix = (
+        jax.random.bernoulli(choice_rng, 0.5)
+        if mixup_alpha > 0 and cutmix_alpha > 0
+        else jnp.asarray(cutmix_alpha > 0)
+    )
+    alpha = jnp.where(use_cutmix, max(cutmix_alpha, 1e-6), max(mixup_alpha, 1e-6))
+    lam = jax.random.beta(mix_rng, alpha, alpha)
+    _, height, width, _ = images.shape
+    box_mask, box_lam = _cutmix_box(box_rng, lam, height, width)
+    mixed_up = lam * images + (1.0 - lam) * partner_images
+    cut = jnp.where(box_mask[None, :, :, None], partner_images, images)
+    images = jnp.where(use_cutmix, cut, mixed_up)
+    lam = jnp.where(use_cutmix, box_lam, lam)
+    return images, lam * targets + (1.0 - lam) * partner_targets
+
+
+def _cutmix_box(rng: jax.Array, lam: jax.Array, height: int, width: int):
+    """A (H, W) bool mask of a random box of area about (1 - lam), and the kept fraction."""
+    cut_h = jnp.floor(height * jnp.sqrt(1.0 - lam)).astype(jnp.int32)
+    cut_w = jnp.floor(width * jnp.sqrt(1.0 - lam)).astype(jnp.int32)
+    cy_rng, cx_rng = jax.random.split(rng)
+    cy = jax.random.randint(cy_rng, (), 0, height)
+    cx = jax.random.randint(cx_rng, (), 0, width)
+    top, bottom = jnp.clip(cy - cut_h // 2, 0, height), jnp.clip(cy + cut_h // 2, 0, height)
+    left, right = jnp.clip(cx - cut_w // 2, 0, width), jnp.clip(cx + cut_w // 2, 0, width)
+    rows, cols = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
+    mask = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+    kept = 1.0 - ((bottom - top) * (right - left)) / (height * width)
+    return mask, kept.astype(jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """What `augment_batch` does to a training batch (static: part of the compiled step)."""
+    """What a training step does to its batch (static: part of the compiled step)."""
 
     out_size: int
     crop_padding: int = 4
     flip: bool = True
+    mixup_alpha: float = 0.0  # > 0: Mixup with lambda ~ Beta(alpha, alpha)
+    cutmix_alpha: float = 0.0  # > 0: CutMix (both > 0: one of the two per batch)
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0

@@ -7,7 +7,7 @@ then receives only a batch of *indices* (`epoch_batches`, `eval_batches`), gathe
 images inside the jitted step and augments them there (`swin_flax.data.augment`).
 
 Also here: `split_train_validation` (a seeded validation carve-out) and `stack_images`,
-which the loaders (`data_tfds`, `data_digits`) use to turn decoded images into one array.
+which the loaders (`tfds_source`, `digits`) use to turn decoded images into one array.
 """
 
 from __future__ import annotations
@@ -120,13 +120,3 @@ def split_train_validation(
     validation = np.sort(permutation[:num_validation])
     train = np.sort(permutation[num_validation:])
     return ds.take(train), ds.take(validation)
-
-
-# --------------------------------------------------------------------------------------
-# Index batches
-# --------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------
-# Building the image array (shared by the loaders)
-# --------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A `root/<split>/<class>/*.jpg` tree -> `ArrayDataset` (`load_image_folder`).
 
-Images are decoded by a pool of threads straight into one preallocated array, one image
-at a time per thread, so the peak memory is the result plus a few full-size images.
+Images are decoded (`swin_flax.data.images.decode_image`) by a pool of threads straight
+into one preallocated array, one image at a time per thread, so the peak memory is the
+result plus a few full-size images.
 Unreadable files (truncated, empty, not an image, over PIL.Image.MAX_IMAGE_PIXELS: a
 decompression bomb is rejected from its header) are all reported in one `BadImagesError`
 after the whole split is read, or skipped with `skip_bad=True`.
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from swin_flax.data.dataset import ArrayDataset
-from swin_flax.data.images import RESIZE_ADVICE
+from swin_flax.data.images import RESIZE_ADVICE, decode_image
 from swin_flax.errors import BadImagesError, UserInputError
 
 logger = logging.getLogger(__name__)
@@ -60,10 +61,6 @@ def _class_files(class_dir: Path) -> list[Path]:
     return files
 
 
-class _TooManyPixels(Exception):
-    """An image whose header promises more pixels than PIL.Image.MAX_IMAGE_PIXELS."""
-
-
 class _SizeMismatch(Exception):
     """Image `index` decoded to `shape`, not the shape of the first image."""
 
@@ -83,83 +80,12 @@ def _default_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def _check_pixel_count(image) -> None:
-    """Reject an image from its header alone, before decoding a possible bomb.
-
-    PIL itself only warns between MAX_IMAGE_PIXELS and twice that, so a 12000x12000
-    image would be decoded (432 MB) without this. Its own knob is kept as the limit:
-    setting PIL.Image.MAX_IMAGE_PIXELS = None allows any size here too.
-    """
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS
-    width, height = image.size
-    if limit is not None and width * height > limit:
-        raise _TooManyPixels(
-            f"{width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
-            "(PIL.Image.MAX_IMAGE_PIXELS): a decompression bomb, or raise that limit"
-        )
-
-
-def _decode_image(path: Path, size: int | None) -> np.ndarray:
-    """One image file as (H, W, 3) uint8 RGB, resized (bilinear) to (size, size) if set.
-
-    Raises OSError, SyntaxError, ValueError, PIL's DecompressionBombError or
-    _TooManyPixels for a file that cannot be decoded: `load()` reads all the pixel data,
-    so a truncated file fails here and not later.
-    """
-    from PIL import Image
-
-    with Image.open(path) as image:
-        _check_pixel_count(image)
-        box = None
-        if size is not None and image.format == "JPEG":
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: far faster and smaller than a
-            # full decode when downscaling a lot. It picks the largest reduction that
-            # keeps both sides >= size, so an image less than twice the target decodes
-            # in full, exactly as without it; larger ones differ slightly in pixels
-            # from full decode + resize. `box` maps the scaled image back onto the
-            # original's area for the resize, as Image.thumbnail does (None: no draft).
-            drafted = image.draft("RGB", (size, size))
-            box = drafted[1] if drafted else None
-        image.load()
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        if size is not None and rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, box=box)
-        return np.asarray(rgb)
-
-
-def _is_empty(path: Path) -> bool:
-    try:
-        return path.stat().st_size == 0
-    except OSError:
-        return False
-
-
-def _bad_image_reason(path: Path, err: Exception) -> str:
-    from PIL import Image
-
-    if isinstance(err, _TooManyPixels):
-        return str(err)
-    if isinstance(err, Image.UnidentifiedImageError):
-        return "empty file" if _is_empty(path) else "not an image file PIL can read"
-    return f"cannot decode ({type(err).__name__}: {err})"
-
-
 def _read_or_reason(path: Path, size: int | None) -> tuple[np.ndarray | None, str | None]:
     """`(image, None)`, or `(None, why)` when the file cannot be decoded."""
-    from PIL import Image
-
     try:
-        return _decode_image(path, size), None
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        _TooManyPixels,
-    ) as err:
-        return None, _bad_image_reason(path, err)
+        return decode_image(path, size), None
+    except BadImagesError as err:
+        return None, err.bad_files[0][1]
 
 
 def _read_into(
@@ -250,8 +176,8 @@ def _read_images(
     from PIL import Image
 
     with warnings.catch_warnings():
-        # _check_pixel_count reports these images; PIL's warning would only repeat it.
-        # Warning filters are process-wide, so this covers the worker threads too.
+        # decode_image rejects these images with a reason; PIL's warning would only
+        # repeat it. Warning filters are process-wide, so this covers the worker threads too.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         first, image, bad = _first_readable(files, size)
         if image is None:

@@ -1,24 +1,55 @@
-"""The config's data section -> (train, eval) `ArrayDataset`s: the source chosen, a validation
-carve-out and seeded class-balanced subsets applied."""
+"""The config's data section -> the `ArrayDataset`s of a run: the source chosen, seeded
+class-balanced subsets and a validation carve-out applied.
+
+`load_splits` gives train, test and (with data.validation_fraction) a validation set carved
+out of the training subset: the run trains on train, chooses on validation and reports test.
+`load_datasets` is the older two-set view, (train, validation or test).
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 from swin_flax.data.dataset import ArrayDataset, balanced_subset, split_train_validation
 from swin_flax.data.digits import load_digits
 from swin_flax.data.image_folder import load_image_folder
 from swin_flax.data.tfds_source import load_tfds
 from swin_flax.errors import BadImagesError, UserInputError
+from swin_flax.settings import DATA_SOURCES as SOURCES  # declared with data.source's check
 
-SOURCES = ("tfds", "image_folder", "digits")
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    train: ArrayDataset
+    test: ArrayDataset
+    validation: ArrayDataset | None = None  # carved out of train; never the test split
 
 
-def load_datasets(data_config, *, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
-    """Train set and evaluation set (the validation split when one is carved, else test).
+def load_splits(data_config, *, seed: int) -> Splits:
+    """Train, test and validation sets. The training subset (data.train_subset) is taken
+    first and the validation fraction carved out of it, so a small-data run validates on its
+    own data, not on images it would never have had.
 
-    `seed` only decides how examples are split (digits, the validation carve-out): the
+    `seed` only decides how examples are split (digits, subsets, the carve-out): the
     pipeline passes data.split_seed, so runs with different training seeds are scored on
     the same examples.
     """
+    train, test = _load_train_test(data_config, seed)
+    train = balanced_subset(train, data_config.train_subset, seed)
+    test = balanced_subset(test, data_config.test_subset, seed)
+    validation = None
+    if data_config.validation_fraction:
+        train, validation = split_train_validation(train, data_config.validation_fraction, seed)
+    return Splits(train=train, test=test, validation=validation)
+
+
+def load_datasets(data_config, *, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """Train set and evaluation set (the validation set when one is carved, else test)."""
+    splits = load_splits(data_config, seed=seed)
+    return splits.train, splits.validation if splits.validation is not None else splits.test
+
+
+def _load_train_test(data_config, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
     source = data_config.source
     size = data_config.stored_size or None
     if source == "tfds":
@@ -38,10 +69,6 @@ def load_datasets(data_config, *, seed: int) -> tuple[ArrayDataset, ArrayDataset
         train, test = load_digits(seed=seed, image_size=data_config.stored_size or 32)
     else:
         raise UserInputError(f"data.source must be one of {SOURCES}, got {source!r}")
-    if data_config.validation_fraction:
-        train, test = split_train_validation(train, data_config.validation_fraction, seed)
-    train = balanced_subset(train, data_config.train_subset, seed)
-    test = balanced_subset(test, data_config.test_subset, seed)
     return train, test
 
 

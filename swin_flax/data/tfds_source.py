@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from swin_flax._optional import require
 from swin_flax.data.dataset import ArrayDataset
 from swin_flax.data.images import stack_images
 from swin_flax.errors import DatasetUnavailableError, UserInputError
@@ -88,16 +89,6 @@ def _unavailable_message(name: str, data_dir: Any, reason: str) -> str:
     )
 
 
-def _import_tfds():
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as err:
-        raise ImportError(
-            "load_tfds needs tensorflow-datasets: pip install tensorflow-datasets"
-        ) from err
-    return tfds
-
-
 def _tfds_builder(tfds, name: str, data_dir: str | None):
     """`tfds.builder`, with a short error for an unknown name instead of TFDS's full
     catalogue dump."""
@@ -158,15 +149,15 @@ def _prepare(tfds, builder, name: str, download: bool) -> None:
 
 def _examples_with_tensorflow(tfds, builder, split: str) -> Iterator[dict]:
     """Fallback reader for data sets prepared as tfrecord (`tfds build`'s default)."""
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError as err:
-        raise DatasetUnavailableError(
-            f"TFDS data set '{builder.name}' in {builder.data_dir} is stored as "
-            f"{builder.info.file_format}, which only TensorFlow can read. Install "
-            "tensorflow-cpu, or prepare it again with `tfds build "
-            f"{builder.name} --data_dir=DIR --file_format=array_record`."
-        ) from err
+    require(
+        "tensorflow",
+        f"reading TFDS data set '{builder.name}' in {builder.data_dir} (stored as "
+        f"{builder.info.file_format}, which only TensorFlow can read)",
+        "prepare",
+        error=DatasetUnavailableError,
+        alternative=f"prepare it again with `tfds build {builder.name} --data_dir=DIR "
+        "--file_format=array_record`",
+    )
     return iter(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
 
 
@@ -196,7 +187,9 @@ def load_tfds(
     downloaded, and ValueError for an unknown name or missing features. Grayscale images
     become 3-channel; `image_size` resizes every image (needed when sizes vary).
     """
-    tfds = _import_tfds()
+    # A dependency of swin_flax itself: ImportError (a broken install) rather than a
+    # user's mistake.
+    tfds = require("tensorflow_datasets", "load_tfds", error=ImportError)
     builder = _tfds_builder(tfds, name, data_dir)
     _check_features(builder, image_key, label_key)
     if not builder.is_prepared():

@@ -2,10 +2,11 @@
 
     report = export_checkpoint("final_model", "student.onnx", "onnx")
 
-writes the file (see `swin_flax.deploy.formats` for each route), runs it in its own
-runtime (onnxruntime, the LiteRT interpreter, `jax.export` deserialize + call) on a batch
-of real photos and compares the logits with the Flax model's (float32, matmul precision
-'highest'). Above the tolerance the file is renamed `OUT.failed-check` and a
+writes the file (see `swin_flax.deploy.formats` for each route; the formats' table is
+`swin_flax.deploy.runners.FORMATS`), runs it in its own runtime (onnxruntime, the LiteRT
+interpreter, `jax.export` deserialize + call) on a batch of real photos and compares the
+logits with the Flax model's (float32, matmul precision 'highest'). The file replaces
+OUT only when it passes; above the tolerance it is kept as `OUT.failed-check` and a
 UserInputError says by how much it missed. The check images, in order of preference:
 the files given (`check_images`), the first test image of each CIFAR-10 class from the
 shared archive (upscaled to the model's img_size like in training), or a deterministic
@@ -15,7 +16,6 @@ synthetic batch (with a note).
 from __future__ import annotations
 
 import os
-import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +23,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from swin_flax.deploy.formats import INPUT_LAYOUTS, WRITERS
-from swin_flax.deploy.runners import FORMATS, decode_image, load_model, preprocess_images
+from swin_flax import cli
+from swin_flax._files import replacing
+from swin_flax.data.images import decode_image
+from swin_flax.deploy.runners import FORMATS, load_model, preprocess_images
 from swin_flax.errors import UserInputError
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16")  # export.py's --precision choices
 # max |logit difference| against the float32 Flax model.
 FP32_TOLERANCE = 1e-4
 # fp16: relative to the logits' scale (max |logit|, at least 1), and the top-1 class must
@@ -77,10 +79,6 @@ def check_archive() -> Path | None:
 def cifar_test_images(archive: Path, per_class: int = 1) -> list[np.ndarray]:
     """The first `per_class` test images of each CIFAR-10 class (uint8 HWC), read from the
     archive without extracting it."""
-    import io
-
-    from PIL import Image
-
     found: dict[str, list[np.ndarray]] = {}
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar:
@@ -90,7 +88,7 @@ def cifar_test_images(archive: Path, per_class: int = 1) -> list[np.ndarray]:
             images = found.setdefault(parts[1], [])
             if len(images) < per_class:
                 data = tar.extractfile(member).read()
-                images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+                images.append(decode_image(data, name=f"{archive}:{member.name}"))
             if len(found) == 10 and all(len(v) == per_class for v in found.values()):
                 break
     return [image for name in sorted(found) for image in found[name]]
@@ -122,12 +120,10 @@ def load_check_images(img_size: int, paths=None) -> tuple[np.ndarray, str]:
         return preprocess_images(
             cifar_test_images(archive), img_size
         ), f"CIFAR-10 test photos from {archive.name}, upscaled to {img_size} px"
-    print(
-        f"note: no check images given and no CIFAR-10 archive at {DEFAULT_CHECK_ARCHIVE} "
+    cli.note(
+        f"no check images given and no CIFAR-10 archive at {DEFAULT_CHECK_ARCHIVE} "
         f"(set {CHECK_ARCHIVE_ENV} or pass --check-images): checking on a deterministic "
-        "synthetic batch",
-        file=sys.stderr,
-        flush=True,
+        "synthetic batch"
     )
     return preprocess_images(synthetic_images(img_size), img_size), "synthetic images"
 
@@ -174,7 +170,7 @@ def _check_arguments(fmt: str, out: Path, batch: int | None, precision: str) -> 
     if fmt not in FORMATS:
         raise UserInputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if precision not in PRECISIONS:
-        raise UserInputError(f"unknown precision {precision!r}; choose fp32 or fp16")
+        raise UserInputError(f"unknown precision {precision!r}; choose {' or '.join(PRECISIONS)}")
     if batch is not None and batch < 1:
         raise UserInputError(f"batch size must be at least 1, got {batch}")
     if out.is_dir():
@@ -188,7 +184,7 @@ def export_metadata(model, fmt: str, batch: int | None, precision: str, class_na
     from swin_flax.data.augment import IMAGENET_MEAN, IMAGENET_STD
     from swin_flax.model.swin import model_config
 
-    layout = INPUT_LAYOUTS[fmt]
+    layout = FORMATS[fmt].input_layout
     size, chans = model.img_size, model.in_chans
     spatial = [size, size, chans] if layout == "NHWC" else [chans, size, size]
     metadata = {
@@ -225,31 +221,24 @@ def export_checkpoint(
     metadata = export_metadata(model, fmt, batch, precision, class_names)
     images, source = load_check_images(model.img_size, check_images)
 
-    partial = out.with_name(out.name + ".partial")
-    try:
-        info = WRITERS[fmt](
-            model, params, partial, batch=batch, precision=precision, metadata=metadata
+    # Written beside `out` and renamed over it only once it passed the check: a failed
+    # or interrupted export never leaves a half-written or unchecked file at `out`.
+    with replacing(out) as temporary:
+        info = FORMATS[fmt].write(
+            model, params, temporary, batch=batch, precision=precision, metadata=metadata
         )
-        got = load_model(partial, kind=fmt)(images)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    reference = flax_reference(model, params, images)
-    diff, tolerance, problems = compare(reference, got, precision)
-    agreement = (
-        float(np.mean(reference.argmax(1) == got.argmax(1)))
-        if not problems or got.shape == reference.shape
-        else 0.0
-    )
-    if problems:
-        failed = out.with_name(out.name + ".failed-check")
-        os.replace(partial, failed)
-        raise UserInputError(
-            f"the {fmt} {precision} export does not match the Flax model on {len(images)} "
-            f"images ({source}): {'; '.join(problems)}. The file is kept as {failed} for "
-            "inspection"
-        )
-    os.replace(partial, out)
+        got = load_model(temporary, kind=fmt)(images)
+        reference = flax_reference(model, params, images)
+        diff, tolerance, problems = compare(reference, got, precision)
+        if problems:
+            failed = out.with_name(out.name + ".failed-check")
+            os.replace(temporary, failed)
+            raise UserInputError(
+                f"the {fmt} {precision} export does not match the Flax model on {len(images)} "
+                f"images ({source}): {'; '.join(problems)}. The file is kept as {failed} for "
+                "inspection"
+            )
+    agreement = float(np.mean(reference.argmax(1) == got.argmax(1)))
     return ExportReport(
         out,
         fmt,

@@ -1,4 +1,5 @@
-"""Writers of the three deployment formats; `swin_flax.deploy.export` picks one and checks it.
+"""Writers of the three deployment formats; `swin_flax.deploy.export` picks one (from the
+table `swin_flax.deploy.runners.FORMATS`) and checks it.
 
 Each writer takes the Flax model and parameters, the fixed batch size (None: dynamic),
 the precision ('fp32' or 'fp16') and the metadata to store, and writes one file:
@@ -14,12 +15,15 @@ the precision ('fp32' or 'fp16') and the metadata to store, and writes one file:
              in a zip with metadata.json; input NHWC float32. fp16: the model built with
              dtype=float16 and float16 parameters (logits float32).
 
-Export libraries are imported inside the functions (`pip install -e .[export]`).
+Export libraries are imported inside the functions (`pip install -e ".[export]"`).
+The metadata every writer stores (`encode_metadata`, and where each format keeps it) is
+declared here; `swin_flax.deploy.runners` reads it back.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -28,22 +32,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from swin_flax.deploy.runners import (
-    LITERT_METADATA_NAME,
-    STABLEHLO_METADATA_ENTRY,
-    STABLEHLO_MODEL_ENTRY,
-    encode_metadata,
-    quiet_tensorflow,
-    require,
-)
+from swin_flax._optional import require
 from swin_flax.errors import UserInputError
 from swin_flax.model.swin import SwinTransformer
+
+# Where each format keeps the metadata: ONNX in `metadata_props`, LiteRT in a flatbuffer
+# metadata entry of this name (JSON), StableHLO in this zip entry beside the model's.
+LITERT_METADATA_NAME = "swin_flax"
+STABLEHLO_MODEL_ENTRY = "model.jax_exported"
+STABLEHLO_METADATA_ENTRY = "metadata.json"
 
 # Operators kept in float32 in the fp16 ONNX graph: reductions and exponentials whose
 # float16 rounding costs the most accuracy (TensorRT keeps the same layers in float32).
 ONNX_FP16_KEEP_FP32 = ["LayerNormalization", "Softmax", "Erf", "ReduceMean", "Pow", "Sqrt"]
 ONNX_INPUT_NAME = "images"
 ONNX_OUTPUT_NAME = "logits"
+
+
+def encode_metadata(metadata: dict) -> dict[str, str]:
+    """Flat str -> str (JSON values): what ONNX's metadata_props can hold, in every format."""
+    return {key: json.dumps(value) for key, value in metadata.items()}
+
+
+def quiet_tensorflow() -> None:
+    """TensorFlow's C++ start-up chatter (CPU feature notes, XLA info) off, errors kept."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _forward(model: SwinTransformer, params):
@@ -62,9 +75,9 @@ def _input_shape(model: SwinTransformer, batch: int | None, layout: str = "NHWC"
 
 def timm_module(model: SwinTransformer, params):
     """timm's SwinTransformer (eval mode) with our weights, loaded strictly."""
-    torch = require("torch", "the ONNX export")
-    swin = require("timm.models.swin_transformer", "the ONNX export")
-    safetensors_torch = require("safetensors.torch", "the ONNX export")
+    torch = require("torch", "the ONNX export", "export")
+    swin = require("timm.models.swin_transformer", "the ONNX export", "export")
+    safetensors_torch = require("safetensors.torch", "the ONNX export", "export")
     from swin_flax.weights.timm import save_timm_safetensors, timm_model_kwargs
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,9 +91,9 @@ def timm_module(model: SwinTransformer, params):
 def write_onnx(
     model: SwinTransformer, params, out: Path, *, batch: int | None, precision: str, metadata: dict
 ) -> dict:
-    torch = require("torch", "the ONNX export")
-    onnx = require("onnx", "the ONNX export")
-    require("onnxscript", "the ONNX export (torch.onnx's dynamo exporter)")
+    torch = require("torch", "the ONNX export", "export")
+    onnx = require("onnx", "the ONNX export", "export")
+    require("onnxscript", "the ONNX export (torch.onnx's dynamo exporter)", "export")
 
     module = timm_module(model, params)
     example = torch.zeros(_input_shape(model, batch or 2, "NCHW"), dtype=torch.float32)
@@ -100,7 +113,7 @@ def write_onnx(
         program.save(str(Path(tmp) / "model.onnx"), external_data=False)
         proto = onnx.load(str(Path(tmp) / "model.onnx"))
     if precision == "fp16":
-        float16 = require("onnxruntime.transformers.float16", "the fp16 ONNX export")
+        float16 = require("onnxruntime.transformers.float16", "the fp16 ONNX export", "export")
         proto = float16.convert_float_to_float16(
             proto, keep_io_types=True, op_block_list=ONNX_FP16_KEEP_FP32
         )
@@ -156,7 +169,7 @@ def write_litert(
             "converter cannot lower Swin's gather with a dynamic batch"
         )
     quiet_tensorflow()
-    tf = require("tensorflow", "the LiteRT export (jax2tf + TFLiteConverter)")
+    tf = require("tensorflow", "the LiteRT export (jax2tf + TFLiteConverter)", "export")
     from jax.experimental import jax2tf
 
     shape = _input_shape(model, batch)
@@ -182,8 +195,8 @@ def write_litert(
 
 def add_litert_metadata(content: bytes, name: str, value: bytes) -> bytes:
     """The .tflite flatbuffer with a metadata entry `name` (replaced if present)."""
-    schema = require("ai_edge_litert.schema_py_generated", "writing LiteRT metadata")
-    flatbuffers = require("flatbuffers", "writing LiteRT metadata")
+    schema = require("ai_edge_litert.schema_py_generated", "writing LiteRT metadata", "export")
+    flatbuffers = require("flatbuffers", "writing LiteRT metadata", "export")
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(value, np.uint8)
@@ -220,7 +233,3 @@ def write_stablehlo(
         archive.writestr(STABLEHLO_MODEL_ENTRY, bytes(serialized))
         archive.writestr(STABLEHLO_METADATA_ENTRY, json.dumps(encode_metadata(metadata), indent=1))
     return {"platforms": list(exported.platforms), "bytes": len(serialized)}
-
-
-WRITERS = {"onnx": write_onnx, "litert": write_litert, "stablehlo": write_stablehlo}
-INPUT_LAYOUTS = {"onnx": "NCHW", "litert": "NHWC", "stablehlo": "NHWC"}

@@ -4,7 +4,10 @@
 preprocessed as in training (`preprocess_images`), to float32 logits, whatever the file's
 input layout and batch size; `runner.metadata` is what the exporter stored (input layout,
 shape, class names, ...). The export libraries are imported inside the functions: `pip
-install -e .[export]` brings them.
+install -e ".[export]"` brings them.
+
+`FORMATS` is the one table of the export formats: per format its writer
+(`swin_flax.deploy.formats`), its loader (here), its input layout and file suffix.
 
 Metadata of an exported file (the same keys in every format):
   ONNX: `metadata_props`; LiteRT: a flatbuffer metadata entry named 'swin_flax' (JSON);
@@ -13,7 +16,6 @@ Metadata of an exported file (the same keys in every format):
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import zipfile
@@ -23,56 +25,20 @@ from pathlib import Path
 
 import numpy as np
 
-from swin_flax.errors import BadImagesError, CheckpointError, UserInputError
-
-FORMATS = ("onnx", "litert", "stablehlo")
-LITERT_METADATA_NAME = "swin_flax"
-STABLEHLO_MODEL_ENTRY = "model.jax_exported"
-STABLEHLO_METADATA_ENTRY = "metadata.json"
-INSTALL_HINT = "pip install -e .[export]"
-
-
-def require(module: str, purpose: str):
-    """Import `module` or raise a one-line error naming the extra that installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise UserInputError(
-            f"{purpose} needs the Python package '{e.name or module}', "
-            f"which is not installed: {INSTALL_HINT}"
-        ) from None
-
-
-def quiet_tensorflow() -> None:
-    """TensorFlow's C++ start-up chatter (CPU feature notes, XLA info) off, errors kept."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+from swin_flax._optional import require
+from swin_flax.deploy.formats import (
+    LITERT_METADATA_NAME,
+    STABLEHLO_METADATA_ENTRY,
+    STABLEHLO_MODEL_ENTRY,
+    write_litert,
+    write_onnx,
+    write_stablehlo,
+)
+from swin_flax.errors import CheckpointError, UserInputError
 
 # --------------------------------------------------------------------------------------
-# Images: decoded and preprocessed exactly as in training and evaluation.
-
-
-def decode_image(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file; BadImagesError with the reason otherwise."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = os.fspath(path)
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise BadImagesError(f"{path}: no such image file", ((path, "missing"),)) from None
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as e:
-        reason = str(e).split("\n")[0] or type(e).__name__
-        raise BadImagesError(
-            f"{path}: not a readable image ({reason})", ((path, reason),)
-        ) from None
+# Images: preprocessed exactly as in training and evaluation (decoded by
+# `swin_flax.data.images.decode_image`, as the image-folder loader decodes them).
 
 
 def preprocess_images(images_uint8: list[np.ndarray], img_size: int) -> np.ndarray:
@@ -125,8 +91,8 @@ def _to_layout(images: np.ndarray, layout: str) -> np.ndarray:
 
 
 def load_onnx(path: Path, threads: int | None = None) -> Runner:
-    onnx = require("onnx", "reading an ONNX model")
-    ort = require("onnxruntime", "running an ONNX model")
+    onnx = require("onnx", "reading an ONNX model", "export")
+    ort = require("onnxruntime", "running an ONNX model", "export")
     proto = onnx.load(str(path), load_external_data=False)
     metadata = decode_metadata({p.key: p.value for p in proto.metadata_props}, path)
     options = ort.SessionOptions()
@@ -146,7 +112,7 @@ def load_onnx(path: Path, threads: int | None = None) -> Runner:
 
 def read_litert_metadata(content: bytes) -> dict[str, bytes]:
     """name -> bytes of the metadata entries of a .tflite flatbuffer."""
-    schema = require("ai_edge_litert.schema_py_generated", "reading a LiteRT model")
+    schema = require("ai_edge_litert.schema_py_generated", "reading a LiteRT model", "export")
     model = schema.Model.GetRootAs(content, 0)
     entries = {}
     for i in range(model.MetadataLength()):
@@ -159,7 +125,7 @@ def read_litert_metadata(content: bytes) -> dict[str, bytes]:
 
 
 def load_litert(path: Path, threads: int | None = None) -> Runner:
-    interpreter_module = require("ai_edge_litert.interpreter", "running a LiteRT model")
+    interpreter_module = require("ai_edge_litert.interpreter", "running a LiteRT model", "export")
     content = path.read_bytes()
     raw = read_litert_metadata(content).get(LITERT_METADATA_NAME)
     if raw is None:
@@ -223,6 +189,31 @@ def load_checkpoint_runner(path: Path) -> Runner:
     return Runner(forward, metadata, None, {"runtime": f"jax {jax.__version__} (Flax)"})
 
 
+# --------------------------------------------------------------------------------------
+# The export formats, declared once: `load_model`, export.py and the benchmarks read them here.
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One deployment format: how export.py writes it and how it is run."""
+
+    name: str
+    write: Callable[..., dict]  # (model, params, out, *, batch, precision, metadata) -> info
+    load: Callable[[Path, int | None], Runner]  # (path, threads) -> Runner
+    input_layout: str  # of the float32 images it takes: "NCHW" or "NHWC"
+    suffix: str  # of the files it is written to, by convention
+
+
+FORMATS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat("onnx", write_onnx, load_onnx, "NCHW", ".onnx"),  # like timm
+        ExportFormat("litert", write_litert, load_litert, "NHWC", ".tflite"),
+        ExportFormat("stablehlo", write_stablehlo, load_stablehlo, "NHWC", ".zip"),
+    )
+}
+
+
 def detect_format(path: Path) -> str:
     """'checkpoint', 'onnx', 'litert' or 'stablehlo', from the file's content."""
     if path.is_dir():
@@ -233,7 +224,7 @@ def detect_format(path: Path) -> str:
         return "litert"
     if head[:4] == b"PK\x03\x04":
         return "stablehlo"
-    if path.suffix.lower() == ".onnx":
+    if path.suffix.lower() == FORMATS["onnx"].suffix:  # a protobuf has no magic number
         return "onnx"
     raise UserInputError(
         f"{path} is neither a checkpoint directory nor an exported model "
@@ -252,16 +243,12 @@ def load_model(
     kind = kind or detect_format(path)
     if kind == "checkpoint":
         return load_checkpoint_runner(path)
-    loaders = {"onnx": load_onnx, "litert": load_litert, "stablehlo": load_stablehlo}
-    return loaders[kind](path, threads)
+    return FORMATS[kind].load(path, threads)
 
 
 # --------------------------------------------------------------------------------------
-# Metadata: flat str -> str (JSON values), the same keys in every format.
-
-
-def encode_metadata(metadata: dict) -> dict[str, str]:
-    return {key: json.dumps(value) for key, value in metadata.items()}
+# Metadata: flat str -> str (JSON values), the same keys in every format
+# (`swin_flax.deploy.formats.encode_metadata` writes them).
 
 
 def decode_metadata(raw: dict, path: Path) -> dict:

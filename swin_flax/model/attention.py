@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from swin_flax.settings import ATTENTION_IMPLEMENTATIONS  # noqa: F401 (re-exported)
+
 
 def dense_init():
     return nn.initializers.truncated_normal(stddev=0.02)
@@ -97,7 +99,8 @@ class WindowAttention(nn.Module):
 #   cudnn selects the fused cuDNN kernel on NVIDIA GPUs (bf16/fp16 only).
 #   pallas: one fused kernel per (window, head) with bias and mask, 49 tokens padded to 64
 #   (swin_flax/model/pallas_attention.py); forward only fused, not yet measured on a GPU.
-ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn", "pallas")
+# The names are declared once, with the run option `attention` (swin_flax/settings.py), and
+# imported above: ATTENTION_IMPLEMENTATIONS stays importable from here.
 
 
 def _einsum_attention(q, k, v, bias, mask, scale, dtype, dropout, deterministic):

@@ -252,7 +252,7 @@ class SwinTransformer(nn.Module):
     """
 
     # SwinConfig's fields, names and defaults (a deliberate twin: a Flax module declares its
-    # own fields; tests/test_model.py checks that the two agree), then the run options.
+    # own fields; tests/model/test_config.py checks that the two agree), then the run options.
     img_size: int = 224
     patch_size: int = 4
     in_chans: int = 3

@@ -19,6 +19,7 @@ from swin_flax.data.dataset import ArrayDataset
 from swin_flax.errors import UserInputError
 from swin_flax.model import presets
 from swin_flax.model.swin import SwinTransformer, model_config
+from swin_flax.pipeline import sweeps
 from swin_flax.pipeline.variants import StudentVariant
 from swin_flax.settings import RunSettings, range_problems
 from swin_flax.training.distributed import check_batch_size, make_mesh
@@ -35,10 +36,30 @@ MAX_DATA_FRACTION_OF_DEVICE = 0.5
 
 def load_settings(config) -> RunSettings:
     """The typed settings of a config, with every problem that needs no data reported at
-    once: unknown keys, values out of range, and settings that contradict each other."""
+    once: unknown keys, values out of range, and settings that contradict each other; then
+    the same checks for every row of a sweep, which trains its students with its own
+    settings (a row's 'epochs=3' under 5 warmup epochs fails here, not after the teacher)."""
     settings = RunSettings.from_config(config, check_ranges=False)
+    problems = settings_problems(settings)
+    if problems:
+        raise UserInputError("invalid config:\n  - " + "\n  - ".join(problems))
+    sweeps.sweep_rows(settings, check=settings_problems)
+    return settings
+
+
+def settings_problems(settings: RunSettings) -> list[str]:
+    """Every problem of one set of settings that needs no data: values out of range
+    (declared in swin_flax/settings.py) and settings that contradict each other."""
     problems = range_problems(settings)
-    for name in ("finetune", "distill"):
+    stage_names = (
+        ("pretrain", "finetune", "distill")
+        if settings.pretrain.root
+        else (
+            "finetune",
+            "distill",
+        )
+    )
+    for name in stage_names:
         stage = getattr(settings, name)
         if stage.warmup_epochs >= stage.epochs:
             problems.append(
@@ -54,9 +75,15 @@ def load_settings(config) -> RunSettings:
         problems.append(
             "data.root is empty: data.source='image_folder' reads data.root/<split>/<class>/*.jpg"
         )
-    if problems:
-        raise UserInputError("invalid config:\n  - " + "\n  - ".join(problems))
-    return settings
+    if settings.pretrain.root and settings.teacher.finetuned:
+        problems.append(
+            "pretrain.root and teacher.finetuned both name a teacher: pretraining makes the "
+            "teacher that is then fine-tuned; a finished teacher skips both. Set one of them"
+        )
+    d = settings.distill
+    if d.joint == "weighted_harmonic" and d.w_d == 0 and d.w_s == 0:
+        problems.append("distill.w_d and distill.w_s are both 0: Eq. 4 needs a positive sum")
+    return problems
 
 
 def check_settings(settings: RunSettings, variants: list[StudentVariant]) -> None:
@@ -71,6 +98,7 @@ def check_settings(settings: RunSettings, variants: list[StudentVariant]) -> Non
         check_student_fits_teacher(settings)
     if settings.teacher.finetuned:
         check_finetuned_teacher(settings)
+    check_attention(settings)
     if settings.distill.joint == "hard_only" and any(v.distill for v in variants):
         raise UserInputError(
             "distill.joint='hard_only' trains without the teacher: use a variant "
@@ -84,6 +112,23 @@ def check_settings(settings: RunSettings, variants: list[StudentVariant]) -> Non
             raise UserInputError(f"{name}.batch_size: {err}") from None
 
 
+def check_attention(settings: RunSettings) -> None:
+    """attention='cudnn' is cuDNN's fused kernel: an NVIDIA GPU and half precision only."""
+    if settings.attention != "cudnn":
+        return
+    backend = jax.default_backend()
+    if backend != "gpu":
+        raise UserInputError(
+            f"attention='cudnn' needs an NVIDIA GPU, this run is on {backend}; "
+            "use 'einsum', 'xla' or 'pallas'"
+        )
+    if settings.compute_dtype == "float32":
+        raise UserInputError(
+            "attention='cudnn' computes in bfloat16 or float16, not compute_dtype='float32'; "
+            "use compute_dtype='auto' (bf16 on a GPU) or attention='xla'"
+        )
+
+
 def check_paths(settings: RunSettings) -> None:
     """Fail before the (slow) data loading when a checkpoint the config names is missing."""
     teacher = settings.teacher
@@ -92,7 +137,16 @@ def check_paths(settings: RunSettings) -> None:
             f"teacher.finetuned {teacher.finetuned!r} does not exist; give the final_model "
             "directory of a finished teacher run, or leave it empty to fine-tune one"
         )
+    root = settings.pretrain.root
+    for split in ("train", "test") if root else ():
+        if not (Path(root) / split).is_dir():
+            raise FileNotFoundError(
+                f"pretrain.root {root!r} has no {split}/ folder; the source task is an image "
+                f"folder: {root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg"
+            )
     init = teacher.init
+    if root:
+        return  # the teacher starts from the pretraining's file, not from teacher.init
     if init not in ("random",) and not init.startswith("timm:") and not Path(init).exists():
         raise FileNotFoundError(
             f"teacher.init {init!r} is neither 'random', 'timm:<name or .safetensors file>' nor "
@@ -174,6 +228,12 @@ def check_data(
     eval_data: ArrayDataset,
 ) -> None:
     check_batch_sizes_fit(settings, variants, len(train_data))
+    for row in sweeps.sweep_rows(settings):
+        if row.name:  # a sweep: each row trains its students with its own batch size
+            try:
+                check_batch_sizes_fit(row.settings(settings), variants, len(train_data))
+            except UserInputError as err:
+                raise UserInputError(f"sweep row {row.name!r}: {err}") from None
     check_data_fits_devices(train_data, eval_data)
 
 

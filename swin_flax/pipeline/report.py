@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from swin_flax.errors import UserInputError
+from swin_flax.pipeline.results import format_params, markdown_table, write_summary, yes_no
 from swin_flax.pipeline.summaries import (
     BEYOND_FACTOR,
     Variant,
@@ -43,7 +44,6 @@ PLOTS_DIR = "plots"
 EPOCH_PLOT = "accuracy_per_epoch.png"
 PARAMS_PLOT = "accuracy_vs_params.png"
 THROUGHPUT_PLOT = "accuracy_vs_throughput.png"
-SUMMARY_FILE = "summary.md"
 
 
 class DuplicateRunWarning(UserWarning):
@@ -156,10 +156,9 @@ TABLE_COLUMNS = (
 )
 
 
-def format_table(summaries: Sequence[VariantSummary]) -> str:
-    header = "| " + " | ".join(TABLE_COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
-    return "\n".join([header, rule, *("| " + " | ".join(table_cells(s)) + " |" for s in summaries)])
+def variant_table(summaries: Sequence[VariantSummary]) -> str:
+    """Table IX over seeds: one line per variant."""
+    return markdown_table(TABLE_COLUMNS, [table_cells(s) for s in summaries])
 
 
 def table_cells(s: VariantSummary) -> list[str]:
@@ -175,7 +174,7 @@ def table_cells(s: VariantSummary) -> list[str]:
     return [
         s.model,
         s.init,
-        "yes" if s.distillation else "no",
+        yes_no(s.distillation),
         f"{s.mean:.2f} ± {std}",
         str(s.n),
         gain,
@@ -183,12 +182,6 @@ def table_cells(s: VariantSummary) -> list[str]:
         format_params(s.params),
         format_throughput(s.throughput),
     ]
-
-
-def format_params(params: int | None) -> str:
-    if params is None:
-        return "–"
-    return f"{params / 1e6:.2f}M" if params >= 100_000 else f"{params:,}"
 
 
 def format_throughput(throughput: dict[str, tuple[float, bool]]) -> str:
@@ -205,11 +198,12 @@ def format_throughput(throughput: dict[str, tuple[float, bool]]) -> str:
 # ---------------------------------------------------------------------------- the report
 
 
-def write_report(workdirs: Sequence[Path], out: Path) -> Path:
+def write_report(workdirs: Sequence[Path], out: Path, *, after: Sequence[str] = ()) -> Path:
     """Write OUT/summary.md and OUT/plots/*.png from `workdirs`; return summary.md's path.
 
     A run without evaluation lines yet gets no per-epoch plot, and rows without throughput
-    no throughput plot: summary.md says so instead.
+    no throughput plot: summary.md says so instead. `after`: sections that follow the
+    report in summary.md (the run's sweep table).
     """
     workdirs = [Path(w) for w in workdirs]
     if not workdirs:
@@ -230,7 +224,7 @@ def write_report(workdirs: Sequence[Path], out: Path) -> Path:
         + ", ".join(f"`{w}`" for w in workdirs)
         + f" ({len(rows)} rows).",
         "",
-        format_table(summaries),
+        variant_table(summaries),
         "",
         f"top-1: test accuracy in percent, mean ± sample std (ddof=1) over n seeds "
         f"(– for n=1). Gain: difference of the means to the same model's scratch "
@@ -287,9 +281,7 @@ def write_report(workdirs: Sequence[Path], out: Path) -> Path:
     else:
         lines += ["", "No throughput plot: no row has a throughput measurement."]
 
-    summary = out / SUMMARY_FILE
-    summary.write_text("\n".join(lines) + "\n")
-    return summary
+    return write_summary(out, "\n".join(lines), *after)
 
 
 def main(argv: Sequence[str]) -> int:

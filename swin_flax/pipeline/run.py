@@ -2,6 +2,8 @@
 distil, evaluate.
 
     WORKDIR/config.json             the resolved configuration
+    WORKDIR/pretrain/               with pretrain.root: the teacher pretrained on a source task,
+                                    and its timm file the fine-tuning starts from (pretrain.py)
     WORKDIR/teacher/                fine-tune stage (see stages.py for a stage's files)
     WORKDIR/student_<variant>/      one distillation (or baseline) stage per student variant
                                     (_<row> per sweep row, _seed<n> per seed: --config.sweep, .seeds)
@@ -15,23 +17,24 @@ and stops (inside `preemption.handle_stop_signals()`).
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from swin_flax.data import load_datasets
+from swin_flax import cli
+from swin_flax.data import Splits, load_splits
 from swin_flax.data.augment import AugmentConfig
 from swin_flax.data.dataset import ArrayDataset
-from swin_flax.errors import RunPreempted, UserInputError
+from swin_flax.errors import RunPreempted
 from swin_flax.model import presets
 from swin_flax.model.swin import init_params
-from swin_flax.pipeline import preflight, stages, sweeps
+from swin_flax.pipeline import preflight, pretrain, regime, stages, sweeps
 from swin_flax.pipeline.results import (
     evaluate_row,
     print_summary,
     record_skipped_images,
+    sweep_section,
     write_results,
 )
 from swin_flax.pipeline.students import (
@@ -39,6 +42,7 @@ from swin_flax.pipeline.students import (
     check_num_classes,
     init_label,
     initial_teacher_params,
+    strong_scratch_settings,
     student_label,
 )
 from swin_flax.pipeline.variants import StudentVariant, parse_variants
@@ -65,38 +69,27 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
         sweep = sweeps.sweep_rows(settings)
         for row in sweep:
             preflight.check_settings(row.settings(settings), variants)
-        train_data, eval_data = load_datasets(settings.data, seed=settings.data.split_seed)
-        preflight.check_data(settings, variants, train_data, eval_data)
-        record_skipped_images(workdir, train_data, eval_data)
+        splits = load_splits(settings.data, seed=settings.data.split_seed)
+        preflight.check_data(settings, variants, splits.train, splits.test)
+        record_skipped_images(workdir, *(d for d in vars(splits).values() if d is not None))
         rows = []
         try:
-            Algorithm1(settings, workdir, train_data, eval_data).run(variants, rows, sweep)
+            CompressionRun(settings, workdir, splits).run(variants, rows, sweep)
         except stages.StageStopped as stop:
             print(f"stopped early: {stop}", flush=True)
         print_summary(rows)
-        if sweeps.sweep_table(rows) and is_main_process():
-            print(sweeps.sweep_table(rows), flush=True)
         if rows and is_main_process():
             from swin_flax.pipeline.report import write_report
 
-            print(f"report: {write_report([workdir], workdir)}", flush=True)
-            write_sweep_table(workdir, rows, settings.sweep, into_summary=True)
+            # summary.md becomes the report, then the recommended student and the sweep's
+            # table when there are.
+            summary = write_report(
+                [workdir],
+                workdir,
+                after=[regime.recommendation_section(rows), sweep_section(rows, settings.sweep)],
+            )
+            print(f"report: {summary}", flush=True)
         return rows
-
-
-def write_sweep_table(
-    workdir: Path, rows: list[dict], sweep: str, *, into_summary: bool = False
-) -> None:
-    """A sweep's results in the paper's layout (students down, rows across): sweep.md, and
-    at the end of the run also appended to summary.md (after the report rewrote it)."""
-    table = sweeps.sweep_table(rows)
-    if not table or not is_main_process():
-        return
-    text = f"## Sweep: {sweep}\n\ntop-1 (%)\n\n{table}\n"
-    (workdir / "sweep.md").write_text(text)
-    if into_summary:
-        with open(workdir / "summary.md", "a") as f:
-            f.write("\n" + text)
 
 
 def compute_dtype(name: str):
@@ -106,28 +99,21 @@ def compute_dtype(name: str):
     return COMPUTE_DTYPES[name]
 
 
-class Algorithm1:
-    """The paper's stages over one work directory, with the data already loaded."""
+class CompressionRun:
+    """Algorithm 1's stages over one work directory, with the data already loaded: (pretrain
+    on a source task,) fine-tune the teacher, then every student variant of every seed and
+    sweep row, each scored on the test split (and the validation carve-out) once trained."""
 
-    def __init__(
-        self,
-        settings: RunSettings,
-        workdir: Path,
-        train_data: ArrayDataset,
-        eval_data: ArrayDataset,
-    ):
+    def __init__(self, settings: RunSettings, workdir: Path, splits: Splits):
         self.s, self.workdir = settings, workdir
-        self.train_data, self.eval_data = train_data, eval_data
+        self.train_data, self.eval_data = splits.train, splits.test
+        self.validation_data: ArrayDataset | None = splits.validation
         self.dtype = compute_dtype(settings.compute_dtype)
-        self.num_classes = train_data.num_classes
-        self.augment = AugmentConfig(
-            out_size=settings.data.image_size,
-            crop_padding=settings.data.crop_padding,
-            flip=settings.data.flip,
-        )
+        self.num_classes = splits.train.num_classes
+        self.pretrained: pretrain.Pretrained | None = None
+        self.teacher_val: float | None = None  # the teacher's validation top-1, once scored
         self.speeds: dict = {}  # architecture -> measured throughput, shared by its rows
-        self.logit_readers: Counter = Counter()  # logit-cache key -> distilling students
-        self._hashes: dict = {}
+        self.logits: teacher_logits.TeacherLogitsPlan | None = None  # set once the teacher is
 
     def run(
         self,
@@ -137,6 +123,9 @@ class Algorithm1:
     ) -> None:
         sweep = sweep or [sweeps.SweepRow()]
         teacher = teacher_params = None
+        if self.s.pretrain.root:
+            stop_if_requested("pretraining")
+            self.pretrain_teacher(rows)
         if self.s.evaluate_teacher or any(v.transfer or v.distill for v in variants):
             stop_if_requested("the teacher")
             teacher, teacher_params, teacher_init = self.fine_tune_teacher()  # step 1
@@ -159,11 +148,18 @@ class Algorithm1:
             for row in sweep
             for variant in variants
         ]
-        self.logit_readers = Counter(
-            self.logit_key(row.settings(self.s), seed)
-            for seed, row, variant in plan
-            if variant.distill
+        self.logits = teacher_logits.TeacherLogitsPlan(
+            self.workdir / "teacher_logits",
+            teacher=teacher,
+            teacher_params=teacher_params,
+            train_data=self.train_data,
+            num_classes=self.num_classes,
+            writer=is_main_process(),
         )
+        for seed, row, variant in plan:
+            if variant.distill:
+                d = row.settings(self.s).distill
+                self.logits.expect_reader(seed, d.batch_size, d.epochs, self.augment_for(d))
         for seed, row, variant in plan:
             settings = row.settings(self.s)
             stage = (
@@ -176,9 +172,13 @@ class Algorithm1:
                 variant, teacher, teacher_params, seed, stage, settings
             )  # steps 2-4
             label = student_label(settings, student)
+            if variant.long:
+                label += " (strong scratch)"
             extra = {}
+            if variant.long:
+                extra = {"baseline": "strong scratch"}
             if row.name:  # distinct labels keep the rows apart in the report's grouping
-                extra = {"student": label, "sweep_row": row.column or row.name}
+                extra = {**extra, "student": label, "sweep_row": row.column or row.name}
                 label += f" [{row.column}]" if row.column else ""
             self.evaluate(
                 rows,
@@ -191,6 +191,20 @@ class Algorithm1:
                 stage=stage,
                 extra=extra,
             )
+            if variant == StudentVariant("transfer", distill=False):
+                self.warn_if_student_beats_teacher(rows[-1], teacher, teacher_params, stage)
+
+    def warn_if_student_beats_teacher(self, row: dict, teacher, teacher_params, stage) -> None:
+        """The regime check (regime.py), as soon as a transfer student is scored."""
+        if self.validation_data is None or teacher is None:
+            return
+        if self.teacher_val is None:
+            self.teacher_val = regime.percent_top1(
+                teacher, teacher_params, self.validation_data, self.s.eval.batch_size
+            )
+        warning = regime.regime_warning(self.teacher_val, row["val_top1"], stage=stage)
+        if warning and is_main_process():
+            cli.warn(warning)
 
     def evaluate(
         self,
@@ -219,12 +233,22 @@ class Algorithm1:
             params,
             self.train_data,
             self.eval_data,
+            validation_data=self.validation_data,
             speed=self.speeds.get(model.config),
         )
         self.speeds.setdefault(model.config, row.pop("_speed", None))
         rows.append({**row, "seed": seed, "stage": stage, **(extra or {})})
-        write_results(self.workdir, rows)
-        write_sweep_table(self.workdir, rows, self.s.sweep)
+        write_results(self.workdir, rows, self.s.sweep)
+
+    def augment_for(self, stage) -> AugmentConfig:
+        """What a stage (its finetune / pretrain / distill settings) does to its batches."""
+        return AugmentConfig(
+            out_size=self.s.data.image_size,
+            crop_padding=self.s.data.crop_padding,
+            flip=self.s.data.flip,
+            mixup_alpha=stage.mixup_alpha,
+            cutmix_alpha=stage.cutmix_alpha,
+        )
 
     def top1_fn(self, model):
         """The per-epoch test evaluation of a stage (eval.every_epochs), or None."""
@@ -232,25 +256,43 @@ class Algorithm1:
             return None
         return make_top1_fn(model, self.eval_data, batch_size=self.s.eval.batch_size)
 
+    # --- step 0 (optional): pretrain the teacher on a source task -------------------------
+
+    def pretrain_teacher(self, rows: list[dict]) -> None:
+        """Pretrain (or find pretrained) and let the teacher's fine-tuning start from it."""
+        self.pretrained = pretrain.pretrain_teacher(
+            self.s,
+            self.workdir,
+            dtype=self.dtype,
+            augment=self.augment_for(self.s.pretrain),
+            eval_batch_size=self.s.eval.batch_size,
+        )
+        self.s = pretrain.with_pretrained_teacher(self.s, self.pretrained)
+        rows.append(pretrain.source_task_row(self.s, self.pretrained))
+
     # --- step 1: fine-tune the teacher ---------------------------------------------------
 
     def fine_tune_teacher(self):
         """A fine-tuned teacher: given by the config, found finished in workdir, or trained now."""
         t = self.s.teacher
         if t.finetuned:
-            model, params = checkpoint.load_checkpoint(t.finetuned, dtype=self.dtype)
+            model, params = checkpoint.load_checkpoint(
+                t.finetuned, dtype=self.dtype, attention=self.s.attention
+            )
             check_num_classes(model, self.num_classes, t.finetuned)
             return model, params, "given"
         stage_dir = self.workdir / "teacher"
         stages.check_stage_config(stage_dir, stages.teacher_fingerprint(self.s))
         if stages.finished_model_available(stage_dir):
-            return (*stages.load_finished_model(stage_dir, self.dtype), init_label(t.init))
+            model, params = stages.load_finished_model(stage_dir, self.dtype)
+            return model.clone(attention=self.s.attention), params, init_label(t.init)
         model = presets.create_model(
             t.model,
             num_classes=self.num_classes,
             img_size=self.s.data.image_size,
             dtype=self.dtype,
             drop_path_rate=t.drop_path_rate,
+            attention=self.s.attention,
         )
         params = initial_teacher_params(t.init, model, seed=self.s.seed)
         result = train_stage(
@@ -261,7 +303,7 @@ class Algorithm1:
             train_data=self.train_data,
             optim_config=self.s.finetune,
             loss_config=self.s.finetune.loss(),
-            augment=self.augment,
+            augment=self.augment_for(self.s.finetune),
             loop=self.s.loop,
             seed=self.s.seed,
             evaluate=self.top1_fn(model),
@@ -282,11 +324,14 @@ class Algorithm1:
         settings: RunSettings | None = None,
     ):
         s = settings or self.s  # a sweep row's settings
+        if variant.long:
+            s = strong_scratch_settings(s, len(self.train_data), self.teacher_steps())
         student, cuts = build_student(s, teacher, variant, self.dtype, self.num_classes)
         stage_dir = self.workdir / stage
         stages.check_stage_config(stage_dir, stages.student_fingerprint(s, variant.name, seed))
         if stages.finished_model_available(stage_dir):
-            return stages.load_finished_model(stage_dir, self.dtype)
+            model, params = stages.load_finished_model(stage_dir, self.dtype)
+            return model.clone(attention=s.attention), params
         params = init_params(student, seed + 1)
         if variant.transfer:
             params = transfer.transfer_params(
@@ -308,74 +353,34 @@ class Algorithm1:
             train_data=self.train_data,
             optim_config=s.distill,
             loss_config=loss,
-            augment=self.augment,
+            augment=self.augment_for(s.distill),
             loop=self.s.loop,
             seed=seed,
-            teacher=teacher if variant.distill else None,
-            teacher_params=teacher_params if variant.distill else None,
+            teacher_logits=(
+                self.logits.for_stage(
+                    mode=s.distill.teacher_logits,
+                    store_dtype=s.distill.teacher_logits_dtype,
+                    seed=seed,
+                    batch_size=s.distill.batch_size,
+                    epochs=s.distill.epochs,
+                    augment=self.augment_for(s.distill),
+                )
+                if variant.distill
+                else None
+            ),
             evaluate=self.top1_fn(student),
             evaluate_every_epochs=self.s.eval.every_epochs,
-            logit_cache=(
-                self.logit_cache(s, seed, teacher, teacher_params) if variant.distill else None
-            ),
         )
         stages.finish_stage(stage_dir, student, result)
         return student, result.params
 
-    # --- the teacher's logits: recorded once, read by every student of the same schedule --
-
-    def logit_key(self, s: RunSettings, seed: int) -> tuple:
-        """Students with the same key see the same augmented batches: same teacher logits."""
-        return seed, s.distill.batch_size, s.distill.epochs
-
-    def logit_cache(self, s: RunSettings, seed: int, teacher, teacher_params):
-        """The stage's LogitCache (distill.teacher_logits), or None for a live teacher."""
-        mode = s.distill.teacher_logits
-        if mode == "live":
-            return None
-        if jax.process_count() > 1:
-            if mode != "auto":
-                raise UserInputError(
-                    f"distill.teacher_logits={mode!r} works in a single "
-                    "process; use 'live' (or 'auto') with --multihost"
-                )
-            return None
-        batch = s.distill.batch_size
-        steps_per_epoch = len(self.train_data) // batch
-        total = optim.steps_from_epochs(s.distill.epochs, steps_per_epoch)
-        directory = teacher_logits.cache_dir(
-            self.workdir / "teacher_logits", seed=seed, batch_size=batch, total_steps=total
+    def teacher_steps(self) -> int:
+        """The optimizer steps behind the teacher: its pretraining and its fine-tuning."""
+        finetune = self.s.finetune
+        steps = optim.steps_from_epochs(
+            finetune.epochs, len(self.train_data) // finetune.batch_size
         )
-        if mode == "auto":
-            if self.logit_readers[self.logit_key(s, seed)] > 1:
-                mode = "record"
-            elif (directory / teacher_logits.INDEX_FILE).exists():
-                mode = "cached"
-            else:
-                return None
-        if "teacher" not in self._hashes:  # hashed once: one teacher per run
-            self._hashes["teacher"] = teacher_logits.tree_hash(teacher_params)
-            self._hashes["data"] = teacher_logits.data_hash(self.train_data)
-        fingerprint = teacher_logits.fingerprint(
-            teacher=teacher,
-            teacher_params_hash=self._hashes["teacher"],
-            data_hash=self._hashes["data"],
-            augment=self.augment,
-            seed=seed,
-            batch_size=batch,
-            steps_per_epoch=steps_per_epoch,
-            total_steps=total,
-            store_dtype=teacher_logits.store_dtype_name(
-                s.distill.teacher_logits_dtype, teacher.dtype
-            ),
-        )
-        return teacher_logits.LogitCache(
-            directory,
-            fingerprint,
-            mode=mode,
-            num_classes=self.num_classes,
-            writer=is_main_process(),
-        )
+        return steps + (self.pretrained.steps if self.pretrained is not None else 0)
 
 
 def stop_if_requested(next_stage: str) -> None:

@@ -2,7 +2,7 @@
 command again resumes, reuses or refuses it.
 
     STAGE/stage_config.json   the settings the stage started with (its fingerprint)
-    STAGE/checkpoints/        orbax train-state checkpoints (trainer.py)
+    STAGE/checkpoints/        orbax train-state checkpoints (training/loop.py)
     STAGE/final_model/        the finished model, a `load_checkpoint` directory
     STAGE/timm_model.safetensors   the same weights for timm / PyTorch (strict load)
     STAGE/stage_done.json     written last: the stage is finished
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from swin_flax import cli
+from swin_flax._files import write_json
 from swin_flax.errors import RunPreempted, UserInputError
 from swin_flax.model.swin import SwinTransformer
 from swin_flax.settings import RunSettings, resumable_keys
@@ -78,10 +79,10 @@ def check_stage_config(stage_dir: Path, fingerprint: dict) -> None:
                 "directory to start it again."
             )
         if changed:
-            print(f"note: {stage_dir.name} resumes with changed {', '.join(changed)}", flush=True)
+            cli.note(f"{stage_dir.name} resumes with changed {', '.join(changed)}")
     if is_main_process():
         stage_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomically(path, fingerprint)  # other processes may be reading it
+        write_json(path, fingerprint)  # atomically: other processes may be reading it
 
 
 def _read_stage_config(path: Path) -> dict:
@@ -98,12 +99,6 @@ def _differences(stored: dict, current: dict) -> list[str]:
     stored = traverse_util.flatten_dict(stored, sep=".")
     current = traverse_util.flatten_dict(current, sep=".")
     return [key for key in stored.keys() & current.keys() if stored[key] != current[key]]
-
-
-def _write_json_atomically(path: Path, value) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(value, indent=2))
-    os.replace(temporary, path)
 
 
 def stage_is_done(stage_dir: Path) -> bool:
@@ -124,10 +119,9 @@ def finished_model_available(stage_dir: Path) -> bool:
         return False
     if checkpoint.is_checkpoint(stage_dir / FINAL_MODEL_DIR):
         return True
-    print(
-        f"note: {stage_dir.name} is finished but its {FINAL_MODEL_DIR}/ is missing or "
-        "incomplete; rebuilding it from the stage's newest checkpoint",
-        flush=True,
+    cli.note(
+        f"{stage_dir.name} is finished but its {FINAL_MODEL_DIR}/ is missing or "
+        "incomplete; rebuilding it from the stage's newest checkpoint"
     )
     broken = stage_dir / FINAL_MODEL_DIR
     if broken.exists() and is_main_process():
@@ -164,7 +158,7 @@ def finish_stage(stage_dir: Path, model: SwinTransformer, result) -> None:
     if is_main_process():
         save_timm_safetensors(params, stage_dir / TIMM_EXPORT_FILE, model=model)
         # Written last, atomically, once everything the stage produces is on disk.
-        _write_json_atomically(
+        write_json(
             stage_dir / STAGE_DONE_FILE,
             {"steps": result.steps, "final_metrics": result.final_metrics},
         )

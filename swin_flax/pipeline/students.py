@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from swin_flax.errors import UserInputError
@@ -36,6 +37,15 @@ def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
     return {**params, "head": init_params(model, seed)["head"]}
 
 
+def strong_scratch_settings(settings: RunSettings, train_size: int, teacher_steps: int):
+    """The student recipe stretched to the teacher's budget (random+long): as many steps as
+    the teacher had (pretraining and fine-tuning), at the students' batch size on this
+    training set; the warmup is unchanged."""
+    distill = settings.distill
+    epochs = max(distill.epochs, teacher_steps / (train_size // distill.batch_size))
+    return dataclasses.replace(settings, distill=dataclasses.replace(distill, epochs=epochs))
+
+
 def init_label(init: str) -> str:
     return "random" if init == "random" else "pretrained"
 
@@ -55,7 +65,8 @@ def build_student(
     dtype,
     num_classes: int,
 ) -> tuple[SwinTransformer, tuple[int, int] | None]:
-    """The student architecture and, when transferring, Algorithm 1's cut points."""
+    """The student architecture (computing attention as settings.attention says) and, when
+    transferring, Algorithm 1's cut points."""
     s = settings.student
     if teacher is None:  # a baseline from scratch: only the teacher's architecture matters
         teacher = presets.create_model(
@@ -64,19 +75,20 @@ def build_student(
             img_size=settings.data.image_size,
             dtype=dtype,
         )
+    run_options = {"dtype": dtype, "attention": settings.attention}
     if s.cut_points:
         p1, p2 = (int(x) for x in s.cut_points)
         depths = transfer.student_depths_from_cuts(tuple(teacher.depths), p1, p2)
         student = teacher.clone(
-            depths=depths, num_classes=num_classes, dtype=dtype, drop_path_rate=s.drop_path_rate
+            depths=depths, num_classes=num_classes, drop_path_rate=s.drop_path_rate, **run_options
         )
         return student, (p1, p2)
     student = presets.create_model(
         s.model,
         num_classes=num_classes,
         img_size=teacher.img_size,
-        dtype=dtype,
         drop_path_rate=s.drop_path_rate,
+        **run_options,
     )
     if not variant.transfer:
         return student, None

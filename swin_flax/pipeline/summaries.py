@@ -59,8 +59,9 @@ def variant_label(variant: Variant) -> str:
 
 def is_scratch(variant: Variant) -> bool:
     """A student trained from scratch on labels alone: the baseline of its model's gains.
-    The teacher (labelled "... (teacher)" by the pipeline) is no student's baseline."""
-    return variant[1] == "random" and not variant[2] and not variant[0].endswith("(teacher)")
+    References with a parenthesised label, "... (teacher)" and "... (strong scratch)", are
+    no student's baseline."""
+    return variant[1] == "random" and not variant[2] and not variant[0].endswith(")")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:

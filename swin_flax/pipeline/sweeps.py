@@ -7,14 +7,16 @@
 A bare key is a `distill` option; `student.<key>` changes the student. Algorithm 1 iterates
 the rows like seeds: every row trains each variant (per seed) against the one fine-tuned
 teacher, in its own stage directory (`student_random_kd_alpha0.25`), resumable on its own;
-the teacher's logits are recorded once and read by every row (logit_cache.py). The results
-get one table in the paper's layout: students (and variants) down, rows across.
+the teacher's logits are recorded once and read by every row (training/teacher_logits.py). The results
+get one table in the paper's layout: students (and variants) down, rows across
+(`swin_flax.pipeline.results.sweep_table`, in sweep.md and summary.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Callable
 from typing import Any
 
 from swin_flax.errors import UserInputError
@@ -70,9 +72,12 @@ def split_rows(text: str) -> list[list[tuple[str, str]]]:
     return rows
 
 
-def sweep_rows(settings: RunSettings) -> list[SweepRow]:
+def sweep_rows(
+    settings: RunSettings, check: Callable[[RunSettings], list[str]] = range_problems
+) -> list[SweepRow]:
     """The validated rows of `settings.sweep`; [SweepRow()] (the settings as they are)
-    when there is none. Every problem is reported in one error."""
+    when there is none. Each row's settings go through `check` (the pre-flight passes
+    every check the base settings get). Every problem is reported in one error."""
     parsed = split_rows(settings.sweep)
     if not parsed:
         return [SweepRow()]
@@ -105,7 +110,7 @@ def sweep_rows(settings: RunSettings) -> list[SweepRow]:
         )
         column = ", ".join(f"{_short(k)}={_text(v)}" for k, v in shown if k.startswith("distill."))
         row = SweepRow(overrides=typed, name=name, column=column)
-        problems += [f"sweep row {name!r}: {p}" for p in range_problems(row.settings(settings))]
+        problems += [f"sweep row {name!r}: {p}" for p in check(row.settings(settings))]
         rows.append(row)
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
@@ -151,41 +156,3 @@ def _short(key: str) -> str:
 
 def _text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def sweep_table(rows: list[dict]) -> str:
-    """The sweep's results in the paper's layout: one line per student and variant, one
-    column per row of the sweep (top-1, mean ± std over seeds where there are several)."""
-    swept = [r for r in rows if "sweep_row" in r]
-    if not swept:
-        return ""
-    columns = list(dict.fromkeys(r["sweep_row"] for r in swept))
-    lines = list(dict.fromkeys((r["student"], r["init"], r["distillation"]) for r in swept))
-    out = [
-        "| student | init | distillation | " + " | ".join(columns) + " |",
-        "|" + "---|" * (3 + len(columns)),
-    ]
-    for student, init, distill in lines:
-        cells = []
-        for column in columns:
-            values = [
-                float(r["top1"])
-                for r in swept
-                if r["sweep_row"] == column
-                and (r["student"], r["init"], r["distillation"]) == (student, init, distill)
-            ]
-            cells.append(_mean_std(values))
-        out.append(
-            f"| {student} | {init} | {'yes' if distill else 'no'} | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(out)
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return ""
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.2f}"
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.2f} ± {std:.2f} (n={len(values)})"

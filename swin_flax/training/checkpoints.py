@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import jax
 
+from swin_flax import cli
 from swin_flax.errors import CheckpointRestoreError
 
 DAMAGED_DIR = "damaged_checkpoints"  # beside a stage's checkpoints: those that did not restore
@@ -58,11 +58,9 @@ class TrainCheckpointer:
                 state = self.restore(template_state, step)
             except Exception as err:  # any failure to read means "damaged"
                 failures.append((step, _first_line(err)))
-                print(
-                    f"warning: checkpoint {self.directory / str(step)} does not restore "
-                    f"({failures[-1][1]}); trying the next older one",
-                    file=sys.stderr,
-                    flush=True,
+                cli.warn(
+                    f"checkpoint {self.directory / str(step)} does not restore "
+                    f"({failures[-1][1]}); trying the next older one"
                 )
                 continue
             if failures:
@@ -83,11 +81,7 @@ class TrainCheckpointer:
             for step in steps:
                 destination = _free_name(target / str(step))
                 shutil.move(str(self.directory / str(step)), destination)
-                print(
-                    f"warning: moved the damaged checkpoint of step {step} to {destination}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                cli.warn(f"moved the damaged checkpoint of step {step} to {destination}")
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 

@@ -35,6 +35,7 @@ from swin_flax.training.distributed import (
 )
 from swin_flax.training.metrics import MetricsWriter, ProgressBar
 from swin_flax.training.step import create_train_state, make_train_step
+from swin_flax.training.teacher_logits import TeacherLogits
 
 
 @dataclasses.dataclass
@@ -60,10 +61,10 @@ def train_stage(
     seed: int,
     teacher: SwinTransformer | None = None,
     teacher_params=None,
+    teacher_logits: TeacherLogits | None = None,
     mesh=None,
     evaluate: Callable[[Any], float] | None = None,
     evaluate_every_epochs: float = 0.0,
-    logit_cache=None,
 ) -> StageResult:
     """Train `model` from `init_params` (or from the newest checkpoint in stage_dir).
 
@@ -71,9 +72,8 @@ def train_stage(
     accuracy is logged as `eval_top1` (percent) at that interval and at the last step: the
     learning curve. It reads the parameters only, so resumed runs stay bit-identical.
 
-    With `logit_cache` (a `logit_cache.LogitCache` of this stage's teacher, data and
-    schedule), a step whose teacher logits are stored reads them and does not run the
-    teacher; a missing step runs it (and records its logits when the cache records).
+    A distilling stage gets its teacher as `teacher_logits` (a `TeacherLogits`: live, or
+    reading and writing a recording) or, for a live teacher, as `teacher` + `teacher_params`.
     """
     stage_dir = Path(stage_dir)
     mesh = mesh if mesh is not None else make_mesh()
@@ -96,48 +96,40 @@ def train_stage(
         weight_decay=optim_config.weight_decay,
         grad_clip_norm=optim_config.grad_clip_norm or None,
         end_lr=optim_config.end_lr,
+        lr_scales=(
+            optim.layer_lr_scales(init_params, optim_config.layer_decay)
+            if optim_config.layer_decay < 1
+            else None
+        ),
     )
-
-    state = create_train_state(put_replicated(init_params, mesh), tx)
+    keeps_ema = optim_config.ema_decay > 0
+    state = create_train_state(put_replicated(init_params, mesh), tx, ema=keeps_ema)
     state = jax.tree_util.tree_map(lambda x: jax.device_put(x, replicated(mesh)), state)
     checkpointer = TrainCheckpointer(stage_dir / "checkpoints", keep=loop.keep_checkpoints)
     state = checkpointer.restore_newest_intact(state) or state
     start_step = int(jax.device_get(state.step))
 
+    if teacher_logits is None and teacher is not None:
+        teacher_logits = TeacherLogits(teacher, teacher_params)
+    if teacher_logits is not None and not loss_config.uses_teacher:
+        if teacher_logits.store is not None:
+            raise ValueError(f"stage {name!r}: recorded teacher logits need a distillation loss")
+        teacher_logits = None  # labels alone: the teacher has nothing to do
+    if teacher_logits is not None:
+        teacher_logits.check_schedule(name, total_steps, batch_size)
+        teacher_logits = teacher_logits.placed(lambda p: put_replicated(p, mesh))
     step_fn = make_train_step(
         student=model,
-        teacher=teacher,
+        teacher=teacher_logits.teacher if teacher_logits is not None else None,
         tx=tx,
         schedule=schedule,
         loss_config=loss_config,
         total_steps=total_steps,
         augment=augment,
         mesh=mesh,
+        round_teacher_logits_to=teacher_logits.round_to if teacher_logits is not None else None,
+        ema_decay=optim_config.ema_decay,
     )
-    if logit_cache is not None:
-        if not loss_config.uses_teacher:
-            raise ValueError("a teacher-logit cache needs a distillation loss")
-        if logit_cache.total_steps != total_steps or logit_cache.batch_size != batch_size:
-            raise ValueError(
-                f"stage {name!r}: the logit cache was opened for "
-                f"{logit_cache.total_steps} steps of {logit_cache.batch_size}, "
-                f"the stage runs {total_steps} of {batch_size}"
-            )
-        step_kw = dict(
-            student=model,
-            teacher=teacher,
-            tx=tx,
-            schedule=schedule,
-            loss_config=loss_config,
-            total_steps=total_steps,
-            augment=augment,
-            mesh=mesh,
-        )
-        record_fn = make_train_step(
-            **step_kw, teacher_logits="record", logits_store_dtype=logit_cache.dtype_name
-        )
-        cached_fn = make_train_step(**step_kw, teacher_logits="input")
-    teacher_params = put_replicated(teacher_params, mesh) if teacher_params is not None else None
     images = put_global(train_data.images, replicated(mesh))
     labels = put_global(train_data.labels, replicated(mesh))
     base_rng = put_replicated(jax.random.PRNGKey(seed), mesh)
@@ -168,24 +160,16 @@ def train_stage(
                     epoch,
                 )
             indices = put_global(order[position].astype(np.int32), index_sharding)
-            stored = logit_cache.get(step) if logit_cache is not None else None
-            if stored is not None:  # the teacher's logits of this step, from disk
-                state, metrics = cached_fn(
-                    state,
-                    None,
-                    images,
-                    labels,
-                    indices,
-                    base_rng,
-                    put_global(stored, index_sharding),
-                )
-            elif logit_cache is not None and logit_cache.records:
-                state, metrics, logits = record_fn(
-                    state, teacher_params, images, labels, indices, base_rng
-                )
-                logit_cache.put(step, logits)
-            else:
-                state, metrics = step_fn(state, teacher_params, images, labels, indices, base_rng)
+            teacher_input = (
+                teacher_logits.step_input(step, lambda x: put_global(x, index_sharding))
+                if teacher_logits is not None
+                else None
+            )
+            state, metrics, logits = step_fn(
+                state, teacher_input, images, labels, indices, base_rng
+            )
+            if teacher_logits is not None:
+                teacher_logits.after_step(step, teacher_input, logits)
             pending.append(metrics)
             done = step + 1
             # A SIGTERM/SIGINT since the last step: save now, so the stop loses no step.
@@ -200,20 +184,23 @@ def train_stage(
             if eval_every and (done % eval_every == 0 or done == total_steps):
                 writer.write(
                     done,
-                    {"eval_top1": 100.0 * evaluate(state.params), "epoch": done / steps_per_epoch},
+                    {
+                        "eval_top1": 100.0 * evaluate(kept(state)),
+                        "epoch": done / steps_per_epoch,
+                    },
                 )
             if checkpoint_now:
                 writer.flush()
-                if logit_cache is not None:
-                    logit_cache.flush()
+                if teacher_logits is not None:
+                    teacher_logits.flush()
                 checkpointer.save(done, state)
             if stopping:
                 stopped_by = preemption.pending_signal()
                 break
     finally:
-        if logit_cache is not None:
-            logit_cache.flush()
-            print(logit_cache.summary(), flush=True)
+        summary = teacher_logits.close() if teacher_logits is not None else None
+        if summary:
+            print(summary, flush=True)
         progress.close()
         writer.close()
         checkpointer.close()
@@ -221,12 +208,17 @@ def train_stage(
     end_step = int(jax.device_get(state.step))
     completed = end_step >= total_steps
     return StageResult(
-        params=state.params,
+        params=kept(state),
         steps=end_step,
         completed=completed,
         final_metrics=last_metrics,
         stopped_by=stopped_by,
     )
+
+
+def kept(state):
+    """The parameters a stage evaluates and keeps: the EMA when it keeps one."""
+    return state.ema_params if state.ema_params is not None else state.params
 
 
 def _drain(pending: list[dict], stage: str, step: int, checkpointer: TrainCheckpointer) -> dict:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
+from swin_flax._files import write_text
 from swin_flax.training.distributed import is_main_process
 
 
@@ -78,9 +78,7 @@ def _truncate_after(path: Path, step: int) -> list[dict]:
             continue
         if record.get("step", 0) <= step:
             kept.append(record)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(temporary, path)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import optax
+from flax import traverse_util
 
 from swin_flax.errors import UserInputError
 
@@ -87,6 +88,51 @@ def weight_decay_mask(params: Any) -> Any:
     )
 
 
+def layer_lr_scales(params: Any, layer_decay: float) -> Any:
+    """Layer-wise learning-rate decay (BEiT, timm's `param_groups_layer_decay`) for a Swin tree.
+
+    A pytree like `params` of learning-rate multipliers: `layer_decay ** (L - layer)` with
+    layer 0 the patch embedding, layers 1..B the blocks in order (a stage's downsampling
+    with its first block) and L = B + 1 the final norm and the head, which train at the full
+    rate. Early, general layers of a pretrained model move least. `layer_decay=1`: all 1.
+    """
+    flat = traverse_util.flatten_dict(params)
+    stage_depths: dict[int, int] = {}
+    for path in flat:
+        if path[0].startswith("layers_") and len(path) > 1 and path[1].startswith("blocks_"):
+            stage, block = int(path[0][7:]), int(path[1][7:])
+            stage_depths[stage] = max(stage_depths.get(stage, 0), block + 1)
+    first_block, count = {}, 0
+    for stage in sorted(stage_depths):
+        first_block[stage] = count + 1
+        count += stage_depths[stage]
+    last = count + 1
+
+    def layer_of(path: tuple) -> int:
+        if path[0] == "patch_embed":
+            return 0
+        if path[0].startswith("layers_"):
+            stage = int(path[0][7:])
+            if path[1].startswith("blocks_"):
+                return first_block[stage] + int(path[1][7:])
+            return first_block[stage]  # the downsampling at the start of the stage
+        return last  # final norm, head
+
+    return traverse_util.unflatten_dict(
+        {path: float(layer_decay ** (last - layer_of(path))) for path in flat}
+    )
+
+
+def scale_by_tree(scales: Any) -> optax.GradientTransformation:
+    """Multiply each update by its leaf of `scales` (a static pytree of floats)."""
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda u, s: u * s, updates, scales), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(
     *,
     peak_lr: float,
@@ -99,12 +145,15 @@ def make_optimizer(
     grad_clip_norm: float | None = None,
     end_lr: float = 0.0,
     init_lr: float = 0.0,
+    lr_scales: Any = None,
 ) -> tuple[optax.GradientTransformation, Schedule]:
     """AdamW (decoupled decay, torch convention p -= lr * wd * p) with the warmup-cosine schedule.
 
     Returns `(tx, schedule)`; the schedule is returned so the train step can log the learning
     rate at `opt_state` count without reaching into optax internals. With `grad_clip_norm`, the
-    gradients are clipped to that global norm before Adam sees them.
+    gradients are clipped to that global norm before Adam sees them. `lr_scales` (a pytree of
+    floats like the params, e.g. `layer_lr_scales`) scales each leaf's update: its learning
+    rate and its weight decay together, as timm's per-group `lr_scale`.
     """
     if weight_decay < 0:
         raise UserInputError(f"weight_decay must be >= 0, got {weight_decay}")
@@ -118,4 +167,6 @@ def make_optimizer(
     # state has the same structure either way: a run that diverged can be resumed from its
     # last checkpoint with clipping switched on.
     clip = optax.clip_by_global_norm(float("inf") if grad_clip_norm is None else grad_clip_norm)
-    return optax.chain(clip, adamw), schedule
+    if lr_scales is None:
+        return optax.chain(clip, adamw), schedule
+    return optax.chain(clip, adamw, scale_by_tree(lr_scales)), schedule

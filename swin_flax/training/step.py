@@ -19,11 +19,11 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from swin_flax.data.augment import AugmentConfig, augment_batch, preprocess_eval
+from swin_flax.data.augment import AugmentConfig, augment_batch, mix_batch, preprocess_eval
 from swin_flax.errors import UserInputError
 from swin_flax.model.swin import SwinTransformer
 from swin_flax.settings import LossSettings
-from swin_flax.training import losses
+from swin_flax.training import joint_losses, losses
 from swin_flax.training.distributed import batch_sharded, replicated
 
 
@@ -32,10 +32,72 @@ class TrainState:
     step: jax.Array
     params: Any
     opt_state: Any
+    ema_params: Any = None  # the exponential moving average of params, when kept
 
 
-def create_train_state(params, tx: optax.GradientTransformation) -> TrainState:
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+def create_train_state(params, tx: optax.GradientTransformation, *, ema: bool = False):
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        ema_params=jax.tree_util.tree_map(jnp.array, params) if ema else None,
+    )
+
+
+def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
+    """The EMA's decay at `step`, warmed up as TensorFlow's ExponentialMovingAverage with
+    num_updates: min(decay, (1 + step) / (10 + step)), so a short schedule's average is not
+    dominated by the random or pretrained start."""
+    step = step.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(ema_params, params, step: jax.Array, decay: float):
+    d = ema_decay_at(step, decay)
+    return jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p, ema_params, params)
+
+
+class TrainStep:
+    """One train step, compiled once per kind of teacher input (see `make_train_step`).
+
+    `step(state, teacher_input, images, labels, indices, rng) -> (state, metrics, teacher_out)`
+    where `teacher_input` is None (no teacher), `{"params": teacher_params}` (the teacher runs
+    inside the step) or `{"logits": stored}` (recorded logits, (global batch, classes),
+    sharded like `indices`). `teacher_out` is the float32 teacher logits the loss used (None
+    without a teacher): what a recording stores.
+    """
+
+    def __init__(self, step: Callable, mesh: Mesh):
+        self._step, self._mesh = step, mesh
+        self._compiled: dict[str | None, Callable] = {}
+
+    def jitted(self, teacher_input: dict | None) -> Callable:
+        kind = None if teacher_input is None else _input_kind(teacher_input)
+        if kind not in self._compiled:
+            rep, data = replicated(self._mesh), batch_sharded(self._mesh)
+            teacher_sharding = {"params": rep, "logits": data}.get(kind, rep)
+            self._compiled[kind] = jax.jit(
+                self._step,
+                in_shardings=(rep, teacher_sharding, rep, rep, data, rep),
+                out_shardings=(rep, rep, data),
+                donate_argnums=(0,),
+            )
+        return self._compiled[kind]
+
+    def __call__(self, state, teacher_input, images, labels, indices, rng):
+        return self.jitted(teacher_input)(state, teacher_input, images, labels, indices, rng)
+
+    def lower(self, state, teacher_input, images, labels, indices, rng):
+        return self.jitted(teacher_input).lower(state, teacher_input, images, labels, indices, rng)
+
+
+def _input_kind(teacher_input: dict) -> str:
+    if set(teacher_input) not in ({"params"}, {"logits"}):
+        raise ValueError(
+            f"teacher_input must be {{'params': ...}} or {{'logits': ...}}, got "
+            f"{sorted(teacher_input)}"
+        )
+    return next(iter(teacher_input))
 
 
 def make_train_step(
@@ -48,38 +110,46 @@ def make_train_step(
     total_steps: int,
     augment: AugmentConfig,
     mesh: Mesh,
-    teacher_logits: str = "live",
-    logits_store_dtype=None,
-):
-    """Returns `step(state, teacher_params, images, labels, indices, rng) -> (state, metrics)`.
+    round_teacher_logits_to=None,
+    ema_decay: float = 0.0,
+) -> TrainStep:
+    """The stage's `TrainStep`: augment the gathered batch, get the teacher's logits, update
+    the student.
 
-    `teacher_logits` says where a distilling step gets the teacher's logits (logit_cache.py):
-      'live'    the teacher runs on the augmented batch (the default);
-      'record'  the same, and the step also returns them: `-> (state, metrics, logits)`,
-                rounded to `logits_store_dtype` first (when given) and used rounded, so that
-                a later step reading the stored logits computes exactly the same;
-      'input'   the teacher does not run: `step(state, None, images, labels, indices, rng,
-                logits)` with the stored logits, (global batch, classes), sharded like indices.
+    Where the teacher's logits come from is the caller's `TeacherLogits` business; the step
+    only sees its `step_input` (live params or stored logits). `round_teacher_logits_to` (a
+    dtype or None) rounds logits the teacher computes live before the loss uses them, so
+    that a step reading them back from a recording in that dtype computes exactly the same.
 
     `total_steps` is the stage's length (the linear alpha schedule runs over it).
     `images`/`labels` are the full replicated data set, `indices` (global batch,) int32
     sharded over the mesh, `rng` the run's base key: the step folds in its own number so a
-    resumed run draws exactly the same augmentation and stochastic depth.
+    resumed run draws exactly the same augmentation and stochastic depth. With
+    `augment.mixes`, teacher and student see the same Mixup/CutMix batch and the hard-label
+    loss uses the mixed targets; with `ema_decay` > 0 the state's `ema_params` follow.
     """
     if loss_config.uses_teacher and teacher is None:
         raise UserInputError(f"joint loss {loss_config.joint!r} needs a teacher model")
     options = dataclasses.asdict(loss_config)
-    joint_loss = losses.make_joint_loss(options.pop("joint"), total_steps=total_steps, **options)
+    joint_loss = joint_losses.make_joint_loss(
+        options.pop("joint"), total_steps=total_steps, **options
+    )
     distill_loss = losses.make_distillation_loss(options.pop("distillation"), **options)
-    if teacher_logits not in ("live", "record", "input"):
-        raise ValueError(f"teacher_logits must be live, record or input, got {teacher_logits!r}")
-    if teacher_logits != "live" and not loss_config.uses_teacher:
-        raise ValueError(f"teacher_logits={teacher_logits!r} needs a distillation loss")
     data_sharding = batch_sharded(mesh)
 
-    def step(state: TrainState, teacher_params, images, labels, indices, rng, given_logits=None):
+    def teacher_logits_for(teacher_input, batch):
+        if teacher_input is None or not loss_config.uses_teacher:
+            return None
+        if "logits" in teacher_input:
+            return jax.lax.stop_gradient(teacher_input["logits"].astype(jnp.float32))
+        out = teacher.apply({"params": teacher_input["params"]}, batch, train=False)
+        if round_teacher_logits_to is not None:
+            out = out.astype(round_teacher_logits_to)
+        return jax.lax.stop_gradient(out.astype(jnp.float32))
+
+    def step(state: TrainState, teacher_input, images, labels, indices, rng):
         rng = jax.random.fold_in(rng, state.step)
-        augment_rng, dropout_rng = jax.random.split(rng)
+        augment_rng, dropout_rng, mix_rng = jax.random.split(rng, 3)
         batch = augment_batch(
             images[indices],
             augment_rng,
@@ -88,28 +158,41 @@ def make_train_step(
             flip=augment.flip,
             dtype=student.dtype,
         )
-        batch = jax.lax.with_sharding_constraint(batch, data_sharding)
         batch_labels = labels[indices]
-
-        if teacher_logits == "input":
-            teacher_out = jax.lax.stop_gradient(given_logits.astype(jnp.float32))
-        elif loss_config.uses_teacher:
-            teacher_out = jax.lax.stop_gradient(
-                teacher.apply({"params": teacher_params}, batch, train=False)
+        targets = None
+        if augment.mixes:
+            targets = losses.label_targets(
+                batch_labels, student.num_classes, loss_config.label_smoothing
             )
-            if teacher_logits == "record" and logits_store_dtype is not None:
-                teacher_out = teacher_out.astype(logits_store_dtype).astype(jnp.float32)
-        else:
-            teacher_out = None
+            batch, targets = mix_batch(
+                batch,
+                targets,
+                mix_rng,
+                mixup_alpha=augment.mixup_alpha,
+                cutmix_alpha=augment.cutmix_alpha,
+            )
+            batch = batch.astype(student.dtype)
+        batch = jax.lax.with_sharding_constraint(batch, data_sharding)
+        teacher_out = teacher_logits_for(teacher_input, batch)
+        distill_mask = None
+        if teacher_out is not None:
+            # The label an example is judged by: its own, or its mix's larger part.
+            judged = batch_labels if targets is None else jnp.argmax(targets, axis=-1)
+            distill_mask = losses.distillation_mask(
+                teacher_out, judged, loss_config.distill_on, loss_config.confidence
+            )
 
         def loss_fn(params):
             logits = student.apply(
                 {"params": params}, batch, train=True, rngs={"dropout": dropout_rng}
             )
-            hard = losses.cross_entropy(logits, batch_labels, loss_config.label_smoothing)
+            if targets is None:
+                hard = losses.cross_entropy(logits, batch_labels, loss_config.label_smoothing)
+            else:
+                hard = losses.soft_cross_entropy(logits, targets)
             if teacher_out is None:
                 return hard, (logits, {"loss_hard": hard})
-            soft = distill_loss(logits, teacher_out)
+            soft = distill_loss(logits, teacher_out, mask=distill_mask)
             total, weights = joint_loss(soft, hard, state.step)
             return total, (logits, {"loss_hard": hard, "loss_distill": soft, **weights})
 
@@ -125,25 +208,15 @@ def make_train_step(
             if hasattr(optax, "tree")
             else optax.global_norm(grads),
         }
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-        if teacher_logits == "record":
-            return new_state, metrics, teacher_out
-        return new_state, metrics
-
-    rep = replicated(mesh)
-    if teacher_logits == "input":
-        return jax.jit(
-            step,
-            in_shardings=(rep, rep, rep, rep, data_sharding, rep, data_sharding),
-            out_shardings=(rep, rep),
-            donate_argnums=(0,),
+        ema = state.ema_params
+        if ema_decay > 0:
+            ema = update_ema(ema, params, state.step, ema_decay)
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema
         )
-    return jax.jit(
-        step,
-        in_shardings=(rep, rep, rep, rep, data_sharding, rep),
-        out_shardings=(rep, rep) + ((data_sharding,) if teacher_logits == "record" else ()),
-        donate_argnums=(0,),
-    )
+        return new_state, metrics, teacher_out
+
+    return TrainStep(step, mesh)
 
 
 def make_eval_step(model: SwinTransformer, *, image_size: int, mesh: Mesh):

@@ -1,65 +1,163 @@
-"""Teacher once, students many: the teacher's logits of every distillation step, on disk.
+"""Where a distillation stage's teacher logits come from: `TeacherLogits`, their one owner.
 
-A distillation step's teacher logits depend only on the fine-tuned teacher's weights, the
-training images, the augmentation and the batch schedule: batch order and augmentation are
-a pure function of (seed, step) (`epoch_batches(seed, epoch)`, `fold_in(rng, step)`). So
-every student sharing those (random+kd and transfer+kd of one seed, every row of a sweep)
-can read the logits the first one recorded, instead of running the teacher again.
+`distill.teacher_logits` chooses (timm's `LogitDistillationTask` owns its teacher the same way;
+the step and the loop only ask this object):
 
-    WORKDIR/teacher_logits/seed<S>_batch<B>_steps<T>/
-        index.json                   the fingerprint, the dtype, the finished shards
-        steps_<start>_<stop>.npy     (stop - start, batch, classes) logits of those steps
+    live    the frozen teacher runs inside the jitted step, on the step's augmented batch;
+    record  the same, and every step's logits are written to WORKDIR/teacher_logits/
+            (`swin_flax.training.logit_store`); steps already recorded are read;
+    cached  a matching recording is read, the teacher does not run; steps it lacks run live;
+    auto    record when several students of this run read the same logits (same seed and
+            batch schedule: random+kd and transfer+kd of a seed, the rows of a sweep), read a
+            matching recording if there is one, else live (`TeacherLogitsPlan.for_stage`).
 
-Exactness: the logits are stored in the dtype the teacher produces them in ('auto': its
-compute dtype; the model's float32 output of a bf16 head holds bf16 values exactly), so a
-student trained from the cache equals one trained live, bit for bit (tests/test_logit_cache.py,
-on CPU in float32). A storage dtype narrower than the teacher's (e.g. bfloat16 for a float32
-teacher) rounds them; the recording run then trains on the rounded logits too, so the
-students reading them still equal the recording one, but differ from `live` by the rounding.
+Why a recording can stand in for the teacher: a step's teacher logits depend only on the
+teacher's weights, the training images, the augmentation and the batch schedule, because
+batch order and augmentation are a pure function of (seed, step) (`epoch_batches(seed,
+epoch)`, `fold_in(rng, step)`) - and on what decides how those functions compute: JAX's PRNG
+implementation and its partitionable-threefry switch, the matmul precision, the JAX, jaxlib
+and swin_flax versions, the device kind and count. All of it is the recording's
+fingerprint; a recording made under any other value is never read.
 
-A cache whose fingerprint differs (other teacher weights, data, augmentation, schedule,
-dtype, backend) is never read: it is replaced, with a message. A shard that is damaged
-(unreadable, truncated, wrong shape or dtype, checksum mismatch) is set aside with a warning
-and its steps run the teacher live (and, when recording, are recorded again).
+Exactness: logits are stored in the dtype the teacher produces them in ('auto': its compute
+dtype), so a student trained from a recording equals one trained live bit for bit (on CPU
+in float32: tests/training/test_teacher_logits.py). A narrower storage dtype rounds them;
+the recording run then trains on the rounded logits too (`round_teacher_logits_to`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import os
-import shutil
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
-INDEX_FILE = "index.json"
-FORMAT_VERSION = 1
-MAX_SHARD_BYTES = 64 << 20  # a shard is at most an epoch, and at most this many bytes
-STORE_DTYPES = {
-    "float32": np.dtype(np.float32),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "float16": np.dtype(np.float16),
-}
-# npy has no bfloat16: such shards are stored as their uint16 bit patterns.
-_ON_DISK = {
-    "float32": np.dtype(np.float32),
-    "bfloat16": np.dtype(np.uint16),
-    "float16": np.dtype(np.float16),
-}
+from swin_flax.errors import UserInputError
+from swin_flax.training import optim
+from swin_flax.training.logit_store import (
+    FORMAT_VERSION,
+    INDEX_FILE,
+    STORE_DTYPES,
+    LogitStore,
+    recording_dir,
+    store_dtype_name,
+)
 
 
-def store_dtype_name(setting: str, teacher_dtype) -> str:
-    """'auto': the teacher's compute dtype (exact); otherwise the setting."""
-    if setting != "auto":
-        return setting
-    return {jnp.dtype(jnp.bfloat16): "bfloat16", jnp.dtype(jnp.float16): "float16"}.get(
-        jnp.dtype(teacher_dtype), "float32"
-    )
+@dataclasses.dataclass
+class TeacherLogits:
+    """The teacher's side of one distillation stage.
+
+    `teacher`/`params` run live; `store` (a `LogitStore`, or None) is read before the teacher
+    runs and, when it records, receives every step the teacher ran.
+    """
+
+    teacher: Any
+    params: Any
+    store: LogitStore | None = None
+
+    @property
+    def mode(self) -> str:
+        if self.store is None:
+            return "live"
+        return "record" if self.store.records else "cached"
+
+    @property
+    def round_to(self):
+        """The dtype live logits are rounded to inside the step (None: not rounded)."""
+        return STORE_DTYPES[self.store.dtype_name] if self.mode == "record" else None
+
+    def placed(self, put_params: Callable) -> TeacherLogits:
+        """A copy whose parameters are on the devices (`put_params`: the replicating put)."""
+        return dataclasses.replace(self, params=put_params(self.params))
+
+    def check_schedule(self, stage: str, total_steps: int, batch_size: int) -> None:
+        store = self.store
+        if store is not None and (store.total_steps, store.batch_size) != (total_steps, batch_size):
+            raise ValueError(
+                f"stage {stage!r}: the teacher logits were opened for {store.total_steps} "
+                f"steps of {store.batch_size}, the stage runs {total_steps} of {batch_size}"
+            )
+
+    def step_input(self, step: int, put_batch: Callable) -> dict:
+        """What the step receives: the recorded logits of `step` (placed with `put_batch`),
+        or the teacher's parameters to run it."""
+        stored = self.store.get(step) if self.store is not None else None
+        if stored is not None:
+            return {"logits": put_batch(stored)}
+        return {"params": self.params}
+
+    def after_step(self, step: int, teacher_input: dict, logits) -> None:
+        """Record the logits of a step the teacher ran (when recording)."""
+        if self.mode == "record" and "params" in teacher_input:
+            self.store.put(step, logits)
+
+    def flush(self) -> None:
+        if self.store is not None:
+            self.store.flush()
+
+    def close(self) -> str | None:
+        """Flush; the line that says how many steps were read and run (None when live)."""
+        if self.store is None:
+            return None
+        self.store.flush()
+        return self.store.summary()
+
+
+def environment() -> dict:
+    """What decides how the augmentation, batch order and teacher compute, besides the data."""
+    import jaxlib
+
+    from swin_flax import __version__
+
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "swin_flax": __version__,
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+        "device_count": jax.device_count(),
+        "prng_impl": str(jax.config.jax_default_prng_impl),
+        "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
+        "matmul_precision": str(jax.config.jax_default_matmul_precision),
+    }
+
+
+def fingerprint(
+    *,
+    teacher,
+    teacher_params_hash: str,
+    data_hash: str,
+    augment,
+    seed: int,
+    batch_size: int,
+    steps_per_epoch: int,
+    total_steps: int,
+    store_dtype: str,
+) -> dict:
+    """Everything a stage's teacher logits depend on."""
+    from swin_flax.model.swin import model_config
+
+    return {
+        "format": FORMAT_VERSION,
+        "teacher_params_sha256": teacher_params_hash,
+        "teacher_architecture": model_config(teacher),
+        "teacher_dtype": jnp.dtype(teacher.dtype).name,
+        "data_sha256": data_hash,
+        "augment": dataclasses.asdict(augment),
+        "seed": seed,
+        "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "store_dtype": store_dtype,
+        **environment(),
+    }
 
 
 def tree_hash(tree) -> str:
@@ -78,244 +176,81 @@ def data_hash(data) -> str:
     return tree_hash({"images": data.images, "labels": data.labels})
 
 
-def fingerprint(
-    *,
-    teacher,
-    teacher_params_hash: str,
-    data_hash: str,
-    augment,
-    seed: int,
-    batch_size: int,
-    steps_per_epoch: int,
-    total_steps: int,
-    store_dtype: str,
-) -> dict:
-    """Everything the recorded logits depend on."""
-    from swin_flax.model.swin import model_config
+class TeacherLogitsPlan:
+    """A run's teacher logits: which distilling stages share them, where recordings live.
 
-    return {
-        "format": FORMAT_VERSION,
-        "teacher_params_sha256": teacher_params_hash,
-        "teacher_architecture": model_config(teacher),
-        "teacher_dtype": jnp.dtype(teacher.dtype).name,
-        "data_sha256": data_hash,
-        "augment": dataclasses.asdict(augment),
-        "seed": seed,
-        "batch_size": batch_size,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps,
-        "store_dtype": store_dtype,
-        "backend": jax.default_backend(),
-        "device_count": jax.device_count(),
-    }
-
-
-def cache_dir(root: Path, *, seed: int, batch_size: int, total_steps: int) -> Path:
-    return Path(root) / f"seed{seed}_batch{batch_size}_steps{total_steps}"
-
-
-def disk_bytes(total_steps: int, batch_size: int, num_classes: int, store_dtype: str) -> int:
-    return total_steps * batch_size * num_classes * STORE_DTYPES[store_dtype].itemsize
-
-
-def describe_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-class LogitCache:
-    """The recorded teacher logits of one (teacher, data, augmentation, seed, schedule).
-
-    mode 'record': steps found are read, missing ones are run live and recorded;
-    mode 'cached': steps found are read, missing ones are run live, nothing is written.
-    The trainer asks `get(step)`; when it returns None it runs the teacher and, if
-    `records`, hands the logits back with `put(step, logits)`; `flush()` at checkpoints.
+    The pipeline announces every distilling stage first (`expect_reader`), then asks
+    `for_stage` for each one's `TeacherLogits`. Stages with the same seed, batch size,
+    epochs and augmentation see the same augmented batches, hence the same teacher logits.
     """
 
     def __init__(
         self,
-        directory: Path,
-        fingerprint: dict,
+        root: Path,
         *,
-        mode: str,
+        teacher,
+        teacher_params,
+        train_data,
         num_classes: int,
         writer: bool = True,
     ):
-        if mode not in ("record", "cached"):
-            raise ValueError(f"cache mode must be record or cached, got {mode!r}")
-        self.directory, self.fingerprint, self.mode = Path(directory), fingerprint, mode
-        self.total_steps = int(fingerprint["total_steps"])
-        self.batch_size = int(fingerprint["batch_size"])
-        self.num_classes = num_classes
-        self.dtype_name = fingerprint["store_dtype"]
-        self.writer = writer and mode == "record"
-        self.shard_steps = max(
-            1,
-            min(
-                int(fingerprint["steps_per_epoch"]),
-                MAX_SHARD_BYTES
-                // max(1, self.batch_size * num_classes * STORE_DTYPES[self.dtype_name].itemsize),
-            ),
-        )
-        self.shards: list[dict] = []
-        self._loaded: tuple[dict, np.ndarray] | None = None
-        self._buffer: list = []  # device arrays of consecutive steps from _buffer_start
-        self._buffer_start = 0
-        self.hits = self.misses = 0
-        self._open()
+        self.root, self.teacher, self.teacher_params = Path(root), teacher, teacher_params
+        self.train_data, self.num_classes = train_data, num_classes
+        self.writer = writer
+        self.readers: Counter = Counter()
+        self._hashes: dict[str, str] = {}
 
-    @property
-    def records(self) -> bool:
-        return self.writer
+    @staticmethod
+    def key(seed: int, batch_size: int, epochs: float, augment) -> tuple:
+        return seed, batch_size, epochs, augment
 
-    @property
-    def complete(self) -> bool:
-        covered = sum(s["stop"] - s["start"] for s in self.shards)
-        return covered >= self.total_steps
+    def expect_reader(self, seed: int, batch_size: int, epochs: float, augment) -> None:
+        self.readers[self.key(seed, batch_size, epochs, augment)] += 1
 
-    def _open(self) -> None:
-        index = self.directory / INDEX_FILE
-        stored = None
-        if index.exists():
-            try:
-                stored = json.loads(index.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                print(f"warning: {index} is damaged; its teacher logits are not used", flush=True)
-        if stored is not None and stored.get("fingerprint") == json.loads(
-            json.dumps(self.fingerprint)
-        ):
-            self.shards = list(stored.get("shards", []))
-            return
-        if stored is not None:
-            differing = sorted(
-                k
-                for k in set(stored.get("fingerprint", {})) | set(self.fingerprint)
-                if stored.get("fingerprint", {}).get(k) != self.fingerprint.get(k)
-            )
-            action = "recording them anew" if self.writer else "the teacher runs live"
-            print(
-                f"note: the teacher logits in {self.directory} were recorded for other "
-                f"settings ({', '.join(differing)}); not used, {action}",
-                flush=True,
-            )
-        elif not self.writer:
-            print(
-                f"note: no teacher logits recorded in {self.directory}; the teacher runs live",
-                flush=True,
-            )
-        if self.writer:
-            if self.directory.exists():
-                shutil.rmtree(self.directory)
-            size = disk_bytes(self.total_steps, self.batch_size, self.num_classes, self.dtype_name)
-            print(
-                f"recording the teacher's logits to {self.directory}: {self.total_steps} "
-                f"steps x {self.batch_size} x {self.num_classes} {self.dtype_name} = "
-                f"{describe_bytes(size)}",
-                flush=True,
-            )
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._write_index()
-
-    # --- reading -------------------------------------------------------------------------
-
-    def get(self, step: int) -> np.ndarray | None:
-        """The stored logits of `step` as (batch, classes) float32, or None."""
-        shard = next((s for s in self.shards if s["start"] <= step < s["stop"]), None)
-        if shard is None:
-            self.misses += 1
-            return None
-        if self._loaded is None or self._loaded[0] is not shard:
-            values = self._load(shard)
-            if values is None:
-                self.misses += 1
-                return None
-            self._loaded = (shard, values)
-        self.hits += 1
-        return self._loaded[1][step - shard["start"]]
-
-    def _load(self, shard: dict) -> np.ndarray | None:
-        path = self.directory / shard["file"]
-        expected = (shard["stop"] - shard["start"], self.batch_size, self.num_classes)
-        try:
-            raw = path.read_bytes()
-            problem = None
-            if hashlib.sha256(raw).hexdigest() != shard["sha256"]:
-                problem = "its checksum differs from the index (truncated or changed)"
+    def for_stage(
+        self, *, mode: str, store_dtype: str, seed: int, batch_size: int, epochs: float, augment
+    ) -> TeacherLogits:
+        live = TeacherLogits(self.teacher, self.teacher_params)
+        if mode == "live":
+            return live
+        if jax.process_count() > 1:
+            if mode != "auto":
+                raise UserInputError(
+                    f"distill.teacher_logits={mode!r} works in a single process; use 'live' "
+                    "(or 'auto') with --multihost"
+                )
+            return live
+        steps_per_epoch = len(self.train_data) // batch_size
+        total = optim.steps_from_epochs(epochs, steps_per_epoch)
+        directory = recording_dir(self.root, seed=seed, batch_size=batch_size, total_steps=total)
+        if mode == "auto":
+            if self.readers[self.key(seed, batch_size, epochs, augment)] > 1:
+                mode = "record"
+            elif (directory / INDEX_FILE).exists():
+                mode = "cached"
             else:
-                values = np.load(path, allow_pickle=False)
-                if values.shape != expected or values.dtype != _ON_DISK[self.dtype_name]:
-                    problem = (
-                        f"it holds {values.dtype}{list(values.shape)}, expected "
-                        f"{_ON_DISK[self.dtype_name]}{list(expected)}"
-                    )
-        except (OSError, ValueError, EOFError) as err:
-            problem = f"it cannot be read ({err})"
-        if problem is not None:
-            print(
-                f"warning: teacher-logit shard {path} is damaged: {problem}. Its steps "
-                f"{shard['start']}-{shard['stop'] - 1} run the teacher live"
-                + (" and are recorded again" if self.writer else ""),
-                flush=True,
-            )
-            self.shards.remove(shard)
-            if self.writer:
-                if path.exists():
-                    os.replace(path, path.with_suffix(".damaged"))
-                self._write_index()
-            return None
-        return values.view(STORE_DTYPES[self.dtype_name]).astype(np.float32)
-
-    # --- recording -----------------------------------------------------------------------
-
-    def put(self, step: int, logits) -> None:
-        """Keep `step`'s logits (a device array); written at the next `flush`."""
-        if not self.writer:
-            return
-        if self._buffer and step != self._buffer_start + len(self._buffer):
-            self.flush()
-        if not self._buffer:
-            self._buffer_start = step
-        self._buffer.append(logits)
-        if len(self._buffer) >= self.shard_steps:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the buffered steps as one shard and list it in the index (atomically)."""
-        if not self._buffer:
-            return
-        values = np.stack([np.asarray(x) for x in jax.device_get(self._buffer)])
-        start, stop = self._buffer_start, self._buffer_start + len(self._buffer)
-        self._buffer = []
-        values = values.astype(STORE_DTYPES[self.dtype_name]).view(_ON_DISK[self.dtype_name])
-        name = f"steps_{start:07d}_{stop:07d}.npy"
-        temporary = self.directory / (name + ".tmp")
-        with open(temporary, "wb") as f:
-            np.save(f, values, allow_pickle=False)
-        os.replace(temporary, self.directory / name)
-        digest = hashlib.sha256((self.directory / name).read_bytes()).hexdigest()
-        self.shards = [s for s in self.shards if s["stop"] <= start or s["start"] >= stop]
-        self.shards.append({"file": name, "start": start, "stop": stop, "sha256": digest})
-        self.shards.sort(key=lambda s: s["start"])
-        self._write_index()
-
-    def _write_index(self) -> None:
-        index = {
-            "fingerprint": self.fingerprint,
-            "store_dtype": self.dtype_name,
-            "batch_size": self.batch_size,
-            "num_classes": self.num_classes,
-            "total_steps": self.total_steps,
-            "shards": self.shards,
-        }
-        temporary = self.directory / (INDEX_FILE + ".tmp")
-        temporary.write_text(json.dumps(index, indent=1))
-        os.replace(temporary, self.directory / INDEX_FILE)
-
-    def summary(self) -> str:
-        return (
-            f"teacher logits: {self.hits} steps read from {self.directory}, "
-            f"{self.misses} run live" + (" and recorded" if self.writer else "")
+                return live
+        if not self._hashes:  # hashed once: one teacher and one training set per run
+            self._hashes = {
+                "teacher": tree_hash(self.teacher_params),
+                "data": data_hash(self.train_data),
+            }
+        stage_fingerprint = fingerprint(
+            teacher=self.teacher,
+            teacher_params_hash=self._hashes["teacher"],
+            data_hash=self._hashes["data"],
+            augment=augment,
+            seed=seed,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total,
+            store_dtype=store_dtype_name(store_dtype, self.teacher.dtype),
         )
+        store = LogitStore(
+            directory,
+            stage_fingerprint,
+            mode=mode,
+            num_classes=self.num_classes,
+            writer=self.writer,
+        )
+        return dataclasses.replace(live, store=store)

@@ -1,23 +1,15 @@
-"""Orbax checkpoints: a model with its parameters, and a training run's train states.
+"""Model checkpoints: a model with its parameters, as one orbax directory.
 
-Model checkpoints (`save_checkpoint`, `load_checkpoint`): one directory has two items:
-'params' (the parameter pytree, `StandardSave`) and
-'model_config' (the architecture, `JsonSave` of `model_config(model)`), and optionally a
-third, 'class_names' (`JsonSave` of a list: the classifier's label names, e.g. from a
-transformers config.json). Any orbax user can read it; `load_checkpoint(path)` is all
-swin_flax users need:
+`save_checkpoint` / `load_checkpoint`: one directory has two items, 'params' (the parameter
+pytree, `StandardSave`) and 'model_config' (the architecture, `JsonSave` of
+`model_config(model)`), and optionally a third, 'class_names' (`JsonSave` of a list: the
+classifier's label names, e.g. from a transformers config.json). Any orbax user can read it;
+`load_checkpoint(path)` is all swin_flax users need:
 
     model, params = swin_flax.load_checkpoint("swin_t_in1k")
     logits = model.apply({"params": params}, images_nhwc)
 
-Train-state checkpoints (`TrainCheckpointer`): periodic and resumable, with orbax's
-CheckpointManager. Orbax writes each checkpoint to a temporary directory and renames it
-when complete, so a run killed at any moment (kill -9 included) leaves only whole
-checkpoints behind; the next run restores the newest one and continues from that step.
-What a kill does leave is the temporary directory, removed on the next start.
-Whole is not the same as intact: a disk that fills up, a copy cut short or a file damaged
-later gives a checkpoint that does not restore. Then the next older one is used, and the
-damaged one is moved aside (never deleted) with a warning that names it.
+A training run's periodic train-state checkpoints are `swin_flax.training.checkpoints`.
 
 Orbax is imported inside the functions, so `import swin_flax` stays light.
 """

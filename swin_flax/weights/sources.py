@@ -23,6 +23,7 @@ from typing import Any
 import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy so safetensors can read bf16 files)
 import numpy as np
 
+from swin_flax._optional import require
 from swin_flax.errors import ConversionError
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in a directory or h
 # Training checkpoints wrap the state_dict; timm's load_checkpoint picks them in this order.
 STATE_DICT_WRAPPERS = ("state_dict", "model")
 EMA_WRAPPERS = ("state_dict_ema", "model_ema")
-INSTALL_HINT = "pip install swin_flax[convert]"
 
 
 def load_state_dict(source: str | os.PathLike, *, use_ema: bool = False) -> dict[str, np.ndarray]:
@@ -124,13 +124,13 @@ def _read_torch(path: Path, use_ema: bool = False) -> dict[str, np.ndarray]:
             "or a pickle); expected a file written by torch.save holding a state_dict or "
             "{'model': state_dict}, or a .safetensors file"
         )
-    try:
-        import torch
-    except ImportError:
-        raise ConversionError(
-            f"reading the PyTorch checkpoint {path} needs PyTorch: {INSTALL_HINT} "
-            "(or convert it to .safetensors elsewhere)"
-        ) from None
+    torch = require(
+        "torch",
+        f"reading the PyTorch checkpoint {path}",
+        "convert",
+        error=ConversionError,
+        alternative="convert it to .safetensors elsewhere",
+    )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises pickle, zip, EOF and runtime errors alike
@@ -226,17 +226,6 @@ def _hub_repo_id(source: str) -> str | None:
     return source if _HUB_REPO.match(source) else None
 
 
-def _hf_hub_download():
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise ConversionError(
-            f"downloading from the Hugging Face Hub needs huggingface_hub: {INSTALL_HINT}, or "
-            "download the files yourself and pass their path"
-        ) from None
-    return hf_hub_download
-
-
 def _not_in_repo(e: Exception) -> bool:
     """The repo answered and has no such file (not: offline, no such repo, no access)."""
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
@@ -249,7 +238,13 @@ def _download_from_hub(
 ) -> Path | None:
     """The first of `filenames` that the repo has, downloaded (cached by huggingface_hub);
     None if it has none of them and they are `optional`."""
-    download = _hf_hub_download()
+    download = require(
+        "huggingface_hub",
+        "downloading from the Hugging Face Hub",
+        "convert",
+        error=ConversionError,
+        alternative="download the files yourself and pass their path",
+    ).hf_hub_download
     for filename in filenames:
         try:
             return Path(download(repo_id=repo_id, filename=filename))

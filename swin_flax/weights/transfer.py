@@ -26,9 +26,7 @@ from typing import Any
 import numpy as np
 
 from swin_flax.errors import UserInputError
-
-TAIL_INITS = ("random", "teacher")
-
+from swin_flax.settings import TAIL_INITS  # declared with student.tail_init's check
 
 # ----------------------------------------------------------------------------- cut points
 

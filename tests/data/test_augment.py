@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from swin_flax.data import augment
 
@@ -101,6 +102,7 @@ def test_random_crop_is_a_zero_filled_shift_within_padding():
     assert len(shifts) > 3  # offsets drawn per image, not one for the batch
 
 
+@pytest.mark.multiprocess
 def test_augment_batch_sharded_over_devices_matches_single_device():
     """Run in a subprocess: the 4 fake CPU devices must be configured before jax starts."""
     script = textwrap.dedent(
@@ -129,3 +131,19 @@ def test_augment_batch_sharded_over_devices_matches_single_device():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sharded-ok" in result.stdout
+
+
+def test_mixup_and_cutmix_mix_images_and_targets_with_one_lambda():
+    images = jnp.stack([jnp.zeros((8, 8, 3)), jnp.ones((8, 8, 3))])
+    targets = jnp.eye(2)
+    for kind in ({"mixup_alpha": 0.8}, {"cutmix_alpha": 1.0}):
+        mixed, mixed_targets = augment.mix_batch(images, targets, jax.random.PRNGKey(3), **kind)
+        lam = float(mixed_targets[0, 0])
+        np.testing.assert_allclose(np.asarray(mixed_targets).sum(1), 1.0, rtol=1e-6)
+        # Image 0 (zeros) mixed with image 1 (ones): its mean is the partner's share.
+        assert float(mixed[0].mean()) == pytest.approx(1 - lam, abs=1e-6), kind
+        if "cutmix_alpha" in kind:  # pixels are whole: either image's, never a blend
+            assert set(np.unique(np.asarray(mixed[0]))) <= {0.0, 1.0}
+    same, same_targets = augment.mix_batch(images, targets, jax.random.PRNGKey(0))
+    assert same is images and same_targets is targets  # both alphas 0: untouched
+    assert not augment.AugmentConfig(32).mixes and augment.AugmentConfig(32, cutmix_alpha=1).mixes

@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs import demo
 from swin_flax.data import augment, image_folder
 from swin_flax.data.image_folder import load_image_folder
 from swin_flax.errors import BadImagesError, UserInputError
+from swin_flax.pipeline.run import run_pipeline
+from tests.helpers import run_train_py
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CIFAR10_CLASSES = (
@@ -287,12 +290,12 @@ def test_load_image_folder_jpeg_draft_only_when_downscaling_a_lot(tmp_path):
 
 
 def test_load_image_folder_holds_few_decoded_images_at_once(tmp_path, monkeypatch):
-    """Structural memory check: full-size images exist only inside `_decode_image`, so
+    """Structural memory check: full-size images exist only inside `decode_image`, so
     its concurrent calls bound them; and its results must be dropped once written into
     the array, not collected (the old loader kept all N before stacking)."""
     for index in range(100):
         _write_png(tmp_path / "train" / "cat" / f"{index:03d}.png", _noise(20, 20, seed=index))
-    decode = image_folder._decode_image
+    decode = image_folder.decode_image
     lock = threading.Lock()
     counts = {"running": 0, "max_running": 0, "alive": 0, "max_alive": 0, "calls": 0}
 
@@ -316,7 +319,7 @@ def test_load_image_folder_holds_few_decoded_images_at_once(tmp_path, monkeypatc
         weakref.finalize(image, dropped)
         return image
 
-    monkeypatch.setattr(image_folder, "_decode_image", counting_decode)
+    monkeypatch.setattr(image_folder, "decode_image", counting_decode)
     workers = 3
     ds = load_image_folder(tmp_path, "train", image_size=10, workers=workers)
     assert len(ds) == counts["calls"] == 100
@@ -371,3 +374,59 @@ def test_load_image_folder_real_cifar10_parallel_equals_plain_decode(cifar10_sub
     split = cifar10_subset / "test"
     files = [path for name in CIFAR10_CLASSES for path in sorted((split / name).iterdir())]
     np.testing.assert_array_equal(ds.images, np.stack([_plain_decode(path) for path in files]))
+
+
+def image_folder_with_bad_files(root: Path) -> list[Path]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label, name in enumerate(("cat", "dog")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(8 if split == "train" else 4):
+                pixels = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+                pixels[..., 0] = 200 * label
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    truncated = root / "train" / "cat" / "cut.jpg"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(truncated, quality=90)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    empty = root / "test" / "dog" / "empty.jpg"
+    empty.write_bytes(b"")
+    return [truncated, empty]
+
+
+def image_folder_args(root: Path) -> list[str]:
+    return [
+        "--config",
+        "configs/demo.py:smoke",
+        "--config.runs=",
+        "--config.data.source=image_folder",
+        f"--config.data.root={root}",
+        "--config.finetune.batch_size=4",
+        "--config.distill.batch_size=4",
+        "--config.eval.batch_size=8",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_bad_images_stop_the_run_with_one_list_and_can_be_skipped(tmp_path):
+    bad = image_folder_with_bad_files(tmp_path / "images")
+    failed = run_train_py(*image_folder_args(tmp_path / "images"), "--workdir", str(tmp_path / "a"))
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert str(bad[0]) in failed.stderr and str(bad[1]) in failed.stderr  # both splits at once
+    assert "data.skip_bad_images=True" in failed.stderr
+    assert not (tmp_path / "a" / "teacher").exists()
+
+    config = demo.get_config("smoke")
+    config.runs = ""
+    config.data.source, config.data.root = "image_folder", str(tmp_path / "images")
+    config.data.skip_bad_images = True
+    config.finetune.batch_size = config.distill.batch_size = 4
+    config.eval.batch_size, config.eval.throughput_batch_size = 8, 0
+    with pytest.warns(UserWarning, match="cut.jpg"):
+        rows = run_pipeline(config, tmp_path / "b")
+    assert rows[0]["skipped_images"] == 2
+    listed = (tmp_path / "b" / "skipped_images.txt").read_text().split()
+    assert sorted(listed) == sorted(str(p) for p in bad)

@@ -11,6 +11,8 @@ from PIL import Image
 
 from swin_flax.data import tfds_source
 from swin_flax.errors import DatasetUnavailableError
+from swin_flax.pipeline.run import run_pipeline
+from tests.helpers import smoke_config
 
 
 @pytest.fixture(autouse=True)
@@ -146,3 +148,15 @@ def test_network_available_probes_hosts_and_proxy(monkeypatch):
         assert tfds_source.network_available(timeout=2.0) is True
     finally:
         server.close()
+
+
+def test_offline_dataset_error_is_immediate(tmp_path, monkeypatch):
+    from swin_flax.data import tfds_source
+
+    monkeypatch.setattr(tfds_source, "network_available", lambda *a, **k: False)
+    config = smoke_config()
+    config.data.data_dir = str(tmp_path / "tfds")
+    start = time.monotonic()
+    with pytest.raises(DatasetUnavailableError, match="cifar100.*data_dir"):
+        run_pipeline(config, tmp_path / "work")
+    assert time.monotonic() - start < 30

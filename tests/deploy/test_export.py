@@ -25,6 +25,20 @@ NEEDS = {
 }
 
 
+# The formats' pytest marks: ONNX goes through timm and torch, LiteRT through TensorFlow.
+MARKS = {
+    "onnx": [pytest.mark.export, pytest.mark.torch],
+    "litert": [pytest.mark.export],
+    "stablehlo": [],
+}
+
+
+def formats(*params):
+    """A pytest.param of each `fmt` or `(fmt, ...)`, marked with what that format needs."""
+    cases = [p if isinstance(p, tuple) else (p,) for p in params]
+    return [pytest.param(*case, marks=MARKS[case[0]]) for case in cases]
+
+
 def needs(fmt):
     for module in NEEDS[fmt]:
         pytest.importorskip(
@@ -78,7 +92,8 @@ def window7(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "litert", "stablehlo"])
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", formats("onnx", "litert", "stablehlo"))
 def test_fixed_batch_export_matches_flax_and_stores_metadata(fmt, pico, tmp_path):
     needs(fmt)
     from swin_flax.deploy.export import export_checkpoint
@@ -86,7 +101,7 @@ def test_fixed_batch_export_matches_flax_and_stores_metadata(fmt, pico, tmp_path
 
     out = tmp_path / f"pico.{fmt}"
     report = export_checkpoint(pico, out, fmt, batch=2)
-    assert out.is_file() and not (tmp_path / f"pico.{fmt}.partial").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary left beside it
     assert report.max_abs_diff <= 1e-4 and report.top1_agreement == 1.0
     runner = load_model(out)
     assert runner.class_names == NAMES and runner.batch_size == 2
@@ -96,7 +111,8 @@ def test_fixed_batch_export_matches_flax_and_stores_metadata(fmt, pico, tmp_path
     np.testing.assert_allclose(runner(images), flax_logits(model, params, images), atol=1e-4)
 
 
-@pytest.mark.parametrize("fmt,batch", [("onnx", None), ("litert", 2), ("stablehlo", None)])
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,batch", formats(("onnx", None), ("litert", 2), ("stablehlo", None)))
 def test_window7_export_matches_flax(fmt, batch, window7, tmp_path):
     needs(fmt)
     from swin_flax.deploy.export import export_checkpoint
@@ -115,7 +131,8 @@ def test_window7_export_matches_flax(fmt, batch, window7, tmp_path):
         np.testing.assert_allclose(got, flax_logits(model, params, images), atol=1e-4)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "litert", "stablehlo"])
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", formats("onnx", "litert", "stablehlo"))
 def test_fp16_export_within_tolerance_and_same_top1(fmt, pico, tmp_path):
     needs(fmt)
     from swin_flax.deploy.export import FP16_RELATIVE_TOLERANCE, export_checkpoint
@@ -131,6 +148,7 @@ def test_fp16_export_within_tolerance_and_same_top1(fmt, pico, tmp_path):
     assert out.stat().st_size < 0.75 * fp32_size  # the weights are stored in float16
 
 
+@pytest.mark.slow
 def test_failed_check_keeps_the_file_aside_and_errors(pico, tmp_path, monkeypatch):
     from swin_flax.deploy import export
 
@@ -173,6 +191,7 @@ def run_cli(argv, capsys):
     return code, capsys.readouterr()
 
 
+@pytest.mark.slow  # with the pico fixture (a perturbed checkpoint) about 5 s
 def test_cli_bad_input_is_one_error_line(pico, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SWIN_FLAX_DEBUG", raising=False)
     code, out = run_cli([str(tmp_path), str(tmp_path / "m.onnx"), "--format", "onnx"], capsys)
@@ -193,13 +212,7 @@ def test_litert_dynamic_batch_is_refused_up_front(window7, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_missing_export_library_names_the_extra():
-    from swin_flax.deploy.runners import require
-
-    with pytest.raises(UserInputError, match=r"pip install -e \.\[export\]"):
-        require("swin_flax_no_such_exporter", "the test export")
-
-
+@pytest.mark.slow
 def test_cli_stablehlo_prints_parity(pico, tmp_path, capsys):
     code, out = run_cli(
         [str(pico), str(tmp_path / "m.zip"), "--format", "stablehlo", "--dynamic-batch"], capsys
@@ -207,6 +220,10 @@ def test_cli_stablehlo_prints_parity(pico, tmp_path, capsys):
     assert code == 0 and "max |logit difference|" in out.out and "batch dynamic" in out.out
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.export
+@pytest.mark.torch
 def test_timm_swin_converted_and_exported_to_onnx_gives_timm_logits(tmp_path):
     needs("onnx")
     import onnxruntime as ort

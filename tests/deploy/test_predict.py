@@ -78,6 +78,7 @@ def test_checkpoint_prints_top5_with_class_names(setup, capsys):
         assert all(NAMES[index] == name for _, name, index in rows)
 
 
+@pytest.mark.slow
 def test_exported_stablehlo_predicts_like_the_checkpoint(setup, tmp_path, capsys):
     from swin_flax.deploy.export import export_checkpoint
 
@@ -88,6 +89,9 @@ def test_exported_stablehlo_predicts_like_the_checkpoint(setup, tmp_path, capsys
     assert code == 0 and same_top5(out.out, reference.out)
 
 
+@pytest.mark.slow
+@pytest.mark.export
+@pytest.mark.torch
 def test_exported_onnx_predicts_like_the_checkpoint(setup, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

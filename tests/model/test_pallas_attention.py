@@ -11,7 +11,13 @@ from swin_flax.model.attention import _einsum_attention, relative_position_index
 from swin_flax.model.pallas_attention import window_attention
 from swin_flax.model.swin import shifted_window_mask
 
-jax.config.update("jax_default_matmul_precision", "highest")
+
+@pytest.fixture(autouse=True)
+def highest_matmul_precision():
+    """Float32 comparisons at full matmul precision, in this module's tests only (a
+    jax.config.update at import would change every later test of the session)."""
+    with jax.default_matmul_precision("highest"):
+        yield
 
 
 def _no_dropout(weights, deterministic):  # what an unbound nn.Dropout(0.0) would return
@@ -72,6 +78,7 @@ def test_pallas_attention_ignores_padding_and_refuses_dropout():
         window_attention(q, k, v, bias, None, 1.0, jnp.float32, nn.Dropout(0.1), False)
 
 
+@pytest.mark.slow
 def test_the_model_with_pallas_attention_gives_the_einsum_logits():
     import swin_flax
 

@@ -1,7 +1,7 @@
-"""swin_flax.pipeline.report: statistics over seeds, merging work directories, summary.md, plots, CLI."""
+"""The report of finished runs (`swin_flax.pipeline.report`): work directories merged,
+summary.md with its table and plots, and the CLI. The statistics are in test_summaries.py."""
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -12,42 +12,10 @@ import pytest
 from swin_flax import cli
 from swin_flax.errors import UserInputError
 from swin_flax.pipeline import report, summaries
+from tests.helpers import result_row as row
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def row(
-    model,
-    init,
-    distill,
-    seed,
-    top1,
-    *,
-    params=1_000_000,
-    ips=None,
-    noisy=False,
-    device="cpu",
-    stage=None,
-):
-    r = {
-        "model": model,
-        "init": init,
-        "distillation": distill,
-        "seed": seed,
-        "top1": top1,
-        "params": params,
-        "stage": stage or f"{model}_{init}_{int(distill)}_seed{seed}",
-    }
-    if ips is not None:
-        r.update(
-            images_per_second=ips,
-            images_per_second_min=ips * 0.9,
-            images_per_second_max=ips * 1.1,
-            throughput_noisy=noisy,
-            device=device,
-        )
-    return r
 
 
 def make_workdir(path: Path, rows, curves=None) -> Path:
@@ -62,42 +30,6 @@ def make_workdir(path: Path, rows, curves=None) -> Path:
             lines.append(json.dumps({"step": epoch * 10, "epoch": epoch, "eval_top1": top1}))
         (path / stage / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 9')
     return path
-
-
-def test_mean_and_sample_std_of_known_values():
-    assert summaries.mean_std([70, 72, 74]) == (72.0, 2.0)
-    assert summaries.mean_std([70.0]) == (70.0, None)
-
-
-def test_gain_is_the_difference_of_means_with_the_standard_error_as_spread():
-    gain, spread, beyond = summaries.gain_over([75, 77], [70, 72])
-    assert gain == 5.0
-    # s1 = s2 = sqrt(2), n1 = n2 = 2: sqrt(2/2 + 2/2) = sqrt(2)
-    assert spread == pytest.approx(math.sqrt(2.0))
-    assert beyond is True  # 5 > 2 * 1.414
-    gain, spread, beyond = summaries.gain_over([71, 75], [70, 72])
-    assert (gain, beyond) == (2.0, False)  # spread sqrt(8/2 + 2/2) = 2.236; 2 < 4.47
-    assert spread == pytest.approx(math.sqrt(5.0))
-    assert summaries.gain_over([75], [70, 72]) == (4.0, None, None)
-
-
-def test_summary_rows_gain_over_scratch_of_the_same_model():
-    rows = [
-        row("t (teacher)", "pretrained", False, 0, 90.0),
-        row("n", "random", False, 1, 70.0),
-        row("n", "random", False, 2, 72.0),
-        row("n", "transfer", True, 1, 75.0),
-        row("n", "transfer", True, 2, 77.0),
-    ]
-    for r in rows:
-        r["workdir"] = "w"
-    teacher, scratch, kd = summaries.summarize(rows)
-    assert (teacher.gain, scratch.is_scratch, scratch.gain) == (None, True, None)
-    assert (kd.n, kd.mean, kd.gain, kd.beyond_spread) == (2, 76.0, 5.0, True)
-    cells = report.table_cells(kd)
-    assert cells[3:7] == ["76.00 ± 1.41", "2", "+5.00 ± 1.41", "yes"]
-    assert report.table_cells(teacher)[3:7] == ["90.00 ± –", "1", "–", "–"]
-    assert report.table_cells(scratch)[5] == "(scratch)"
 
 
 def test_two_workdirs_merge_into_one_table_with_n_summed(tmp_path):
@@ -196,6 +128,8 @@ def run_cli(*args):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_cli_writes_summary_and_three_small_pngs(tmp_path):
     w = fake_run(tmp_path)
     done = run_cli(w)
@@ -212,6 +146,7 @@ def test_cli_writes_summary_and_three_small_pngs(tmp_path):
     assert sum(sizes) < 150_000
 
 
+@pytest.mark.multiprocess
 def test_cli_on_a_missing_dir_says_one_error_line_and_exits_2(tmp_path):
     done = run_cli(tmp_path / "nowhere")
     assert done.returncode == 2

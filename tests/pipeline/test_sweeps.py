@@ -11,8 +11,7 @@ from swin_flax.errors import UserInputError
 from swin_flax.pipeline.run import run_pipeline
 from swin_flax.pipeline.sweeps import sweep_rows
 from swin_flax.settings import RunSettings
-from tests.pipeline.test_run import assert_trees_equal
-from tests.training.test_teacher_logits import demo_config, random_teacher
+from tests.helpers import assert_trees_equal, demo_config, random_teacher
 
 
 def rows_of(sweep):
@@ -52,6 +51,7 @@ def test_whole_tables_are_sweeps_and_rows_stay_single_runs():
         assert paper_tables.get_config(row).sweep == ""
 
 
+@pytest.mark.slow
 def test_a_sweep_resumed_in_the_middle_of_a_row_equals_an_uninterrupted_one(tmp_path, capsys):
     teacher = random_teacher(tmp_path / "teacher")
 
@@ -95,3 +95,31 @@ def test_a_sweep_resumed_in_the_middle_of_a_row_equals_an_uninterrupted_one(tmp_
     _, b = swin_flax.load_checkpoint(reference / "student_random_kd_alpha0" / "final_model")
     assert_trees_equal(a, b)
     assert json.loads((reference / "results.json").read_text())[0]["top1"] == rows[0]["top1"]
+
+
+def test_every_sweep_row_gets_the_base_settings_checks_before_anything_trains(tmp_path):
+    """A row's own settings go through every pre-flight check the base settings do: its
+    epochs against the 5 warmup epochs, its batch against the data, before the teacher."""
+    from configs import demo
+
+    config = demo.get_config("smoke")
+    config.runs = "random"
+    config.distill.epochs, config.distill.warmup_epochs = 60.0, 5.0
+    config.sweep = "epochs=3,60"
+    with pytest.raises(
+        UserInputError,
+        match=r"sweep row 'epochs3': distill.warmup_epochs \(5.0\) must be shorter than "
+        r"distill.epochs \(3.0\)",
+    ):
+        run_pipeline(config, tmp_path / "epochs")
+    assert not (tmp_path / "epochs" / "teacher").exists()
+
+    config.distill.epochs, config.distill.warmup_epochs = 1.0, 0.5
+    config.sweep = "batch_size=8,100000"
+    with pytest.raises(
+        UserInputError,
+        match=r"sweep row 'batch_size100000': distill.batch_size 100000 is larger than the "
+        r"training set",
+    ):
+        run_pipeline(config, tmp_path / "batch")
+    assert not (tmp_path / "batch" / "teacher").exists()

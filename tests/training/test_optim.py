@@ -112,6 +112,7 @@ def test_weight_decay_mask_decays_kernels_only():
     }
 
 
+@pytest.mark.slow
 def test_adamw_decays_kernels_and_leaves_the_rest():
     lr, wd = 0.1, 0.5
     tx, schedule = optim.make_optimizer(peak_lr=lr, total_steps=10, warmup_steps=2, weight_decay=wd)
@@ -155,3 +156,35 @@ def test_gradient_clipping_bounds_the_global_norm():
     assert not np.allclose(run(clipped, grads), run(plain, grads), rtol=1e-2)
     with pytest.raises(ValueError, match="grad_clip_norm"):
         optim.make_optimizer(grad_clip_norm=0.0, **kwargs)
+
+
+def test_layer_decay_scales_each_block_by_its_depth_from_the_head():
+    import swin_flax
+
+    model = swin_flax.create_model("swin_pico", num_classes=4)  # depths 2, 2, 4, 2: 10 blocks
+    scales = optim.layer_lr_scales(swin_flax.init_params(model, 0), 0.5)
+    last = sum(model.depths) + 1
+    assert scales["head"]["kernel"] == 1.0 and scales["norm"]["scale"] == 1.0
+    assert scales["patch_embed"]["proj"]["kernel"] == 0.5**last
+    assert scales["layers_0"]["blocks_0"]["attn"]["qkv"]["kernel"] == 0.5 ** (last - 1)
+    assert scales["layers_3"]["blocks_1"]["mlp"]["fc2"]["bias"] == 0.5
+    # A stage's downsampling learns with the stage's first block (stage 2 starts at block 5).
+    assert scales["layers_2"]["downsample"]["reduction"]["kernel"] == 0.5 ** (last - 5)
+    assert set(jax.tree_util.tree_leaves(optim.layer_lr_scales({"head": {"k": 1}}, 1.0))) == {1.0}
+
+
+def test_lr_scales_multiply_each_leafs_update():
+    params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+    grads = {"a": jnp.ones(2), "b": jnp.ones(2)}
+    plain, _ = optim.make_optimizer(peak_lr=0.1, total_steps=10, warmup_steps=0, weight_decay=0.0)
+    scaled, _ = optim.make_optimizer(
+        peak_lr=0.1,
+        total_steps=10,
+        warmup_steps=0,
+        weight_decay=0.0,
+        lr_scales={"a": 1.0, "b": 0.25},
+    )
+    u_plain, _ = plain.update(grads, plain.init(params), params)
+    u_scaled, _ = scaled.update(grads, scaled.init(params), params)
+    np.testing.assert_allclose(u_scaled["a"], u_plain["a"])
+    np.testing.assert_allclose(u_scaled["b"], 0.25 * np.asarray(u_plain["b"]))

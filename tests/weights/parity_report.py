@@ -9,8 +9,8 @@ SwinForImageClassification, the largest |logit difference| after importing its w
 (hub-file naming from save_pretrained with config.json; transformers 5 naming from
 state_dict() as a bare file) and after exporting swin_flax weights back to it. Weights
 are random and perturbed away from the init (LayerNorm scales not 1, biases not 0, bias
-tables large) so that no mix-up of weights can hide. tests/test_convert.py and
-tests/test_hf_transformers.py assert the same numbers; this script only reports them.
+tables large) so that no mix-up of weights can hide. tests/weights/test_timm.py
+and tests/weights/test_transformers.py assert the same numbers; this script only reports them.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ if __name__ == "__main__":  # run as a script: make the repo importable, CPU onl
 
 import jax
 import numpy as np
-
-jax.config.update("jax_default_matmul_precision", "highest")
 
 BATCH = 2
 _SMALL = dict(embed_dim=96, num_heads=(3, 6, 12, 24), window_size=7, img_size=224)
@@ -314,4 +312,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # The tests set the same precision per test (tests/weights/conftest.py), not globally.
+    jax.config.update("jax_default_matmul_precision", "highest")
     main()

@@ -1,4 +1,6 @@
-"""timm <-> swin_flax conversion: parity, the CLI, checkpoints, and every bad input.
+"""timm <-> swin_flax conversion (`swin_flax.weights.timm`): parity of logits and of every
+stage, export back to timm, the classifier head, windows resized, the problems of a
+checkpoint that does not fit reported together, and the convert_timm_weights.py CLI.
 
 CPU, float32, matmul precision 'highest'. timm models have random weights perturbed
 away from timm's init (see parity_report.make_timm_model), so that a swapped scale and
@@ -12,39 +14,22 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import swin_flax
-from swin_flax.errors import CheckpointError
-from swin_flax.weights import bias_table, importer, layouts, sources, timm_keys
+from swin_flax.weights import importer, layouts
 from swin_flax.weights import timm as C
-from swin_flax.weights.checkpoint import load_checkpoint, save_checkpoint
+from tests.helpers import pico_state
 from tests.weights import parity_report as parity
 
-jax.config.update("jax_default_matmul_precision", "highest")
-
+pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 timm_swin = pytest.importorskip("timm.models.swin_transformer")
-from timm.layers import resize_rel_pos_bias_table, resize_rel_pos_bias_table_simple  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LOGIT_TOL = 1e-4  # measured ~1e-6 (see parity_report.py)
 FEATURE_TOL = 1e-4  # absolute, features up to ~10 in size; measured <= 1.5e-5
-
-
-@pytest.fixture(scope="module")
-def timm_models():
-    """Perturbed timm models by configuration name, built once per module."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = parity.make_timm_model(parity.CONFIGS[name])
-        return cache[name]
-
-    return get
 
 
 def _timm_logits(model, images_nhwc):
@@ -56,15 +41,18 @@ def _flax_logits(model, params, images_nhwc):
     return parity.flax_forward(model, params, images_nhwc)[0]  # one compile per architecture
 
 
-def _pico_state(timm_models):
-    return parity.timm_state_dict(timm_models("pico_32"))
-
-
 # --------------------------------------------------------------------------------------
 # Parity with timm.
 
 
-@pytest.mark.parametrize("name", list(parity.CONFIGS) + [parity.MICROSOFT])
+# Only pico_32 checks parity in seconds; the ImageNet-sized ones take 2-5 s each.
+@pytest.mark.parametrize(
+    "name",
+    [
+        name if name == "pico_32" else pytest.param(name, marks=pytest.mark.slow)
+        for name in list(parity.CONFIGS) + [parity.MICROSOFT]
+    ],
+)
 def test_logits_and_every_stage_match_timm(name, timm_models):
     kwargs = parity.CONFIGS["swin_t_224" if name == parity.MICROSOFT else name]
     logit_diff, feature_diffs = parity.measure(
@@ -79,63 +67,11 @@ def test_logits_and_every_stage_match_timm(name, timm_models):
     assert max(feature_diffs.values()) <= FEATURE_TOL
 
 
-@pytest.mark.parametrize("name", list(parity.CONFIGS))
-def test_architecture_inferred_from_weights(name, timm_models):
-    arch = layouts.infer_architecture(parity.timm_state_dict(timm_models(name)))
-    expected = dict(patch_size=4, in_chans=3, mlp_ratio=4.0, qkv_bias=True)
-    expected.update(parity.CONFIGS[name])
-    assert arch == expected
-
-
 def test_parameter_tree_equals_timm_param_count(timm_models):
-    model = swin_flax.SwinTransformer(**layouts.infer_architecture(_pico_state(timm_models)))
-    params = C.timm_to_flax(_pico_state(timm_models), model)
+    model = swin_flax.SwinTransformer(**layouts.infer_architecture(pico_state(timm_models)))
+    params = C.timm_to_flax(pico_state(timm_models), model)
     timm_count = sum(p.numel() for p in timm_models("pico_32").parameters())
     assert swin_flax.count_params(params) == timm_count
-
-
-# --------------------------------------------------------------------------------------
-# Key table and layouts.
-
-
-def test_key_table_maps_both_ways():
-    for timm_template, flax_template, layout in timm_keys.KEY_TABLE:
-        key, path = timm_template.format(i=3, j=11), flax_template.format(i=3, j=11)
-        assert timm_keys.timm_key_to_flax_path(key) == (path, layout)
-        assert timm_keys.flax_path_to_timm_key(path) == (key, layout)
-    assert timm_keys.timm_key_to_flax_path("layers.0.blocks.0.attn.relative_position_index") is None
-    assert timm_keys.timm_key_to_flax_path("head.fc.weight.extra") is None
-
-
-def test_microsoft_layout_is_renamed_and_buffers_dropped():
-    ms = {
-        "layers.0.downsample.reduction.weight": np.zeros((192, 384)),
-        "layers.2.downsample.norm.weight": np.ones(1536),
-        "layers.1.blocks.1.attn_mask": np.zeros((4, 49, 49)),
-        "layers.0.blocks.0.attn.relative_position_index": np.zeros((49, 49)),
-        "head.weight": np.zeros((10, 768)),
-        "head.bias": np.zeros(10),
-    }
-    out = layouts.to_timm_layout({f"module.{k}": v for k, v in ms.items()})
-    assert sorted(out) == [
-        "head.fc.bias",
-        "head.fc.weight",
-        "layers.1.downsample.reduction.weight",
-        "layers.3.downsample.norm.weight",
-    ]
-    assert layouts.to_timm_layout(out).keys() == out.keys()  # idempotent on timm layout
-
-
-def test_flax_to_timm_inverts_timm_to_flax_exactly(timm_models):
-    state = _pico_state(timm_models)
-    model = swin_flax.SwinTransformer(**layouts.infer_architecture(state))
-    # A torch state_dict is accepted as it is.
-    back = timm_keys.flax_to_timm(C.timm_to_flax(timm_models("pico_32").state_dict(), model))
-    expected = {k: v for k, v in state.items() if "relative_position_index" not in k}
-    assert back.keys() == expected.keys()
-    for key, value in expected.items():
-        assert back[key].dtype == np.float32 and back[key].flags["C_CONTIGUOUS"]
-        np.testing.assert_array_equal(back[key], value, err_msg=key)
 
 
 # --------------------------------------------------------------------------------------
@@ -143,7 +79,7 @@ def test_flax_to_timm_inverts_timm_to_flax_exactly(timm_models):
 
 
 def test_export_loads_in_timm_strict_and_gives_the_same_logits(timm_models, tmp_path):
-    state = _pico_state(timm_models)
+    state = pico_state(timm_models)
     model = swin_flax.SwinTransformer(**layouts.infer_architecture(state))
     params = C.timm_to_flax(state, model)
     # Flax-side weights of their own (as after fine-tuning), not timm's.
@@ -168,23 +104,10 @@ def test_export_loads_in_timm_strict_and_gives_the_same_logits(timm_models, tmp_
 
 
 # --------------------------------------------------------------------------------------
-# Relative position bias tables for another window.
+# A checkpoint of another window (bias tables resized).
 
 
-@pytest.mark.parametrize("old,new", [(7, 12), (12, 7), (7, 8), (4, 2), (2, 7)])
-def test_bias_table_resize_matches_timm(old, new):
-    table = np.random.RandomState(old * 100 + new).randn((2 * old - 1) ** 2, 3).astype(np.float32)
-    shape = ((2 * new - 1) ** 2, 3)
-    ours = bias_table.resize_relative_position_bias_table(table, new)
-    ref = resize_rel_pos_bias_table(torch.from_numpy(table), (new, new), shape).numpy()
-    assert ours.shape == shape and ours.dtype == np.float32
-    np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6)
-    ours = bias_table.resize_relative_position_bias_table(table, new, method="bicubic")
-    ref = resize_rel_pos_bias_table_simple(torch.from_numpy(table), (new, new), shape).numpy()
-    np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5)  # values ~N(0, 1), float32 torch
-    assert bias_table.resize_relative_position_bias_table(table, old) is table
-
-
+@pytest.mark.slow
 def test_window7_checkpoint_into_window12_model_matches_timm():
     small = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), num_classes=10)
     source = parity.make_timm_model(dict(small, img_size=224, window_size=7), seed=5)
@@ -210,7 +133,7 @@ def test_window7_checkpoint_into_window12_model_matches_timm():
 
 
 def test_head_reinit_gives_a_fresh_init_head_and_keeps_the_rest(timm_models):
-    state = _pico_state(timm_models)
+    state = pico_state(timm_models)
     arch = layouts.infer_architecture(state)
     kept = C.timm_to_flax(state, swin_flax.SwinTransformer(**arch))
     model = swin_flax.SwinTransformer(**dict(arch, num_classes=5))
@@ -236,7 +159,7 @@ def test_head_reinit_gives_a_fresh_init_head_and_keeps_the_rest(timm_models):
 
 
 def test_head_drop_gives_timm_pooled_features(timm_models):
-    state = _pico_state(timm_models)
+    state = pico_state(timm_models)
     model = swin_flax.SwinTransformer(**dict(layouts.infer_architecture(state), num_classes=0))
     params = C.timm_to_flax(state, model, head="drop")
     assert "head" not in params
@@ -249,7 +172,7 @@ def test_head_drop_gives_timm_pooled_features(timm_models):
 
 
 def test_head_options_are_explicit(timm_models, tmp_path):
-    state = _pico_state(timm_models)
+    state = pico_state(timm_models)
     arch = layouts.infer_architecture(state)
     with pytest.raises(
         C.ConversionError,
@@ -277,179 +200,11 @@ def test_head_options_are_explicit(timm_models, tmp_path):
 
 
 # --------------------------------------------------------------------------------------
-# Checkpoints.
-
-
-def test_checkpoint_roundtrip_with_dtype_override(timm_models, tmp_path):
-    state = _pico_state(timm_models)
-    model = swin_flax.SwinTransformer(**layouts.infer_architecture(state))
-    params = C.timm_to_flax(state, model)
-    save_checkpoint(tmp_path / "ckpt", model, params)
-    loaded_model, loaded = swin_flax.load_checkpoint(tmp_path / "ckpt", dtype=jnp.bfloat16)
-    assert loaded_model.dtype == jnp.bfloat16
-    assert swin_flax.model_config(loaded_model) == swin_flax.model_config(model)
-    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded)):
-        assert b.dtype == jnp.float32
-        np.testing.assert_array_equal(a, b)
-    with pytest.raises(CheckpointError, match="change the parameter shapes"):
-        load_checkpoint(tmp_path / "ckpt", num_classes=3)
-    with pytest.raises(CheckpointError, match="already exists.*--overwrite"):
-        save_checkpoint(tmp_path / "ckpt", model, params)
-    save_checkpoint(tmp_path / "ckpt", model, params, overwrite=True)
-
-
-def test_checkpoint_errors(tmp_path):
-    with pytest.raises(CheckpointError, match="no such checkpoint directory"):
-        load_checkpoint(tmp_path / "nowhere")
-    (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "a.txt").write_text("x")
-    with pytest.raises(CheckpointError, match="not a swin_flax checkpoint.*'params'"):
-        load_checkpoint(tmp_path / "notes")
-    model = swin_flax.SwinTransformer(**parity.CONFIGS["pico_32"])
-    params = jax.tree_util.tree_map(
-        lambda x: jnp.zeros(x.shape, x.dtype), swin_flax.abstract_params(model)
-    )
-    with pytest.raises(CheckpointError, match="refusing to overwrite"):
-        save_checkpoint(tmp_path / "notes", model, params, overwrite=True)
-    assert (tmp_path / "notes" / "a.txt").exists()
-    other = swin_flax.SwinTransformer(**dict(parity.CONFIGS["pico_32"], num_classes=3))
-    with pytest.raises(CheckpointError, match="params do not match the model"):
-        save_checkpoint(tmp_path / "bad", other, params)
-
-
-# --------------------------------------------------------------------------------------
-# Bad input.
-
-
-def test_file_that_is_not_a_checkpoint(tmp_path):
-    for name in ("weights.pth", "weights.safetensors", "weights.dat"):
-        path = tmp_path / name
-        path.write_text("this is a text file, not weights\n" * 20)
-        with pytest.raises(C.ConversionError, match=rf"{name} is not .*expected"):
-            sources.load_state_dict(path)
-    with pytest.raises(C.ConversionError, match="no such file or directory, and not a hub name"):
-        sources.load_state_dict(tmp_path / "missing.pth")
-    with pytest.raises(
-        C.ConversionError,
-        match="not a Swin Transformer state_dict: no 4-D "
-        "'patch_embed.proj.weight' \\(first keys: fc.bias, fc.weight\\)",
-    ):
-        layouts.infer_architecture({"fc.weight": np.zeros((2, 3)), "fc.bias": np.zeros(2)})
-
-
-def test_truncated_safetensors(timm_models, tmp_path):
-    from safetensors.numpy import save_file
-
-    path = tmp_path / "model.safetensors"
-    save_file(_pico_state(timm_models), str(path))
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(
-        C.ConversionError,
-        match=r"model\.safetensors is not a readable "
-        r"\.safetensors file .*truncated",
-    ):
-        sources.load_state_dict(path)
-
-
-def test_safetensors_and_timm_names_are_read_without_torch(timm_models, tmp_path):
-    from safetensors.numpy import save_file
-
-    path = tmp_path / "model.safetensors"
-    save_file(_pico_state(timm_models), str(path))
-    code = (
-        "import sys; from swin_flax.weights.sources import load_state_dict; "
-        f"n = len(load_state_dict({str(path)!r})); "
-        "assert 'torch' not in sys.modules, 'torch imported'; print(n)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert int(result.stdout) == len(_pico_state(timm_models))
-
-
-def test_bfloat16_checkpoints_load_as_float32(timm_models, tmp_path):
-    import ml_dtypes
-    from safetensors.numpy import save_file
-
-    state = _pico_state(timm_models)
-    half = {k: v.astype(ml_dtypes.bfloat16) for k, v in state.items() if v.dtype == np.float32}
-    save_file(half, str(tmp_path / "bf16.safetensors"))
-    torch.save(
-        {k: torch.from_numpy(v).bfloat16() for k, v in state.items() if v.dtype == np.float32},
-        tmp_path / "bf16.pth",
-    )
-    model = swin_flax.SwinTransformer(**layouts.infer_architecture(state))
-    for name in ("bf16.safetensors", "bf16.pth"):
-        params = C.timm_to_flax(sources.load_state_dict(tmp_path / name), model)
-        kernel = params["layers_1"]["blocks_0"]["attn"]["qkv"]["kernel"]
-        assert kernel.dtype == jnp.float32
-        np.testing.assert_array_equal(
-            kernel, half["layers.1.blocks.0.attn.qkv.weight"].astype(np.float32).T
-        )
-
-
-def test_pth_without_torch_installed_names_the_extra(monkeypatch, timm_models, tmp_path):
-    path = tmp_path / "pico.pth"
-    torch.save(timm_models("pico_32").state_dict(), path)
-    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
-    with pytest.raises(
-        C.ConversionError,
-        match=r"pico\.pth needs PyTorch: pip install "
-        r"swin_flax\[convert\]",
-    ):
-        sources.load_state_dict(path)
-
-
-def test_torch_checkpoint_with_non_tensor_objects(tmp_path):
-    path = tmp_path / "train_state.pth"
-    import argparse
-
-    torch.save({"model": {"w": torch.zeros(2)}, "config": argparse.Namespace(lr=0.1)}, path)
-    with pytest.raises(C.ConversionError, match="train_state.pth could not be read .*state_dict"):
-        sources.load_state_dict(path)
-
-
-def test_training_checkpoints_are_unwrapped_as_timm_does(timm_models, tmp_path):
-    state = _pico_state(timm_models)
-    plain = {k: torch.from_numpy(v) for k, v in state.items()}
-    ema = {f"module.{k}": v + 1 for k, v in plain.items()}  # EMA wrappers may keep DDP's prefix
-    key = "layers.0.blocks.0.norm1.weight"
-
-    def read(name, use_ema=False):
-        return sources.load_state_dict(tmp_path / name, use_ema=use_ema)
-
-    torch.save({"state_dict": plain, "state_dict_ema": ema, "epoch": 3}, tmp_path / "both.pth")
-    np.testing.assert_array_equal(read("both.pth")[key], state[key])
-    np.testing.assert_array_equal(
-        layouts.to_timm_layout(read("both.pth", use_ema=True))[key], state[key] + 1
-    )
-    torch.save({"model_ema": ema, "epoch": 3}, tmp_path / "ema_only.pth")  # all there is
-    np.testing.assert_array_equal(layouts.to_timm_layout(read("ema_only.pth"))[key], state[key] + 1)
-    torch.save({"model": plain}, tmp_path / "plain.pth")
-    with pytest.raises(
-        C.ConversionError,
-        match=r"plain\.pth holds no EMA weights .*top-level "
-        r"keys: model\); leave out use_ema \(--use-ema\)",
-    ):
-        read("plain.pth", use_ema=True)
-    torch.save({"epoch": 3, "arch": "swin_tiny", "optimizer": {"lr": 0.1}}, tmp_path / "meta.pth")
-    with pytest.raises(
-        C.ConversionError,
-        match=r"meta\.pth holds no tensors \(top-level keys: "
-        r"epoch, arch, optimizer\)",
-    ):
-        read("meta.pth")
+# A checkpoint that does not fit the model.
 
 
 def test_missing_unexpected_and_misshapen_keys_in_one_error(timm_models):
-    state = _pico_state(timm_models)
+    state = pico_state(timm_models)
     model = swin_flax.SwinTransformer(**layouts.infer_architecture(state))
     del state["layers.1.blocks.0.norm2.bias"]
     state["layers.1.blocks.7.mlp.fc1.weight"] = np.zeros((256, 64), np.float32)
@@ -470,49 +225,6 @@ def test_missing_unexpected_and_misshapen_keys_in_one_error(timm_models):
     ) in message
 
 
-def test_image_size_the_model_cannot_take(timm_models, tmp_path):
-    path = tmp_path / "pico.pth"
-    torch.save(timm_models("pico_32").state_dict(), path)
-    with pytest.raises(
-        C.ConversionError,
-        match=r"(?s)cannot build a Swin model for .*pico\.pth.*"
-        r"img_size 40 must be divisible by .* 16",
-    ):
-        importer.convert(path, tmp_path / "out", img_size=40)
-
-
-def test_timm_name_without_network(monkeypatch, tmp_path):
-    import huggingface_hub
-
-    def offline(**kwargs):
-        raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the Hub")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(
-        C.ConversionError,
-        match=r"could not download model\.safetensors for "
-        r"'swin_tiny_patch4_window7_224\.ms_in1k' .*'timm/swin_tiny_patch4_window7"
-        r"_224\.ms_in1k' \(LocalEntryNotFoundError: cannot reach the Hub\).*"
-        r"pass their path",
-    ):
-        importer.convert("swin_tiny_patch4_window7_224.ms_in1k", tmp_path / "out")
-
-
-def test_timm_name_is_read_from_the_downloaded_safetensors(monkeypatch, timm_models, tmp_path):
-    import huggingface_hub
-    from safetensors.numpy import save_file
-
-    path = tmp_path / "model.safetensors"
-    save_file(_pico_state(timm_models), str(path))
-    calls = []
-    monkeypatch.setattr(
-        huggingface_hub, "hf_hub_download", lambda **kw: calls.append(kw) or str(path)
-    )
-    state = sources.load_state_dict("swin_pico_test.in1k")
-    assert calls == [dict(repo_id="timm/swin_pico_test.in1k", filename="model.safetensors")]
-    assert state.keys() == _pico_state(timm_models).keys()
-
-
 # --------------------------------------------------------------------------------------
 # The command line.
 
@@ -529,6 +241,8 @@ def _cli(*args):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("fmt", ["safetensors", "pth"])
 def test_cli_converts_and_exports(fmt, timm_models, tmp_path):
     timm_model = timm_models("pico_32")
@@ -562,6 +276,8 @@ def test_cli_converts_and_exports(fmt, timm_models, tmp_path):
         np.testing.assert_allclose(_timm_logits(again, images), ref, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_cli_bad_input_exits_2_without_traceback(timm_models, tmp_path):
     text = tmp_path / "notes.pth"
     text.write_text("not weights\n")

@@ -22,8 +22,7 @@ from swin_flax.weights import transformers as H
 from swin_flax.weights.checkpoint import load_checkpoint, load_class_names
 from tests.weights import parity_report as parity
 
-jax.config.update("jax_default_matmul_precision", "highest")
-
+pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -88,6 +87,7 @@ def _expected_arch(name):
 # Parity with transformers' own forward.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("naming", parity.HF_NAMINGS)
 @pytest.mark.parametrize("name", list(parity.HF_CONFIGS))
 def test_import_matches_transformers(name, naming, hf_models, imported, tmp_path):
@@ -107,6 +107,7 @@ def test_import_matches_transformers(name, naming, hf_models, imported, tmp_path
     assert diff <= LOGIT_TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(parity.HF_CONFIGS))
 def test_export_loads_strictly_in_transformers_and_gives_our_logits(name, imported, tmp_path):
     model, params = imported(name)
@@ -172,6 +173,7 @@ def test_headless_swin_model_without_prefix(hf_models):
 # config.json and class names.
 
 
+@pytest.mark.slow
 def test_class_names_from_id2label_are_stored_and_exported(tmp_path):
     names = ["cat", "dog", "owl", "eel", "bee"]
     kwargs = dict(
@@ -340,6 +342,8 @@ def _cli(*args):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_cli_imports_a_transformers_directory_and_exports_one(hf_models, tmp_path):
     hf_models(SMALL).save_pretrained(tmp_path / "hf")
     result = _cli(tmp_path / "hf", tmp_path / "ckpt")

@@ -1,0 +1,104 @@
+"""Declarative options: a dataclass field with its default, valid range, resume rule and
+help (`option`), and what is derived from such fields alone: the range check of a value,
+unknown keys with a "did you mean" hint, and the listing a user reads.
+
+`swin_flax.settings` declares the project's options with it. A leaf: imports nothing of ours
+but the errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+
+def option(
+    default,
+    check: Callable[[Any], bool] | None = None,
+    expected: str = "",
+    *,
+    resumable: bool = False,
+    help: str = "",
+):
+    """A field with its valid range (`check`, described by `expected`), whether a stage
+    may resume with another value (the optimisation knobs that rescue a diverged run,
+    and where the data is stored), and one line of help for `describe_options`."""
+    metadata = {"check": check, "expected": expected, "resumable": resumable, "help": help}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def finite(test: Callable[[float], bool]) -> Callable[[Any], bool]:
+    """`test`, also rejecting NaN and infinity (NaN compares False, inf passes `> 0`)."""
+    return lambda v: isinstance(v, (int, float)) and math.isfinite(v) and test(v)
+
+
+def one_of(*choices) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in choices), "one of " + ", ".join(repr(c) for c in choices)
+
+
+def option_fields(root, sections: Mapping[str, type]) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, field, value) of every option of `root` (a dataclass instance whose
+    fields named in `sections` are section dataclasses): its own, then each section's."""
+    for prefix, obj in [("", root)] + [(f"{n}.", getattr(root, n)) for n in sections]:
+        for f in dataclasses.fields(obj):
+            if not (prefix == "" and f.name in sections):
+                yield prefix + f.name, f, getattr(obj, f.name)
+
+
+def range_problems(root, sections: Mapping[str, type]) -> list[str]:
+    """'key must be EXPECTED, got VALUE' for every option whose value fails its check."""
+    return [
+        f"{key} must be {f.metadata['expected']}, got {value!r}"
+        for key, f, value in option_fields(root, sections)
+        if f.metadata["check"] is not None and not f.metadata["check"](value)
+    ]
+
+
+def describe(root, sections: Mapping[str, type], title: str) -> str:
+    """Every option with its default, valid values, resume rule and help, by section."""
+    lines, section = [title], None
+    for key, f, default in option_fields(root, sections):
+        if key.rpartition(".")[0] != section:
+            section = key.rpartition(".")[0]
+            doc = (sections[section] if section else type(root)).__doc__.splitlines()[0]
+            lines += ["", f"{section or 'run'}: {doc}"]
+        expected = f.metadata["expected"] or f"any {type(default).__name__}"
+        resume = "may change on resume" if f.metadata["resumable"] else "fixed on resume"
+        lines += [f"  {key} = {default!r}  ({expected}; {resume})", f"      {f.metadata['help']}"]
+    return "\n".join(lines)
+
+
+def field_names(kind) -> list[str]:
+    return [f.name for f in dataclasses.fields(kind)]
+
+
+def unknown_keys(values: dict, root_kind, sections: Mapping[str, type]) -> list[str]:
+    """Keys of the nested dict `values` that name no option, each with a close match."""
+    problems = []
+
+    def check(section: dict, kind, prefix: str):
+        known = field_names(kind)
+        for key in section:
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                problems.append(
+                    f"{prefix}{key}" + (f" (did you mean {prefix}{hint[0]}?)" if hint else "")
+                )
+            elif prefix == "" and key in sections and isinstance(section[key], dict):
+                check(section[key], sections[key], f"{key}.")
+
+    check(values, root_kind, "")
+    return problems
+
+
+def normalised(kind, section: dict, sections: Mapping[str, type]) -> dict:
+    """Lists from JSON or the command line become tuples, as the dataclasses declare."""
+    names = set(field_names(kind))
+    return {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in section.items()
+        if k in names and k not in sections
+    }

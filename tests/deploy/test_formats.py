@@ -1,0 +1,64 @@
+"""The writers of the deployment formats (`swin_flax.deploy.formats`): the input shape of
+each layout, a StableHLO zip with its metadata, and LiteRT metadata entries replaced, not
+repeated."""
+
+import json
+import zipfile
+
+import jax
+import numpy as np
+import pytest
+
+import swin_flax
+from swin_flax.deploy import formats, runners
+from tests.helpers import tiny_model
+
+
+def test_every_format_has_a_writer_and_an_input_layout():
+    table = runners.FORMATS  # the one table: writer, loader, input layout, suffix
+    assert {name: (f.name, f.input_layout, f.suffix) for name, f in table.items()} == {
+        "onnx": ("onnx", "NCHW", ".onnx"),
+        "litert": ("litert", "NHWC", ".tflite"),
+        "stablehlo": ("stablehlo", "NHWC", ".zip"),
+    }
+    assert table["stablehlo"].write is formats.write_stablehlo
+    assert table["stablehlo"].load is runners.load_stablehlo
+    model = swin_flax.create_model("swin_pico", num_classes=10)
+    assert formats._input_shape(model, 2) == [2, 32, 32, 3]
+    assert formats._input_shape(model, None, "NCHW") == [None, 3, 32, 32]
+
+
+def test_a_stablehlo_export_is_a_zip_of_the_model_and_its_metadata(tmp_path):
+    model = tiny_model()  # the export traces and compiles the model: the smallest one
+    params = swin_flax.init_params(model, 0)
+    metadata = {"img_size": 8, "input_layout": "NHWC", "batch_size": 2}
+    out = tmp_path / "m.zip"
+    info = formats.write_stablehlo(model, params, out, batch=2, precision="fp32", metadata=metadata)
+    assert info["platforms"] == ["cpu"] and info["bytes"] > 0
+    with zipfile.ZipFile(out) as archive:
+        assert sorted(archive.namelist()) == sorted(
+            [runners.STABLEHLO_MODEL_ENTRY, runners.STABLEHLO_METADATA_ENTRY]
+        )
+        stored = json.loads(archive.read(runners.STABLEHLO_METADATA_ENTRY))
+    assert stored == formats.encode_metadata(metadata)
+    runner = runners.load_stablehlo(out)
+    images = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    expected = jax.jit(lambda x: model.apply({"params": params}, x))(images)
+    np.testing.assert_allclose(runner(images), expected, atol=1e-4)
+
+
+@pytest.mark.export
+def test_litert_metadata_is_added_once_and_replaced_on_a_second_write():
+    flatbuffers = pytest.importorskip("flatbuffers")
+    schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    empty = schema.ModelT()
+    empty.version = 3
+    empty.buffers = [schema.BufferT()]  # buffer 0 is the empty one, as converters write it
+    builder = flatbuffers.Builder(64)
+    builder.Finish(empty.Pack(builder), file_identifier=b"TFL3")
+    content = bytes(builder.Output())
+    once = formats.add_litert_metadata(content, "swin_flax", b'{"a": 1}')
+    twice = formats.add_litert_metadata(once, "swin_flax", b'{"a": 2}')
+    assert runners.read_litert_metadata(once) == {"swin_flax": b'{"a": 1}'}
+    assert runners.read_litert_metadata(twice) == {"swin_flax": b'{"a": 2}'}
+    assert twice[4:8] == b"TFL3"  # still a .tflite flatbuffer (what detect_format reads)

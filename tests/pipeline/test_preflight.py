@@ -1,0 +1,172 @@
+"""Pre-flight checks (`swin_flax.pipeline.preflight`): every mistake that can be found
+before anything trains is reported then, several at once where they are independent."""
+
+import dataclasses
+import math
+
+import pytest
+
+import swin_flax
+from configs import demo
+from swin_flax.errors import UserInputError
+from swin_flax.pipeline import preflight
+from swin_flax.pipeline.run import run_pipeline
+from swin_flax.settings import RunSettings
+from tests.helpers import smoke_config
+
+
+def test_out_of_range_values_are_reported_together_before_any_data_loads(tmp_path):
+    config = smoke_config()
+    config.data.crop_padding = -1
+    config.eval.throughput_batch_size = -1
+    config.student.cut_points = (5,)
+    with pytest.raises(UserInputError) as info:
+        run_pipeline(config, tmp_path)  # no mock data: the check must come first
+    message = str(info.value)
+    assert "data.crop_padding must be an int >= 0" in message
+    assert "eval.throughput_batch_size must be 0 (no throughput) or a batch size" in message
+    assert "student.cut_points must be empty" in message and "got (5,)" in message
+
+
+def test_student_batch_larger_than_the_data_fails_before_the_teacher_trains(tmp_path, mock_tfds):
+    config = smoke_config()
+    config.distill.batch_size = 64
+    with (
+        mock_tfds.testing.mock_data(num_examples=32),
+        pytest.raises(
+            UserInputError, match=r"distill.batch_size 64 is larger than the training set"
+        ),
+    ):
+        run_pipeline(config, tmp_path)
+    assert not (tmp_path / "teacher").exists()
+
+
+def test_impossible_cut_points_are_a_clear_error(tmp_path, mock_tfds):
+    tfds = mock_tfds
+    config = smoke_config()
+    config.student.cut_points = (9, 4)
+    with tfds.testing.mock_data(num_examples=32), pytest.raises(ValueError, match="cut"):
+        run_pipeline(config, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda c: setattr(c.distill, "joint", "harmonik"), "harmonik"),
+        (lambda c: setattr(c.distill, "joint", "hard_only"), "hard_only"),
+        (lambda c: setattr(c.student, "tail_init", "copy"), "tail_init"),
+        (lambda c: setattr(c.student, "model", "swin_q"), "swin_q"),
+        (lambda c: setattr(c, "compute_dtype", "int8"), "compute_dtype"),
+    ],
+)
+def test_config_mistakes_fail_before_any_data_is_loaded(tmp_path, change, message):
+    config = smoke_config()
+    change(config)
+    with pytest.raises(ValueError, match=message):
+        run_pipeline(config, tmp_path)  # no mock data: loading would fail differently
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            lambda c: setattr(c.distill, "peak_lr", -1e-3),
+            "distill.peak_lr must be a finite learning rate > 0",
+        ),
+        (lambda c: setattr(c.finetune, "peak_lr", math.nan), "finetune.peak_lr must be a finite"),
+        (lambda c: setattr(c.distill, "end_lr", math.inf), "distill.end_lr must be a finite"),
+        (lambda c: setattr(c.distill, "w_d", -2.0), "distill.w_d must be a finite weight >= 0"),
+        (lambda c: setattr(c.distill, "alpha", 1.5), r"distill.alpha must be a weight in \[0, 1\]"),
+        (lambda c: setattr(c.distill, "label_smoothing", 1.0), "distill.label_smoothing"),
+        (
+            lambda c: setattr(c.distill, "warmup_epochs", 2.0),
+            r"distill.warmup_epochs \(2.0\) must be shorter than distill.epochs \(2.0\)",
+        ),
+        (
+            lambda c: setattr(c.student, "model", "swin_s"),
+            "cannot transfer blocks from swin_pico to swin_s: their embed_dim differ",
+        ),
+        (
+            lambda c: (
+                setattr(c.teacher, "model", "swin_pico_n"),
+                setattr(c.student, "model", "swin_pico"),
+            ),
+            "deeper than its teacher.*student.cut_points=\\(p1, p2\\)",
+        ),
+    ],
+)
+def test_late_mistakes_are_reported_before_any_data_loads(tmp_path, change, message):
+    config = smoke_config()  # tfds cifar100: loading it here would fail differently
+    change(config)
+    with pytest.raises(UserInputError, match=message):
+        run_pipeline(config, tmp_path)
+    assert not (tmp_path / "teacher").exists()
+
+
+def test_several_bad_values_are_reported_together():
+    from swin_flax.pipeline.preflight import load_settings
+
+    config = smoke_config()
+    config.distill.peak_lr = math.nan
+    config.finetune.weight_decay = -1.0
+    with pytest.raises(UserInputError) as info:
+        load_settings(config)
+    assert "distill.peak_lr must be a finite learning rate > 0, got nan" in str(info.value)
+    assert "finetune.weight_decay must be a finite number >= 0, got -1.0" in str(info.value)
+
+
+def test_a_finetuned_teacher_of_another_architecture_is_an_error(tmp_path):
+    model = swin_flax.create_model("swin_pico", num_classes=10)
+    swin_flax.save_checkpoint(tmp_path / "pico", model, swin_flax.init_params(model, 0))
+    config = smoke_config()
+    config.teacher.finetuned = str(tmp_path / "pico")
+    config.teacher.model = "swin_micro"  # patch 4 where the checkpoint has patch 2
+    config.student.model = "swin_micro_n"
+    with pytest.raises(
+        UserInputError,
+        match=r"different architecture than teacher.model "
+        r"'swin_micro'.*patch_size 2 vs 4",
+    ):
+        run_pipeline(config, tmp_path / "work")
+
+
+def test_an_unwritable_workdir_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # root ignores permission bits, so block with a file instead
+    with pytest.raises(UserInputError, match=r"cannot write to the workdir .*a_file/run"):
+        run_pipeline(smoke_config(), blocker / "run")
+
+
+def test_a_data_set_too_large_for_the_device_is_reported_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(preflight, "device_memory_bytes", lambda: (4 * 2**20, "test memory"))
+    config = demo.get_config("smoke")
+    with pytest.raises(
+        UserInputError,
+        match=r"more than 50% of the 0.00 GiB of test memory; "
+        r"store the images smaller with data.stored_size",
+    ):
+        run_pipeline(config, tmp_path)
+    assert not (tmp_path / "teacher").exists()
+
+
+def test_architecture_differences_ignore_the_classes_and_the_regularisation():
+    stored = swin_flax.model_config(swin_flax.create_model("swin_pico", num_classes=10))
+    expected = swin_flax.model_config(
+        swin_flax.create_model("swin_pico", num_classes=100, drop_path_rate=0.3)
+    )
+    assert preflight.architecture_differences(stored, expected) == []
+    expected["window_size"] = 8
+    assert preflight.architecture_differences(stored, expected) == ["window_size 4 vs 8"]
+
+
+def test_only_the_stages_that_train_must_fit_their_batch_in_the_data():
+    settings = RunSettings.from_config(smoke_config())
+    batch = settings.finetune.batch_size
+    with pytest.raises(
+        UserInputError, match=rf"finetune.batch_size {batch} is larger than the training set"
+    ):
+        preflight.check_batch_sizes_fit(settings, [], num_train=batch - 1)  # the teacher trains
+    finetuned = dataclasses.replace(
+        settings, teacher=dataclasses.replace(settings.teacher, finetuned="/a/teacher")
+    )
+    preflight.check_batch_sizes_fit(finetuned, [], num_train=batch - 1)  # nothing trains

@@ -1,0 +1,108 @@
+"""Train-state checkpoints of a stage (`swin_flax.training.checkpoints`): saved and
+restored exactly; a damaged newest one is set aside and the older one resumes; when none
+restores, one clear error and nothing moved; saves a kill left unfinished are cleaned up."""
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from swin_flax.errors import CheckpointRestoreError
+from swin_flax.training import checkpoints
+from tests.helpers import assert_trees_equal, checkpoint_steps, run_tiny_stage
+
+
+def truncate_largest_file(step_dir: Path) -> None:
+    largest = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+
+
+def delete_metadata(step_dir: Path) -> None:
+    found = [p for p in step_dir.rglob("_METADATA")]
+    assert found
+    for path in found:
+        path.unlink()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", [truncate_largest_file, delete_metadata])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_older_one_resumes_identically(
+    tmp_path, capsys, damage
+):
+    full = run_tiny_stage(tmp_path / "full")
+    stage = tmp_path / "damaged"
+    run_tiny_stage(stage, stop_after=10)
+    assert checkpoint_steps(stage) == [4, 8]
+    damage(stage / "checkpoints" / "8")
+    leftover = stage / "checkpoints" / "12.orbax-checkpoint-tmp-1700000000"
+    (leftover / "state").mkdir(parents=True)  # what a kill during a save leaves
+
+    resumed = run_tiny_stage(stage)
+    assert resumed.completed and resumed.steps == 12
+    assert_trees_equal(full.params, resumed.params)  # replayed from step 4, bit for bit
+    err = capsys.readouterr().err
+    assert f"checkpoint {stage / 'checkpoints' / '8'} does not restore" in err
+    assert (stage / checkpoints.DAMAGED_DIR / "8").is_dir()  # kept, not deleted
+    assert not leftover.exists()
+
+
+@pytest.mark.slow
+def test_when_no_checkpoint_restores_one_clear_error_and_nothing_is_moved(tmp_path):
+    stage = tmp_path / "stage"
+    run_tiny_stage(stage, stop_after=10)
+    for step in (4, 8):
+        delete_metadata(stage / "checkpoints" / str(step))
+    with pytest.raises(
+        CheckpointRestoreError,
+        match=r"no checkpoint in .* restores \(step 8: .*; step 4: .*delete that "
+        "stage directory",
+    ):
+        run_tiny_stage(stage)
+    assert checkpoint_steps(stage) == [4, 8] and not (stage / checkpoints.DAMAGED_DIR).exists()
+
+
+def test_a_saved_state_restores_exactly_and_the_newest_step_wins(tmp_path):
+    state = {"step": jnp.asarray(3, jnp.int32), "w": jnp.arange(6.0).reshape(2, 3)}
+    saver = checkpoints.TrainCheckpointer(tmp_path / "checkpoints", keep=2)
+    for step in (3, 6, 9):
+        saver.save(step, {**state, "step": jnp.asarray(step, jnp.int32)})
+    saver.close()
+    assert checkpoint_steps(tmp_path) == [6, 9]  # keep=2: the oldest is deleted
+
+    reader = checkpoints.TrainCheckpointer(tmp_path / "checkpoints")
+    template = {"step": jnp.zeros((), jnp.int32), "w": jnp.zeros((2, 3))}
+    restored = reader.restore_newest_intact(template)
+    assert reader.latest_step() == 9 and int(restored["step"]) == 9
+    np.testing.assert_array_equal(np.asarray(restored["w"]), np.asarray(state["w"]))
+    assert int(reader.restore(template, step=6)["step"]) == 6
+    reader.close()
+
+
+def test_an_empty_directory_restores_nothing(tmp_path):
+    reader = checkpoints.TrainCheckpointer(tmp_path / "checkpoints")
+    assert reader.restore_newest_intact({"w": jnp.zeros(2)}) is None
+    assert reader.latest_step() is None
+    reader.close()
+
+
+def test_unfinished_saves_are_removed_and_finished_steps_kept(tmp_path):
+    (tmp_path / "4").mkdir()
+    unfinished = tmp_path / f"8{checkpoints.TMP_MARKER}-1700000000"
+    (unfinished / "state").mkdir(parents=True)
+    assert checkpoints.remove_unfinished_saves(tmp_path) == [unfinished]
+    assert [p.name for p in tmp_path.iterdir()] == ["4"]
+    assert checkpoints.remove_unfinished_saves(tmp_path / "absent") == []
+
+
+def test_a_second_damaged_copy_of_a_step_gets_a_new_name(tmp_path):
+    assert checkpoints._free_name(tmp_path / "8") == tmp_path / "8"
+    (tmp_path / "8").mkdir()
+    (tmp_path / "8.1").mkdir()
+    assert checkpoints._free_name(tmp_path / "8") == tmp_path / "8.2"
+
+
+def test_the_first_line_of_an_error_names_its_type():
+    err = ValueError("\n  bad checksum in _METADATA  \nmore detail")
+    assert checkpoints._first_line(err) == "ValueError: bad checksum in _METADATA"
+    assert checkpoints._first_line(KeyError()) == "KeyError: "

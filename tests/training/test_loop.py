@@ -1,0 +1,161 @@
+"""One training stage (`swin_flax.training.loop`): resumable bit for bit, whether it was
+interrupted by the test, by a stop request or by kill -9; NaN stops it with the last good
+checkpoint kept; impossible batch sizes are refused before anything compiles."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import swin_flax
+from swin_flax.data.augment import AugmentConfig
+from swin_flax.errors import UserInputError
+from swin_flax.settings import LoopSettings, LossSettings, OptimSettings
+from swin_flax.training import preemption
+from swin_flax.training.loop import train_stage
+from tests.helpers import (
+    REPO,
+    assert_trees_equal,
+    checkpoint_steps,
+    run_tiny_stage,
+    run_train_py,
+    tiny_dataset,
+)
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_gives_identical_parameters(tmp_path):
+    full = run_tiny_stage(tmp_path / "full")
+    assert full.completed and full.steps == 12
+
+    # Stops after step 6; the newest checkpoint is step 4, so steps 5-6 are lost and redone.
+    partial = run_tiny_stage(tmp_path / "resumed", stop_after=6)
+    assert not partial.completed and partial.steps == 6
+    resumed = run_tiny_stage(tmp_path / "resumed")
+    assert resumed.completed and resumed.steps == 12
+    assert_trees_equal(full.params, resumed.params)
+
+    lines = [
+        json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    ]
+    # Step 6 was logged by the interrupted run and again after the resume: kept once.
+    assert [l["step"] for l in lines] == [2, 4, 6, 8, 10, 12]
+    assert {"loss", "loss_hard", "learning_rate", "grad_norm", "accuracy"} <= set(lines[-1])
+
+    # Resuming a finished stage runs no step but still reports the final metrics.
+    again = run_tiny_stage(tmp_path / "resumed")
+    assert again.completed and again.steps == 12
+    assert again.final_metrics["loss"] == pytest.approx(lines[-1]["loss"])
+    assert again.final_metrics == resumed.final_metrics
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path):
+    data = tiny_dataset()
+    model = swin_flax.create_model("swin_pico_n", num_classes=4)
+    with pytest.raises(Exception) as info:
+        train_stage(
+            name="nan",
+            stage_dir=tmp_path,
+            model=model,
+            init_params=swin_flax.init_params(model, 0),
+            train_data=data,
+            optim_config=OptimSettings(epochs=2, batch_size=8, peak_lr=1e30, warmup_epochs=0),
+            loss_config=LossSettings(joint="hard_only"),
+            augment=AugmentConfig(out_size=32),
+            loop=LoopSettings(log_every_steps=1, checkpoint_every_steps=1, progress_bar=False),
+            seed=0,
+        )
+    assert type(info.value).__name__ == "TrainingDivergedError"
+    assert "non-finite loss" in str(info.value) and "run the same command again" in str(info.value)
+    checkpoints = sorted(
+        int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()
+    )
+    assert checkpoints, "the last good checkpoint must be kept"
+
+
+@pytest.mark.slow
+def test_a_stop_request_saves_the_step_just_run_and_the_resume_is_identical(tmp_path, monkeypatch):
+    full = run_tiny_stage(tmp_path / "full")
+
+    calls = iter(range(1, 100))
+    monkeypatch.setattr(preemption, "stop_requested", lambda: next(calls) == 7)
+    monkeypatch.setattr(preemption, "pending_signal", lambda: "SIGTERM")
+    stopped = run_tiny_stage(tmp_path / "stopped")
+    assert stopped.stopped_by == "SIGTERM" and stopped.steps == 7 and not stopped.completed
+    # Checkpoints every 4 steps: 4 is periodic, 7 is the stop's own (nothing lost).
+    assert checkpoint_steps(tmp_path / "stopped") == [4, 7]
+    logged = [json.loads(l)["step"] for l in (tmp_path / "stopped" / "metrics.jsonl").open()]
+    assert logged[-1] == 7  # flushed before the save
+
+    monkeypatch.undo()
+    resumed = run_tiny_stage(tmp_path / "stopped")
+    assert resumed.completed and resumed.steps == 12
+    assert_trees_equal(full.params, resumed.params)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_kill_minus_nine_then_rerun_resumes_to_the_same_result(tmp_path):
+    """A real SIGKILL in the middle of the demo's teacher stage, then the same command."""
+    args = [
+        "--config",
+        "configs/demo.py:smoke",
+        "--config.runs=",
+        "--config.finetune.epochs=1",
+        "--config.finetune.warmup_epochs=0.5",
+        "--config.loop.checkpoint_every_steps=5",
+        "--config.eval.throughput_batch_size=0",
+    ]
+    clean = run_train_py(*args, "--workdir", str(tmp_path / "clean"))
+    assert clean.returncode == 0, clean.stderr[-2000:]
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, "--workdir", str(killed_dir)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    checkpoints = killed_dir / "teacher" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (
+        checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())
+    ):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed_dir / "teacher" / "stage_done.json").exists()
+
+    resumed = run_train_py(*args, "--workdir", str(killed_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _, clean_params = swin_flax.load_checkpoint(tmp_path / "clean" / "teacher" / "final_model")
+    _, resumed_params = swin_flax.load_checkpoint(killed_dir / "teacher" / "final_model")
+    assert_trees_equal(clean_params, resumed_params)
+    assert (
+        json.loads((killed_dir / "results.json").read_text())[0]["top1"]
+        == json.loads((tmp_path / "clean" / "results.json").read_text())[0]["top1"]
+    )
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_before_anything_trains(tmp_path):
+    model = swin_flax.create_model("swin_pico_n", num_classes=4)
+    with pytest.raises(UserInputError, match=r"stage 'big': batch_size 64 is larger than .*48"):
+        train_stage(
+            name="big",
+            stage_dir=tmp_path,
+            model=model,
+            init_params=swin_flax.abstract_params(model),  # never used: refused first
+            train_data=tiny_dataset(),  # 48 examples
+            optim_config=OptimSettings(epochs=1, batch_size=64, peak_lr=1e-3, warmup_epochs=0),
+            loss_config=LossSettings(joint="hard_only"),
+            augment=AugmentConfig(out_size=32),
+            loop=LoopSettings(progress_bar=False),
+            seed=0,
+        )
+    assert not (tmp_path / "checkpoints").exists()
