@@ -1,22 +1,32 @@
-"""Export a checkpoint to ONNX, LiteRT or StableHLO, and check the file against Flax.
+"""Export a checkpoint to ONNX, LiteRT or StableHLO, check the file against Flax, and
+measure it on the user's images.
 
     report = export_checkpoint("final_model", "student.onnx", "onnx")
+    report = export_checkpoint(ckpt, "s.tflite", "litert", precision="int8",
+                               calibration="data/train", evaluate="data/test")
 
-writes the file (see `swin_flax.deploy.formats` for each route; the formats' table is
-`swin_flax.deploy.runners.FORMATS`), runs it in its own runtime (onnxruntime, the LiteRT
-interpreter, `jax.export` deserialize + call) on a batch of real photos and compares the
-logits with the Flax model's (float32, matmul precision 'highest'). The file replaces
-OUT only when it passes; above the tolerance it is kept as `OUT.failed-check` and a
-UserInputError says by how much it missed. The check images, in order of preference:
-the files given (`check_images`), the first test image of each CIFAR-10 class from the
-shared archive (upscaled to the model's img_size like in training), or a deterministic
-synthetic batch (with a note).
+writes the file (see `swin_flax.deploy.formats` for each route and `quantize` for int8;
+the formats' table is `swin_flax.deploy.runners.FORMATS`), runs it in its own runtime
+(onnxruntime, the LiteRT interpreter, `jax.export` deserialize + call) on a few images and
+compares the logits with the Flax model's (float32, matmul precision 'highest'). The file
+replaces OUT only when it passes; otherwise it is kept as `OUT.failed-check` and a
+UserInputError says by how much it missed. The check images, in order of preference: the
+files given (`check_images`), the first images of each class of `evaluate`, the first
+calibration images, or a deterministic synthetic batch (with a note).
+
+int8 and int8-weights (ONNX, LiteRT) are calibrated on `calibration` (a folder of images,
+`calibration_count` of them chosen with `calibration_seed`; int8-weights needs none) and
+checked by their relative logit error; the report lists which ops run in int8 and which
+stay float. With `evaluate` (a folder of class folders, or tfds:NAME[:SPLIT]) the file is
+then run over every image: its top-1 next to the Flax checkpoint's, their agreement, the
+file's size and CPU latency (`swin_flax.deploy.evaluate`).
 """
 
 from __future__ import annotations
 
 import os
-import tarfile
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,20 +36,23 @@ import numpy as np
 from swin_flax import cli
 from swin_flax._files import replacing
 from swin_flax.data.images import decode_image
-from swin_flax.deploy.runners import FORMATS, load_model, preprocess_images
+from swin_flax.deploy import image_sets
+from swin_flax.deploy.evaluate import Evaluation, evaluate_file, flax_predictions
+from swin_flax.deploy.formats import ExportFailedError, litert_refusal
+from swin_flax.deploy.quantize import QUANTIZED_PRECISIONS, describe_op_kinds
+from swin_flax.deploy.runners import FORMATS, PRECISIONS, load_model, preprocess_images
 from swin_flax.errors import UserInputError
 
-PRECISIONS = ("fp32", "fp16")  # export.py's --precision choices
 # max |logit difference| against the float32 Flax model.
 FP32_TOLERANCE = 1e-4
 # fp16: relative to the logits' scale (max |logit|, at least 1), and the top-1 class must
 # agree on every image whose float32 top-1/top-2 margin is larger than the tolerance.
 FP16_RELATIVE_TOLERANCE = 2e-2
-# The shared real photos, beside the repository (absent on users' machines).
-CHECK_ARCHIVE_ENV = "SWIN_FLAX_CHECK_ARCHIVE"
-DEFAULT_CHECK_ARCHIVE = (
-    Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-images.tar.gz"
-)
+# int8, int8-weights: RMS(logit difference) / std(float32 logits). Quantized Swins land
+# near 0.02 (int8 weights) to 0.1 (int8); a file above 0.5 computes mostly noise (e.g. a
+# broken calibration or a 16x8 scheme) and fails the check.
+INT8_RELATIVE_RMS_TOLERANCE = 0.5
+CHECK_IMAGES_FROM_DATA = 10  # images of the user's data the parity check runs on
 
 
 @dataclass
@@ -55,43 +68,37 @@ class ExportReport:
     tolerance: float
     top1_agreement: float
     info: dict = field(default_factory=dict)
+    relative_rms: float = 0.0  # RMS(logit difference) / std(Flax logits)
+    calibration_source: str | None = None
+    evaluation: Evaluation | None = None
 
     def summary(self) -> str:
         batch = "dynamic" if self.batch_size is None else self.batch_size
-        return (
-            f"wrote {self.path} ({self.format}, {self.precision}, batch {batch}, input "
-            f"{self.input_layout} float32)\n"
-            f"check: {self.num_images} images ({self.check_source}); max |logit "
-            f"difference| vs Flax float32 = {self.max_abs_diff:.3g} (tolerance "
-            f"{self.tolerance:.3g}); top-1 agreement {self.top1_agreement:.0%}"
+        quantized = self.precision in QUANTIZED_PRECISIONS
+        measure = (
+            f"relative RMS logit error {self.relative_rms:.3g} (tolerance {self.tolerance:.3g})"
+            f", max |logit difference| {self.max_abs_diff:.3g}"
+            if quantized
+            else f"max |logit difference| vs Flax float32 = {self.max_abs_diff:.3g} "
+            f"(tolerance {self.tolerance:.3g})"
         )
+        lines = [
+            f"wrote {self.path} ({self.format}, {self.precision}, batch {batch}, input "
+            f"{self.input_layout} float32)",
+            f"check: {self.num_images} images ({self.check_source}); {measure}; top-1 "
+            f"agreement {self.top1_agreement:.0%}",
+        ]
+        if self.calibration_source:
+            lines.append(f"calibration: {self.calibration_source}")
+        if "op_kinds" in self.info:
+            lines.append(f"ops: {describe_op_kinds(self.info['op_kinds'])}")
+        if self.evaluation is not None:
+            lines.append(self.evaluation.summary())
+        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------
 # Check images.
-
-
-def check_archive() -> Path | None:
-    path = Path(os.environ.get(CHECK_ARCHIVE_ENV) or DEFAULT_CHECK_ARCHIVE)
-    return path if path.is_file() else None
-
-
-def cifar_test_images(archive: Path, per_class: int = 1) -> list[np.ndarray]:
-    """The first `per_class` test images of each CIFAR-10 class (uint8 HWC), read from the
-    archive without extracting it."""
-    found: dict[str, list[np.ndarray]] = {}
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if not member.isfile() or len(parts) != 3 or parts[0] != "test":
-                continue
-            images = found.setdefault(parts[1], [])
-            if len(images) < per_class:
-                data = tar.extractfile(member).read()
-                images.append(decode_image(data, name=f"{archive}:{member.name}"))
-            if len(found) == 10 and all(len(v) == per_class for v in found.values()):
-                break
-    return [image for name in sorted(found) for image in found[name]]
 
 
 def synthetic_images(img_size: int, count: int = 8) -> list[np.ndarray]:
@@ -109,21 +116,19 @@ def synthetic_images(img_size: int, count: int = 8) -> list[np.ndarray]:
     return images
 
 
-def load_check_images(img_size: int, paths=None) -> tuple[np.ndarray, str]:
-    """(preprocessed NHWC float32 batch, description of where it came from)."""
+def load_check_images(img_size: int, paths=None, user_images=None) -> tuple[np.ndarray, str]:
+    """(preprocessed NHWC float32 batch, description of where it came from): the given
+    files, else `user_images` ((batch, description) from the user's evaluation or
+    calibration data), else a synthetic batch."""
     if paths:
         return preprocess_images(
             [decode_image(p) for p in paths], img_size
         ), f"{len(paths)} given image file(s)"
-    archive = check_archive()
-    if archive is not None:
-        return preprocess_images(
-            cifar_test_images(archive), img_size
-        ), f"CIFAR-10 test photos from {archive.name}, upscaled to {img_size} px"
+    if user_images is not None:
+        return user_images
     cli.note(
-        f"no check images given and no CIFAR-10 archive at {DEFAULT_CHECK_ARCHIVE} "
-        f"(set {CHECK_ARCHIVE_ENV} or pass --check-images): checking on a deterministic "
-        "synthetic batch"
+        "no check images given (--check-images, --evaluate or --calibration): checking "
+        "on a deterministic synthetic batch"
     )
     return preprocess_images(synthetic_images(img_size), img_size), "synthetic images"
 
@@ -135,16 +140,29 @@ def flax_reference(model, params, images: np.ndarray) -> np.ndarray:
         return np.asarray(forward(images), np.float32)
 
 
+def relative_rms(reference: np.ndarray, got: np.ndarray) -> float:
+    """RMS(logit difference) / std(reference logits): 0 for a perfect copy, about 1.4 for
+    logits unrelated to the reference."""
+    scale = float(np.std(reference)) or 1.0
+    return float(np.sqrt(np.mean((reference - got) ** 2)) / scale)
+
+
 def compare(
     reference: np.ndarray, got: np.ndarray, precision: str
 ) -> tuple[float, float, list[str]]:
-    """(max |diff|, tolerance, problems) of exported logits against the reference."""
-    diff = float(np.max(np.abs(reference - got))) if got.shape == reference.shape else np.inf
-    problems = []
+    """(max |diff|, tolerance, problems) of exported logits against the reference; for
+    int8 precisions the tolerance bounds `relative_rms`, else the max |diff|."""
     if got.shape != reference.shape:
-        return diff, 0.0, [f"logits of shape {got.shape}, expected {reference.shape}"]
+        return np.inf, 0.0, [f"logits of shape {got.shape}, expected {reference.shape}"]
+    diff = float(np.max(np.abs(reference - got)))
     if not np.all(np.isfinite(got)):
-        problems.append("non-finite logits")
+        return diff, 0.0, ["non-finite logits"]
+    problems = []
+    if precision in QUANTIZED_PRECISIONS:
+        tolerance, error = INT8_RELATIVE_RMS_TOLERANCE, relative_rms(reference, got)
+        if error > tolerance:
+            problems.append(f"relative RMS logit error {error:.3g} > tolerance {tolerance:.3g}")
+        return diff, tolerance, problems
     if precision == "fp32":
         tolerance = FP32_TOLERANCE
     else:
@@ -166,13 +184,31 @@ def compare(
 # The whole export.
 
 
-def _check_arguments(fmt: str, out: Path, batch: int | None, precision: str) -> None:
+def _check_arguments(fmt: str, out: Path, batch: int | None, precision: str, calibration) -> None:
+    """Everything that refuses an export before the checkpoint is even read."""
     if fmt not in FORMATS:
         raise UserInputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if precision not in PRECISIONS:
-        raise UserInputError(f"unknown precision {precision!r}; choose {' or '.join(PRECISIONS)}")
+        raise UserInputError(
+            f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+        )
+    if precision not in FORMATS[fmt].precisions:
+        supported = [f for f, spec in FORMATS.items() if precision in spec.precisions]
+        raise UserInputError(
+            f"{fmt} exports {' or '.join(FORMATS[fmt].precisions)} only; {precision} is "
+            f"exported to {' and '.join(supported)}"
+        )
     if batch is not None and batch < 1:
         raise UserInputError(f"batch size must be at least 1, got {batch}")
+    if fmt == "litert":
+        refusal = litert_refusal(batch, precision)
+        if refusal:
+            raise UserInputError(refusal)
+    if precision == "int8" and calibration is None:
+        raise UserInputError(
+            "int8 needs representative images to calibrate its activation ranges: "
+            "--calibration DIR (e.g. the training images; a few hundred are used)"
+        )
     if out.is_dir():
         raise UserInputError(f"{out} is a directory; give the path of the file to write")
     if not out.parent.is_dir():
@@ -208,25 +244,83 @@ def export_metadata(model, fmt: str, batch: int | None, precision: str, class_na
 
 
 def export_checkpoint(
-    checkpoint, out, fmt: str, *, batch: int | None = 1, precision: str = "fp32", check_images=None
+    checkpoint,
+    out,
+    fmt: str,
+    *,
+    batch: int | None = 1,
+    precision: str = "fp32",
+    check_images=None,
+    calibration=None,
+    calibration_count: int = image_sets.DEFAULT_CALIBRATION_COUNT,
+    calibration_seed: int = 0,
+    evaluate=None,
+    threads: int | None = None,
 ) -> ExportReport:
     """Write `checkpoint` (a `swin_flax.load_checkpoint` directory) as `fmt` to the file
-    `out` (batch None: any batch size) and check it; see the module docstring."""
+    `out` (batch None: any batch size), check it and, with `evaluate`, measure it; see the
+    module docstring. The user's folders are read (and refused) before anything is
+    exported."""
     from swin_flax.weights.checkpoint import load_checkpoint, load_class_names
 
     out = Path(os.fspath(out))
-    _check_arguments(fmt, out, batch, precision)
+    _check_arguments(fmt, out, batch, precision, calibration)
     model, params = load_checkpoint(checkpoint)
     class_names = load_class_names(checkpoint)
-    metadata = export_metadata(model, fmt, batch, precision, class_names)
-    images, source = load_check_images(model.img_size, check_images)
+    eval_set = (
+        image_sets.evaluation_set(evaluate, class_names, model.num_classes) if evaluate else None
+    )
+    calibration_images = calibration_source = None
+    if calibration is not None:  # other precisions take only the parity check's images
+        count = calibration_count if precision == "int8" else CHECK_IMAGES_FROM_DATA
+        calibration_images, calibration_source = image_sets.calibration_images(
+            calibration, model.img_size, count, calibration_seed
+        )
+    images, source = load_check_images(
+        model.img_size, check_images, user_check_images(model, eval_set, calibration_images)
+    )
+    if precision != "int8":
+        calibration_images = calibration_source = None
+    report = write_checked(
+        model, params, out, fmt, batch, precision, class_names, images, source, calibration_images
+    )
+    report.calibration_source = calibration_source
+    if eval_set is not None:
+        flax = flax_predictions(model, params, eval_set)
+        report.evaluation = evaluate_file(out, fmt, eval_set, flax, threads=threads)
+    return report
 
-    # Written beside `out` and renamed over it only once it passed the check: a failed
-    # or interrupted export never leaves a half-written or unchecked file at `out`.
+
+def user_check_images(model, eval_set, calibration_images) -> tuple[np.ndarray, str] | None:
+    """The parity check's images from the user's data: the first images of each class of
+    the evaluation set, else the first calibration images."""
+    if eval_set is not None:
+        count = CHECK_IMAGES_FROM_DATA
+        return eval_set.sample(model.img_size, count), f"first images of {eval_set.description}"
+    if calibration_images is not None:
+        count = min(CHECK_IMAGES_FROM_DATA, len(calibration_images))
+        return calibration_images[:count], f"{count} calibration images"
+    return None
+
+
+def write_checked(
+    model, params, out, fmt, batch, precision, class_names, images, source, calibration
+) -> ExportReport:
+    """Write the file beside `out`, check it, and rename it over `out` once it passed: a
+    failed or interrupted export never leaves a half-written or unchecked file at `out`."""
+    metadata = export_metadata(model, fmt, batch, precision, class_names)
     with replacing(out) as temporary:
         info = FORMATS[fmt].write(
-            model, params, temporary, batch=batch, precision=precision, metadata=metadata
+            model,
+            params,
+            temporary,
+            batch=batch,
+            precision=precision,
+            metadata=metadata,
+            calibration=calibration,
         )
+        if fmt == "litert" and precision in QUANTIZED_PRECISIONS:
+            _check_litert_prepares(temporary, out)
         got = load_model(temporary, kind=fmt)(images)
         reference = flax_reference(model, params, images)
         diff, tolerance, problems = compare(reference, got, precision)
@@ -238,7 +332,6 @@ def export_checkpoint(
                 f"images ({source}): {'; '.join(problems)}. The file is kept as {failed} for "
                 "inspection"
             )
-    agreement = float(np.mean(reference.argmax(1) == got.argmax(1)))
     return ExportReport(
         out,
         fmt,
@@ -249,6 +342,32 @@ def export_checkpoint(
         len(images),
         diff,
         tolerance,
-        agreement,
+        float(np.mean(reference.argmax(1) == got.argmax(1))),
         info,
+        relative_rms=relative_rms(reference, got),
+    )
+
+
+# The LiteRT interpreter aborts the whole process (SIGABRT, no Python exception) when an
+# int8 model's scales are out of its range; a child process prepares the file first.
+_PREPARE_LITERT = (
+    "import sys\n"
+    "from ai_edge_litert.interpreter import Interpreter\n"
+    "Interpreter(model_path=sys.argv[1]).allocate_tensors()\n"
+)
+
+
+def _check_litert_prepares(path: Path, out: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _PREPARE_LITERT, str(path)], capture_output=True, text=True
+    )
+    if done.returncode == 0:
+        return
+    failed = out.with_name(out.name + ".failed-check")
+    os.replace(path, failed)
+    how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+    last = (done.stderr.strip().splitlines() or [""])[-1][:300]
+    raise ExportFailedError(
+        f"the LiteRT interpreter cannot prepare the quantized model ({how}{': ' + last if last else ''}); "
+        f"the file is kept as {failed} for inspection"
     )

@@ -2,20 +2,26 @@
 table `swin_flax.deploy.runners.FORMATS`) and checks it.
 
 Each writer takes the Flax model and parameters, the fixed batch size (None: dynamic),
-the precision ('fp32' or 'fp16') and the metadata to store, and writes one file:
+the precision ('fp32', 'fp16', and for ONNX and LiteRT 'int8-weights' and 'int8'), the
+metadata to store and, for int8, the calibration images, and writes one file:
 
   onnx       our timm export (`save_timm_safetensors`) -> timm SwinTransformer ->
              `torch.onnx.export(dynamo=True)`; input NCHW float32 like timm. fp16: the
              float32 graph converted by onnxruntime's float16 tool with float32 inputs and
-             outputs, LayerNorm/Softmax/GELU(Erf)/ReduceMean kept in float32.
-  litert     `jax2tf.convert` of the Flax forward -> `tf.lite.TFLiteConverter` (TFLite
-             builtin ops only); input NHWC float32; fixed batch size only. fp16: float16 weights (the converter's
-             float16 quantization), computed in float32 on CPU, in float16 on GPU delegates.
+             outputs, LayerNorm/Softmax/GELU(Erf)/ReduceMean kept in float32. int8,
+             int8-weights: the float32 graph quantized by onnxruntime (`quantize.py`).
+  litert     `jax2tf.convert` of the Flax forward, traced with the rewrites of
+             `litert_rewrites.py` -> `tf.lite.TFLiteConverter` (TFLite builtin ops only);
+             input NHWC float32; fixed batch size only. fp16: float16 weights (the
+             converter's float16 quantization), computed in float32 on CPU, in float16 on
+             GPU delegates. int8, int8-weights: the converter's quantization (`quantize.py`).
   stablehlo  `jax.export` of the jitted Flax forward (weights as constants), serialized,
              in a zip with metadata.json; input NHWC float32. fp16: the model built with
              dtype=float16 and float16 parameters (logits float32).
 
-Export libraries are imported inside the functions (`pip install -e ".[export]"`).
+A converter that fails raises `ExportFailedError`: one line with the converter's own
+reason, never its traceback (SWIN_FLAX_DEBUG=1 shows it). Export libraries are imported
+inside the functions (`pip install -e ".[export]"`).
 The metadata every writer stores (`encode_metadata`, and where each format keeps it) is
 declared here; `swin_flax.deploy.runners` reads it back.
 """
@@ -24,7 +30,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -33,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from swin_flax._optional import require
+from swin_flax.deploy import litert_rewrites, quantize
 from swin_flax.errors import UserInputError
 from swin_flax.model.swin import SwinTransformer
 
@@ -47,6 +56,22 @@ STABLEHLO_METADATA_ENTRY = "metadata.json"
 ONNX_FP16_KEEP_FP32 = ["LayerNormalization", "Softmax", "Erf", "ReduceMean", "Pow", "Sqrt"]
 ONNX_INPUT_NAME = "images"
 ONNX_OUTPUT_NAME = "logits"
+
+
+class ExportFailedError(UserInputError):
+    """A converter (torch.onnx, TFLiteConverter, onnxruntime's quantizer) failed on the
+    model; the message holds the converter's reason."""
+
+
+def converter_failure(route: str, err: Exception) -> ExportFailedError:
+    """One line from a converter's exception: MLIR's 'error:' diagnostics when there are
+    (TFLite), else the message's last line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    errors = [line.split("error:", 1)[1].strip() for line in lines if "error:" in line]
+    reason = "; ".join(dict.fromkeys(errors[-2:])) or (lines[-1] if lines else type(err).__name__)
+    return ExportFailedError(
+        f"{route} failed on this model: {reason[:400]} (SWIN_FLAX_DEBUG=1 shows the traceback)"
+    )
 
 
 def encode_metadata(metadata: dict) -> dict[str, str]:
@@ -73,8 +98,27 @@ def _input_shape(model: SwinTransformer, batch: int | None, layout: str = "NHWC"
 # ONNX through timm and torch.onnx (dynamo exporter).
 
 
+def keep_triton_out_after_tensorflow() -> None:
+    """triton's native library crashes the process (segmentation fault) when it loads after
+    TensorFlow's (TF 2.21, triton 3.x); torch._dynamo (imported by torchvision, timm and
+    torch.onnx's dynamo exporter) loads it only to ask whether it is installed, and a CPU
+    export never uses it. Once TensorFlow is loaded, triton is therefore marked absent:
+    `import triton` raises ImportError instead of crashing."""
+    if "tensorflow" in sys.modules and "triton" not in sys.modules:
+        sys.modules["triton"] = None
+
+
+def import_tensorflow(purpose: str):
+    """TensorFlow for `purpose`, its C++ start-up chatter off, triton kept out after it."""
+    quiet_tensorflow()
+    tf = require("tensorflow", purpose, "export")
+    keep_triton_out_after_tensorflow()
+    return tf
+
+
 def timm_module(model: SwinTransformer, params):
     """timm's SwinTransformer (eval mode) with our weights, loaded strictly."""
+    keep_triton_out_after_tensorflow()  # TensorFlow may have come first (another export)
     torch = require("torch", "the ONNX export", "export")
     swin = require("timm.models.swin_transformer", "the ONNX export", "export")
     safetensors_torch = require("safetensors.torch", "the ONNX export", "export")
@@ -89,29 +133,36 @@ def timm_module(model: SwinTransformer, params):
 
 
 def write_onnx(
-    model: SwinTransformer, params, out: Path, *, batch: int | None, precision: str, metadata: dict
+    model: SwinTransformer,
+    params,
+    out: Path,
+    *,
+    batch: int | None,
+    precision: str,
+    metadata: dict,
+    calibration=None,
 ) -> dict:
-    torch = require("torch", "the ONNX export", "export")
     onnx = require("onnx", "the ONNX export", "export")
-    require("onnxscript", "the ONNX export (torch.onnx's dynamo exporter)", "export")
-
-    module = timm_module(model, params)
-    example = torch.zeros(_input_shape(model, batch or 2, "NCHW"), dtype=torch.float32)
-    dynamic = None
-    if batch is None:
-        dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},)
-    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        program = torch.onnx.export(
-            module,
-            (example,),
-            dynamo=True,
-            dynamic_shapes=dynamic,
-            input_names=[ONNX_INPUT_NAME],
-            output_names=[ONNX_OUTPUT_NAME],
-            verbose=False,
-        )
-        program.save(str(Path(tmp) / "model.onnx"), external_data=False)
-        proto = onnx.load(str(Path(tmp) / "model.onnx"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        _torch_onnx_export(timm_module(model, params), model, batch, path)
+        if precision in quantize.QUANTIZED_PRECISIONS:
+            quantized = Path(tmp) / "quantized.onnx"
+            try:
+                quantize.quantize_onnx(
+                    path,
+                    quantized,
+                    precision,
+                    None if calibration is None else np.transpose(calibration, (0, 3, 1, 2)),
+                    input_name=ONNX_INPUT_NAME,
+                    batch=batch or 1,
+                )
+            except UserInputError:
+                raise
+            except Exception as err:  # the quantizer's own failures, as one line
+                raise converter_failure("onnxruntime's quantization", err) from err
+            path = quantized
+        proto = onnx.load(str(path))
     if precision == "fp16":
         float16 = require("onnxruntime.transformers.float16", "the fp16 ONNX export", "export")
         proto = float16.convert_float_to_float16(
@@ -127,11 +178,38 @@ def write_onnx(
     ops: dict[str, int] = {}
     for node in proto.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return {
+    info = {
         "nodes": len(proto.graph.node),
         "op_types": len(ops),
         "opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
     }
+    if precision in quantize.QUANTIZED_PRECISIONS:
+        info["op_kinds"] = quantize.onnx_op_kinds(out)
+    return info
+
+
+def _torch_onnx_export(module, model: SwinTransformer, batch: int | None, path: Path) -> None:
+    """timm's module -> a float32 ONNX file (torch.onnx's dynamo exporter)."""
+    torch = require("torch", "the ONNX export", "export")
+    require("onnxscript", "the ONNX export (torch.onnx's dynamo exporter)", "export")
+    example = torch.zeros(_input_shape(model, batch or 2, "NCHW"), dtype=torch.float32)
+    dynamic = None
+    if batch is None:
+        dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                dynamic_shapes=dynamic,
+                input_names=[ONNX_INPUT_NAME],
+                output_names=[ONNX_OUTPUT_NAME],
+                verbose=False,
+            )
+        program.save(str(path), external_data=False)
+    except Exception as err:  # the exporter's failures, as one line
+        raise converter_failure("torch.onnx.export", err) from err
 
 
 def _sort_nodes(graph) -> None:
@@ -158,39 +236,67 @@ def _sort_nodes(graph) -> None:
 # LiteRT through jax2tf and the TFLite converter.
 
 
-def write_litert(
-    model: SwinTransformer, params, out: Path, *, batch: int | None, precision: str, metadata: dict
-) -> dict:
+def litert_refusal(batch: int | None, precision: str) -> str | None:
+    """Why a LiteRT export cannot be made, known before any tracing (None: it can)."""
     if batch is None:
         # jax2tf's shape polymorphism turns the relative-position-bias gather into a
         # dynamic gather, which the TFLite converter cannot lower (TF 2.21).
-        raise UserInputError(
+        return (
             "LiteRT export needs a fixed batch size (--batch N): the TFLite "
             "converter cannot lower Swin's gather with a dynamic batch"
         )
-    quiet_tensorflow()
-    tf = require("tensorflow", "the LiteRT export (jax2tf + TFLiteConverter)", "export")
+    if precision == "int8" and not litert_rewrites.composites_supported():
+        return (
+            f"int8 LiteRT needs GELU as a StableHLO composite, which this jax "
+            f"({jax.__version__}) cannot serialize for TensorFlow (see "
+            "swin_flax/deploy/litert_rewrites.py); export int8-weights, or ONNX int8"
+        )
+    return None
+
+
+def write_litert(
+    model: SwinTransformer,
+    params,
+    out: Path,
+    *,
+    batch: int | None,
+    precision: str,
+    metadata: dict,
+    calibration=None,
+) -> dict:
+    refusal = litert_refusal(batch, precision)
+    if refusal:
+        raise UserInputError(refusal)
+    tf = import_tensorflow("the LiteRT export (jax2tf + TFLiteConverter)")
     from jax.experimental import jax2tf
 
     shape = _input_shape(model, batch)
-    converted = jax2tf.convert(_forward(model, params), with_gradient=False)
-    function = tf.function(
-        converted,
-        autograph=False,
-        input_signature=[tf.TensorSpec(shape, tf.float32, name="images")],
-    )
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [function.get_concrete_function()], function
-    )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if precision == "fp16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
+    try:
+        with litert_rewrites.litert_tracing():
+            function = tf.function(
+                jax2tf.convert(_forward(model, params), with_gradient=False),
+                autograph=False,
+                input_signature=[tf.TensorSpec(shape, tf.float32, name="images")],
+            )
+            concrete = function.get_concrete_function()
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], function)
+        quantize.configure_litert_converter(converter, precision, calibration, batch)
+        with warnings.catch_warnings():
+            # Said of every model with float inputs, which ours keep on purpose.
+            warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+            converted = converter.convert()
+    except UserInputError:
+        raise
+    except Exception as err:  # jax2tf's and the converter's failures, as one line
+        raise converter_failure("the TFLite converter", err) from err
     content = add_litert_metadata(
-        converter.convert(), LITERT_METADATA_NAME, json.dumps(encode_metadata(metadata)).encode()
+        converted, LITERT_METADATA_NAME, json.dumps(encode_metadata(metadata)).encode()
     )
     out.write_bytes(content)
-    return {"bytes": len(content)}
+    info = {"bytes": len(content)}
+    if precision in quantize.QUANTIZED_PRECISIONS:
+        info["op_kinds"] = quantize.litert_op_kinds(content)
+    return info
 
 
 def add_litert_metadata(content: bytes, name: str, value: bytes) -> bytes:
@@ -216,7 +322,14 @@ def add_litert_metadata(content: bytes, name: str, value: bytes) -> bytes:
 
 
 def write_stablehlo(
-    model: SwinTransformer, params, out: Path, *, batch: int | None, precision: str, metadata: dict
+    model: SwinTransformer,
+    params,
+    out: Path,
+    *,
+    batch: int | None,
+    precision: str,
+    metadata: dict,
+    calibration=None,  # no int8 route: StableHLO is exported at fp32 or fp16
 ) -> dict:
     from jax import export as jax_export
 

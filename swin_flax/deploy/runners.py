@@ -198,34 +198,77 @@ class ExportFormat:
     """One deployment format: how export.py writes it and how it is run."""
 
     name: str
-    write: Callable[..., dict]  # (model, params, out, *, batch, precision, metadata) -> info
+    # (model, params, out, *, batch, precision, metadata, calibration) -> info
+    write: Callable[..., dict]
     load: Callable[[Path, int | None], Runner]  # (path, threads) -> Runner
     input_layout: str  # of the float32 images it takes: "NCHW" or "NHWC"
     suffix: str  # of the files it is written to, by convention
+    precisions: tuple[str, ...] = ("fp32", "fp16")  # what its writer can export
 
+
+# Every precision export.py knows, in the deployment table's order: float, then int8
+# weights (dynamic range), then int8 weights and activations (calibrated).
+PRECISIONS = ("fp32", "fp16", "int8-weights", "int8")
 
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
-        ExportFormat("onnx", write_onnx, load_onnx, "NCHW", ".onnx"),  # like timm
-        ExportFormat("litert", write_litert, load_litert, "NHWC", ".tflite"),
+        ExportFormat("onnx", write_onnx, load_onnx, "NCHW", ".onnx", PRECISIONS),  # like timm
+        ExportFormat("litert", write_litert, load_litert, "NHWC", ".tflite", PRECISIONS),
         ExportFormat("stablehlo", write_stablehlo, load_stablehlo, "NHWC", ".zip"),
     )
 }
 
 
+def _weights_file_kind(path: Path, head: bytes) -> str | None:
+    """What a file of weights that is no export holds (torch.save's zip or pickle,
+    safetensors), from its content; None for anything else."""
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return None
+        if any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+            return "a PyTorch checkpoint (a torch.save zip archive)"
+        return None
+    if head[:1] == b"\x80":
+        return "a PyTorch checkpoint (a torch.save pickle)"
+    if len(head) >= 10 and head[8:10] == b'{"':  # u64 header length, then the JSON header
+        return "a .safetensors weights file"
+    return None
+
+
 def detect_format(path: Path) -> str:
-    """'checkpoint', 'onnx', 'litert' or 'stablehlo', from the file's content."""
+    """'checkpoint', 'onnx', 'litert' or 'stablehlo', from the file's content and suffix
+    together: content that is no export (PyTorch or safetensors weights) is named as what
+    it is, whatever the suffix says; an ONNX protobuf, which has no magic number, needs
+    the .onnx suffix and its first field (ir_version)."""
     if path.is_dir():
         return "checkpoint"
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(16)
+    named = next((f.name for f in FORMATS.values() if path.suffix.lower() == f.suffix), None)
+    articles = {"onnx": "an ONNX", "litert": "a LiteRT", "stablehlo": "a StableHLO"}
+    as_named = f" is named like {articles[named]} export but" if named else ""
     if head[4:8] == b"TFL3":
         return "litert"
+    weights = _weights_file_kind(path, head)
+    if weights:
+        raise UserInputError(
+            f"{path}{as_named} holds {weights}, not a model written by export.py; convert "
+            "Swin weights with convert_timm_weights.py, then export that checkpoint with "
+            "export.py (predict.py runs the checkpoint directory too)"
+        )
     if head[:4] == b"PK\x03\x04":
         return "stablehlo"
-    if path.suffix.lower() == FORMATS["onnx"].suffix:  # a protobuf has no magic number
-        return "onnx"
+    if named == "onnx":
+        if head[:1] == b"\x08":  # field 1, ir_version: what every ONNX model starts with
+            return "onnx"
+        raise UserInputError(
+            f"{path}{as_named} does not start like an ONNX protobuf (it starts with "
+            f"{head[:8]!r}); give a model written by export.py"
+        )
     raise UserInputError(
         f"{path} is neither a checkpoint directory nor an exported model "
         "(.onnx, a LiteRT .tflite, or a StableHLO zip written by export.py)"

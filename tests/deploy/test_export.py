@@ -3,6 +3,7 @@ the Flax model; fp16 within its tolerance; bad input as one error line; a timm S
 converted by convert_timm_weights.py and exported to ONNX gives timm's own logits."""
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,10 +41,13 @@ def formats(*params):
 
 
 def needs(fmt):
+    from swin_flax.deploy.formats import keep_triton_out_after_tensorflow
+
     for module in NEEDS[fmt]:
         pytest.importorskip(
             module, reason=f"{fmt} export needs {module} (pip install -e .[export])"
         )
+    keep_triton_out_after_tensorflow()  # torch after TensorFlow: see formats.py
 
 
 def perturbed(model, seed):
@@ -159,12 +163,11 @@ def test_failed_check_keeps_the_file_aside_and_errors(pico, tmp_path, monkeypatc
     assert not out.exists() and (tmp_path / "m.stablehlo.failed-check").is_file()
 
 
-def test_check_images_fall_back_to_given_files_then_synthetic(tmp_path, monkeypatch, capsys):
+def test_check_images_are_the_given_files_then_the_users_data_then_synthetic(tmp_path, capsys):
     from PIL import Image
 
     from swin_flax.deploy import export
 
-    monkeypatch.setenv(export.CHECK_ARCHIVE_ENV, str(tmp_path / "absent.tar.gz"))
     images, source = export.load_check_images(32)
     assert source == "synthetic images" and images.shape == (8, 32, 32, 3)
     assert "synthetic" in capsys.readouterr().err
@@ -172,15 +175,10 @@ def test_check_images_fall_back_to_given_files_then_synthetic(tmp_path, monkeypa
     Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(tmp_path / "a.png")
     images, source = export.load_check_images(32, [tmp_path / "a.png"])
     assert images.shape == (1, 32, 32, 3) and "given" in source
-
-
-def test_cifar_check_images_when_the_archive_is_there():
-    from swin_flax.deploy import export
-
-    if export.check_archive() is None:
-        pytest.skip("no CIFAR-10 archive at ../shared/data/")
-    images = export.cifar_test_images(export.check_archive())
-    assert len(images) == 10 and images[0].shape == (32, 32, 3)
+    users = (np.zeros((3, 32, 32, 3), np.float32), "3 calibration images")
+    capsys.readouterr()
+    assert export.load_check_images(32, None, users) is users
+    assert capsys.readouterr().err == ""  # no synthetic-batch note when the user's data is there
 
 
 def run_cli(argv, capsys):
@@ -210,6 +208,152 @@ def test_litert_dynamic_batch_is_refused_up_front(window7, tmp_path):
     with pytest.raises(UserInputError, match="fixed batch size"):
         export_checkpoint(window7, tmp_path / "m.tflite", "litert", batch=None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_without_calibration_and_int8_stablehlo_are_refused_up_front(tmp_path):
+    from swin_flax.deploy.export import export_checkpoint
+
+    absent = tmp_path / "no-checkpoint"  # never read: the refusal comes first
+    with pytest.raises(UserInputError, match=r"int8 needs representative .*--calibration DIR"):
+        export_checkpoint(absent, tmp_path / "m.onnx", "onnx", precision="int8")
+    with pytest.raises(
+        UserInputError,
+        match="stablehlo exports fp32 or fp16 only; int8-weights is exported to onnx and litert",
+    ):
+        export_checkpoint(absent, tmp_path / "m.zip", "stablehlo", precision="int8-weights")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing calibration", r"--calibration \S+/nope: no such folder"),
+        ("empty calibration", r"--calibration \S+/empty holds no images"),
+        ("missing evaluate", r"--evaluate \S+/nope: no such folder"),
+        ("foreign classes", r"has classes \['x'\] that the checkpoint does not know"),
+        ("corrupt calibration image", r"1 of 1 images cannot be read:"),
+    ],
+)
+def test_cli_bad_calibration_or_evaluate_folder_is_one_error_line(
+    case, message, pico, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("SWIN_FLAX_DEBUG", raising=False)
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    (tmp_path / "foreign" / "x").mkdir(parents=True)
+    (tmp_path / "corrupt" / "cat").mkdir(parents=True)
+    (tmp_path / "corrupt" / "cat" / "a.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    option = {
+        "missing calibration": ["--calibration", tmp_path / "nope"],
+        "empty calibration": ["--calibration", tmp_path / "empty"],
+        "missing evaluate": ["--evaluate", tmp_path / "nope"],
+        "foreign classes": ["--evaluate", tmp_path / "foreign"],
+        "corrupt calibration image": ["--calibration", tmp_path / "corrupt"],
+    }[case]
+    out = tmp_path / "m.onnx"
+    argv = [pico, out, "--format", "onnx", "--precision", "int8", *option]
+    if "evaluate" in option[0]:
+        argv += ["--calibration", tmp_path / "corrupt"]  # never reached: --evaluate is read first
+    code, output = run_cli([str(a) for a in argv], capsys)
+    assert code == 2 and output.err.startswith("error:"), output.err
+    assert re.search(message, output.err), output.err
+    if case != "corrupt calibration image":  # that one lists the file on a second line
+        assert output.err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.export
+def test_a_converter_failure_is_one_error_line_and_leaves_no_file(tmp_path, capsys, monkeypatch):
+    needs("litert")
+    from swin_flax.deploy import litert_rewrites
+
+    # A 1x1 last stage at batch 1 (8 px, 2-px patches, 3 stages: 4x4, 2x2, 1x1) converts only
+    # with the export's Dense rewrite; without it the TFLite converter fails.
+    model = swin_flax.SwinTransformer(
+        img_size=8, patch_size=2, embed_dim=8, depths=(1, 1, 1), num_heads=(1, 1, 2),
+        window_size=2, num_classes=3,
+    )  # fmt: skip
+    save_checkpoint(tmp_path / "ckpt", model, swin_flax.init_params(model, 0))
+    monkeypatch.setattr(
+        litert_rewrites, "flatten_unit_dense_inputs", lambda next_fun, args, kwargs, _: next_fun(*args, **kwargs)
+    )  # fmt: skip
+    monkeypatch.delenv("SWIN_FLAX_DEBUG", raising=False)
+    out = tmp_path / "m.tflite"
+    code, output = run_cli([str(tmp_path / "ckpt"), str(out), "--format", "litert"], capsys)
+    assert code == 2, output.err
+    # the synthetic check-image note, then the one error line
+    assert output.err.splitlines()[1:] == [next(iter(re.findall("error: .*", output.err)))]
+    assert "error: the TFLite converter failed on this model: " in output.err
+    assert "'tfl.batch_matmul' op found invalid output rank" in output.err
+    assert "Traceback" not in output.err and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+@pytest.fixture(scope="module")
+def small_swin(tmp_path_factory):
+    """A small Swin (32 px, 4-px patches, two stages, shifted windows) and generated class
+    folders: calibration images and evaluation images."""
+    from PIL import Image
+
+    from swin_flax.deploy.export import synthetic_images
+
+    root = tmp_path_factory.mktemp("int8")
+    model = swin_flax.create_model(
+        "swin_micro", depths=(2, 2), num_heads=(1, 2), embed_dim=16, num_classes=10
+    )
+    save_checkpoint(root / "ckpt", model, perturbed(model, 3), class_names=NAMES)
+    for i, image in enumerate(synthetic_images(32, 60)):
+        folder = root / ("calibration" if i < 30 else "evaluate") / NAMES[i % 10]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", formats("onnx", "litert"))
+def test_int8_export_runs_in_its_runtime_and_agrees_with_flax_top1(fmt, small_swin, tmp_path):
+    needs(fmt)
+    from swin_flax.deploy import image_sets
+    from swin_flax.deploy.export import export_checkpoint
+    from swin_flax.deploy.runners import load_model
+
+    def export(path):
+        return export_checkpoint(
+            small_swin / "ckpt",
+            path,
+            fmt,
+            precision="int8",
+            calibration=small_swin / "calibration",
+            calibration_count=20,
+            calibration_seed=1,
+            evaluate=small_swin / "evaluate",
+        )
+
+    out = tmp_path / f"m.{fmt}"
+    report = export(out)
+    assert report.precision == "int8" and report.relative_rms <= 0.2
+    assert report.calibration_source.startswith("20 images from")
+    kinds = report.info["op_kinds"]
+    assert kinds["int8"]  # integer kernels do the work
+    if fmt == "onnx":  # onnxruntime has no integer LayerNorm or GELU: reported as float
+        assert {"LayerNormalization", "Gelu"} <= set(kinds["float"])
+    assert "ops: int8:" in report.summary()
+    # The file's top-1 is Flax's on every generated image with a clear Flax winner.
+    model, params = swin_flax.load_checkpoint(small_swin / "ckpt")
+    eval_set = image_sets.evaluation_set(small_swin / "evaluate", NAMES, 10)
+    images = np.concatenate([x for x, _ in eval_set.batches(32)])
+    reference = flax_logits(model, params, images)
+    got = load_model(out)(images)
+    rms = float(np.sqrt(np.mean((got - reference) ** 2)))
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 4 * rms
+    assert clear.sum() >= len(images) // 2
+    np.testing.assert_array_equal(got.argmax(1)[clear], reference.argmax(1)[clear])
+    assert report.evaluation.images == 30 and report.evaluation.agreement >= 90.0
+    # Calibration is deterministic for a seed: the same images, the same file.
+    again = tmp_path / f"again.{fmt}"
+    export(again)
+    assert again.read_bytes() == out.read_bytes()
 
 
 @pytest.mark.slow
@@ -273,3 +417,16 @@ def test_timm_swin_converted_and_exported_to_onnx_gives_timm_logits(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: images})[0]
     assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_an_interpreter_that_aborts_is_one_error_and_the_file_is_kept_aside(tmp_path, monkeypatch):
+    from swin_flax.deploy import export
+    from swin_flax.deploy.formats import ExportFailedError
+
+    # What the LiteRT interpreter does with out-of-range int8 scales: abort the process.
+    monkeypatch.setattr(export, "_PREPARE_LITERT", "import os\nos.abort()\n")
+    written = tmp_path / ".m.tmp.tflite"
+    written.write_bytes(b"model")
+    with pytest.raises(ExportFailedError, match=r"cannot prepare the quantized model \(signal 6"):
+        export._check_litert_prepares(written, tmp_path / "m.tflite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite.failed-check"]

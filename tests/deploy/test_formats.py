@@ -62,3 +62,78 @@ def test_litert_metadata_is_added_once_and_replaced_on_a_second_write():
     assert runners.read_litert_metadata(once) == {"swin_flax": b'{"a": 1}'}
     assert runners.read_litert_metadata(twice) == {"swin_flax": b'{"a": 2}'}
     assert twice[4:8] == b"TFL3"  # still a .tflite flatbuffer (what detect_format reads)
+
+
+def structure(config) -> tuple:
+    """What decides whether a converter can convert a Swin: the input and the token grid of
+    every stage (image size, patch, window, number of stages, channels), the MLP and the qkv
+    bias; not the widths or the number of blocks beyond the two of a shifted pair."""
+    return (
+        config.img_size,
+        config.patch_size,
+        config.window_size,
+        len(config.depths),
+        config.in_chans,
+        config.mlp_ratio,
+        config.qkv_bias,
+    )
+
+
+def miniature(structure_key: tuple):
+    """The smallest model of that structure: 16 channels, one shifted pair per stage."""
+    img_size, patch, window, stages, chans, mlp_ratio, qkv_bias = structure_key
+    return swin_flax.SwinTransformer(
+        img_size=img_size,
+        patch_size=patch,
+        window_size=window,
+        in_chans=chans,
+        mlp_ratio=mlp_ratio,
+        qkv_bias=qkv_bias,
+        embed_dim=16,
+        depths=(2,) * stages,
+        num_heads=tuple(2**i for i in range(stages)),
+        num_classes=5,
+        drop_path_rate=0.0,
+    )
+
+
+def preset_structures() -> dict[tuple, list[str]]:
+    from swin_flax.model.presets import MODEL_PRESETS
+
+    found: dict[tuple, list[str]] = {}
+    for name, config in MODEL_PRESETS.items():
+        found.setdefault(structure(config), []).append(name)
+    return found
+
+
+def test_the_preset_structures_cover_every_preset():
+    from swin_flax.model.presets import MODEL_PRESETS
+
+    found = preset_structures()
+    assert sorted(n for names in found.values() for n in names) == sorted(MODEL_PRESETS)
+    # 224 px / window 7, 384 px / window 12, CIFAR-native patch 2 and patch 4
+    assert {k[:3] for k in found} == {(224, 4, 7), (384, 4, 12), (32, 2, 4), (32, 4, 4)}
+
+
+@pytest.mark.slow
+@pytest.mark.export
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    "key", [pytest.param(k, id="-".join(names[:3])) for k, names in preset_structures().items()]
+)
+def test_every_preset_structure_exports_at_fp32_to_every_format(key, tmp_path):
+    """Each preset's structure, at batch 1 (the LiteRT 1x1-last-stage case included), to
+    every format at fp32, within the fp32 tolerance of Flax."""
+    for module in ("torch", "timm", "onnxscript", "onnxruntime", "tensorflow", "ai_edge_litert"):
+        pytest.importorskip(module)
+    formats.keep_triton_out_after_tensorflow()
+    from swin_flax.deploy.export import FP32_TOLERANCE, export_checkpoint
+    from swin_flax.weights.checkpoint import save_checkpoint
+
+    model = miniature(key)
+    params = swin_flax.init_params(model, 0)
+    save_checkpoint(tmp_path / "ckpt", model, params)
+    for fmt, spec in runners.FORMATS.items():
+        report = export_checkpoint(tmp_path / "ckpt", tmp_path / f"m{spec.suffix}", fmt, batch=1)
+        assert report.max_abs_diff <= FP32_TOLERANCE, (fmt, report.max_abs_diff)
+        assert report.top1_agreement == 1.0

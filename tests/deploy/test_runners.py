@@ -98,3 +98,27 @@ def test_a_checkpoint_runs_with_its_class_names(tmp_path):
     images = np.random.default_rng(0).normal(size=(3, 8, 8, 3)).astype(np.float32)
     expected = jax.jit(lambda x: model.apply({"params": params}, x))(images)
     np.testing.assert_allclose(runner(images), expected, atol=1e-5)
+
+
+def test_weights_renamed_as_an_export_are_named_by_their_content_and_suffix(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.save({"stem.0.weight": torch.zeros(4, 3, 4, 4)}, tmp_path / "convnext.onnx")  # a .pth
+    with pytest.raises(UserInputError) as caught:
+        runners.detect_format(tmp_path / "convnext.onnx")
+    message = str(caught.value)
+    assert message.startswith(
+        f"{tmp_path / 'convnext.onnx'} is named like an ONNX export but holds a PyTorch "
+        "checkpoint (a torch.save zip archive), not a model written by export.py"
+    )
+    assert "convert_timm_weights.py" in message and "StableHLO" not in message
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros(3, np.float32)}, str(tmp_path / "weights.zip"))
+    with pytest.raises(UserInputError, match=r"named like a StableHLO export but holds a \.safe"):
+        runners.detect_format(tmp_path / "weights.zip")
+
+
+def test_a_file_named_onnx_that_is_no_protobuf_says_so(tmp_path):
+    (tmp_path / "notes.onnx").write_text("hello there")
+    with pytest.raises(UserInputError, match=r"notes.onnx is named like an ONNX export but does"):
+        runners.detect_format(tmp_path / "notes.onnx")
