@@ -8,10 +8,10 @@ from pathlib import Path
 from swin_flax.errors import UserInputError
 from swin_flax.model import presets
 from swin_flax.model.swin import SwinTransformer, init_params, model_config
-from swin_flax.pipeline import preflight
+from swin_flax.pipeline import preflight, student_blocks
 from swin_flax.pipeline.variants import StudentVariant
 from swin_flax.settings import RunSettings
-from swin_flax.weights import checkpoint, transfer
+from swin_flax.weights import checkpoint, keep_blocks, transfer
 
 
 def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
@@ -64,9 +64,12 @@ def build_student(
     variant: StudentVariant,
     dtype,
     num_classes: int,
-) -> tuple[SwinTransformer, tuple[int, int] | None]:
+    importance=None,
+) -> tuple[SwinTransformer, tuple[int, int] | keep_blocks.KeptBlocks | None]:
     """The student architecture (computing attention as settings.attention says) and, when
-    transferring, Algorithm 1's cut points."""
+    transferring, what it takes from the teacher: Algorithm 1's cut points, or with
+    student.keep_blocks / budget the kept blocks (`importance`: the teacher's measured
+    `BlockImportance`, which keep_blocks=importance needs)."""
     s = settings.student
     if teacher is None:  # a baseline from scratch: only the teacher's architecture matters
         teacher = presets.create_model(
@@ -76,6 +79,16 @@ def build_student(
             dtype=dtype,
         )
     run_options = {"dtype": dtype, "attention": settings.attention}
+    if student_blocks.uses_keep_blocks(s):
+        kept = None
+        if variant.transfer:
+            costs = importance.costs() if importance is not None else None
+            kept = student_blocks.kept_blocks(settings, teacher.config, costs)
+        depths = kept.depths if kept else student_blocks.target_depths(settings, teacher.config)
+        student = teacher.clone(
+            depths=depths, num_classes=num_classes, drop_path_rate=s.drop_path_rate, **run_options
+        )
+        return student, kept
     if s.cut_points:
         p1, p2 = (int(x) for x in s.cut_points)
         depths = transfer.student_depths_from_cuts(tuple(teacher.depths), p1, p2)
@@ -97,8 +110,27 @@ def build_student(
 
 
 def student_label(settings: RunSettings, student: SwinTransformer) -> str:
-    """The configured student's name, or the depths when explicit cut points changed them."""
+    """The configured student's name, or the depths when explicit cut points changed them;
+    a keep-blocks student's name gives its blocks or its policy."""
+    if student_blocks.uses_keep_blocks(settings.student):
+        return student_blocks.label(settings, student.config.depths)
     named = presets.preset_config(settings.student.model)
     if named.depths == student.config.depths and named.embed_dim == student.embed_dim:
         return settings.student.model
     return f"{settings.teacher.model} cut to depths {list(student.depths)}"
+
+
+def transferred_params(teacher: SwinTransformer, teacher_params, student_params, taken, tail_init):
+    """The student's initial parameters with what it takes from the teacher (`taken`, as
+    `build_student` returned it): Algorithm 1's cut points, or the kept blocks."""
+    if isinstance(taken, keep_blocks.KeptBlocks):
+        return keep_blocks.transfer_kept(teacher_params, student_params, taken)
+    p1, p2 = taken
+    return transfer.transfer_params(
+        teacher_params,
+        student_params,
+        teacher_depths=tuple(teacher.depths),
+        p1=p1,
+        p2=p2,
+        tail_init=tail_init,
+    )

@@ -14,7 +14,9 @@ downsampling, final norm, head) keeps the student's random init (`tail_init='ran
 paper) or comes from the teacher's [p2, total) part (`tail_init='teacher'`).
 
 Parameter trees are the Flax 'params' collection of `swin_flax.model.swin.SwinTransformer`: plain
-nested dicts, which is all this module touches (no model is built here).
+nested dicts, which is all this module touches (no model is built here). `copy_modules`
+executes any {student module: teacher module} plan; students made of any teacher blocks
+(`student.keep_blocks`) build theirs in swin_flax/weights/keep_blocks.py.
 """
 
 from __future__ import annotations
@@ -257,7 +259,21 @@ def transfer_params(
             "depths or change the cut points"
         )
 
-    plan = transfer_plan(teacher_depths, p1, p2, tail_init)
+    return copy_modules(
+        teacher_params, student_params, transfer_plan(teacher_depths, p1, p2, tail_init)
+    )
+
+
+def copy_modules(
+    teacher_params: Mapping[str, Any], student_params: Mapping[str, Any], plan: Mapping[str, str]
+) -> dict[str, Any]:
+    """`student_params` with the modules of `plan` ({student_path: teacher_path}) copied in.
+
+    Every copied leaf must exist on both sides with the same shape; all problems are collected
+    and raised together, naming the paths. Copied leaves take the student's dtype; the others
+    are the student's own objects. A head in the plan is skipped when neither side has one.
+    """
+    plan = dict(plan)
     if "head" not in teacher_params and "head" not in student_params:
         plan.pop("head", None)  # num_classes == 0 on both sides: nothing to copy
     new = _unfrozen(student_params)

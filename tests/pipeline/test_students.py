@@ -4,7 +4,9 @@ head, a transferred student starts from the teacher's first blocks, explicit cut
 give the student its depths."""
 
 import dataclasses
+import types
 
+import jax
 import numpy as np
 import pytest
 
@@ -123,3 +125,73 @@ def test_the_strong_scratch_recipe_trains_as_many_steps_as_the_teacher_had():
     assert long.distill.epochs == 35.0  # 700 steps at 1000 // 50 = 20 steps per epoch
     assert long.distill.warmup_epochs == settings.distill.warmup_epochs
     assert strong_scratch_settings(settings, 1000, 10).distill.epochs == 10  # never shorter
+
+
+# --- students of any teacher blocks (student.keep_blocks) ----------------------------------
+
+PICO_ALL_BLOCKS = "0,1;0,1;0,1,2,3;0,1"  # swin_pico (2, 2, 4, 2), every block
+
+
+def kept_student(teacher, **student):
+    settings = smoke_settings(**student)
+    built, kept = students.build_student(
+        settings, teacher, parse_variant("transfer"), np.float32, teacher.num_classes
+    )
+    teacher_params = swin_flax.init_params(teacher, 0)
+    params = students.transferred_params(
+        teacher, teacher_params, swin_flax.init_params(built, 1), kept, settings.student.tail_init
+    )
+    return built, kept, teacher_params, params
+
+
+@pytest.mark.slow
+def test_a_student_keeping_every_teacher_block_is_the_teacher_bit_for_bit():
+    teacher = swin_flax.create_model("swin_pico", num_classes=10)
+    student, kept, teacher_params, params = kept_student(
+        teacher, keep_blocks=PICO_ALL_BLOCKS, tail_init="teacher"
+    )
+    assert student.config.replace(drop_path_rate=0.0) == teacher.config.replace(drop_path_rate=0.0)
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(teacher_params)
+    assert_trees_equal(params, teacher_params)
+    images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(
+        student.apply({"params": params}, images), teacher.apply({"params": teacher_params}, images)
+    )
+    # by default the head is the student's own: everything before it is the teacher's
+    student, _, teacher_params, params = kept_student(teacher, keep_blocks=PICO_ALL_BLOCKS)
+    assert not np.array_equal(params["head"]["kernel"], teacher_params["head"]["kernel"])
+    _, ours = student.apply({"params": params}, images, return_features=True)
+    _, theirs = teacher.apply({"params": teacher_params}, images, return_features=True)
+    np.testing.assert_array_equal(ours["norm"], theirs["norm"])
+
+
+@pytest.mark.slow
+def test_a_keep_blocks_student_copies_the_chosen_blocks_of_a_real_teacher():
+    teacher = swin_flax.create_model("swin_pico", num_classes=10)
+    student, kept, teacher_params, params = kept_student(teacher, keep_blocks="0,1;0,1;0,3;1")
+    assert student.depths == (2, 2, 2, 1) and kept.text == "0,1;0,1;0,3;1"
+    assert_trees_equal(params["layers_2"]["blocks_1"], teacher_params["layers_2"]["blocks_3"])
+    assert_trees_equal(params["layers_3"]["blocks_0"], teacher_params["layers_3"]["blocks_1"])
+    for module in ("patch_embed", "layers_1", "norm"):
+        assert_trees_equal(params[module], teacher_params[module])
+
+
+def test_keep_blocks_students_are_built_from_the_teacher_and_named_by_their_policy():
+    teacher = swin_flax.create_model("swin_pico", num_classes=10)
+    settings = smoke_settings(keep_blocks="even")  # the depths of swin_pico_n
+    student, kept = students.build_student(
+        settings, teacher, parse_variant("transfer+kd"), np.float32, 10
+    )
+    assert (student.depths, kept.text) == ((2, 2, 2, 2), "0,1;0,1;0,2;0,1")  # stage 2: 4x4
+    assert students.student_label(settings, student) == "swin_pico_n (keep_blocks=even)"
+    scratch, nothing = students.build_student(
+        settings, None, parse_variant("random"), np.float32, 7
+    )
+    assert (scratch.depths, scratch.num_classes, nothing) == ((2, 2, 2, 2), 7, None)
+    ranked = smoke_settings(keep_blocks="importance")
+    stage_2 = {(2, (j,)): cost for j, cost in enumerate([0.5, 0.1, 0.9, 0.2])}
+    importance = types.SimpleNamespace(costs=lambda: stage_2)  # a BlockImportance's costs()
+    _, kept = students.build_student(
+        ranked, teacher, parse_variant("transfer"), np.float32, 10, importance=importance
+    )
+    assert kept.blocks[2] == (0, 2)  # stage 2 (4x4, one window) drops its cheapest: 1, 3
