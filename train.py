@@ -148,7 +148,10 @@ def train() -> int:
     config = FLAGS.config if FLAGS.config is not None else demo.get_config()
     with preemption.handle_stop_signals():
         rows = run_pipeline(config, workdir())
-    print(f"results: {workdir() / 'results.json'} ({len(rows)} rows)")
+    if rows:
+        print(f"results: {workdir() / 'results.json'} ({len(rows)} rows)")
+    else:  # stopped before the first evaluation: there may be no such file to name
+        print("results: none (no model was evaluated in this run)")
     return 0
 
 

@@ -12,6 +12,7 @@ augmentation are not given in the paper: their defaults are our choices.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,8 +42,8 @@ _PADDING = (lambda v: v >= 0, "an int >= 0 (pixels of zero padding)")
 _THROUGHPUT = (lambda v: v >= 0, "0 (no throughput) or a batch size")
 _STOP = (lambda v: v >= 0, "0 or a step count")
 _SEEDS = (
-    lambda v: all(p.strip().isdigit() for p in v.split(",") if p.strip()),
-    "comma-separated ints >= 0, e.g. '0,1,2'",
+    lambda v: _distinct_ints(v.split(",")),
+    "comma-separated distinct ints >= 0, e.g. '0,1,2'",
 )
 _SWEEP = (
     lambda v: isinstance(v, str) and (not v.strip() or "=" in v),
@@ -57,6 +58,19 @@ ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn", "pallas")
 DATA_SOURCES = ("tfds", "image_folder", "digits")
 # How the student's blocks after the cut start (swin_flax/weights/transfer.py imports this).
 TAIL_INITS = ("random", "teacher")
+# Which teacher blocks a student keeps, by name (swin_flax/weights/keep_blocks.py defines
+# each; auto: the recommended one, swin_flax/pipeline/student_blocks.py).
+KEEP_POLICIES = ("first", "first+teacher_tail", "even", "importance", "auto")
+# student.budget: 'params:5.2M' (800k, 5200000) or 'latency:2.5ms' (per image, measured).
+BUDGET_PATTERN = r"(params):([0-9]*\.?[0-9]+(?:e[0-9]+)?)([kM]?)|(latency):([0-9]*\.?[0-9]+)(ms)?"
+_KEEP_BLOCKS = (
+    lambda v: isinstance(v, str) and (v in KEEP_POLICIES or set(v) <= set("0123456789,; ")),
+    "'' (off), a policy (" + ", ".join(KEEP_POLICIES) + ") or blocks per stage: '0,1;0,1;4,5;0,1'",
+)
+_BUDGET = (
+    lambda v: isinstance(v, str) and (not v or re.fullmatch(BUDGET_PATTERN, v) is not None),
+    "'' (none), 'params:N' (e.g. 5.2M, 800k) or 'latency:Xms' (per image)",
+)
 # The joint losses of swin_flax/training/losses.py (dynamic_alpha: Eq. 3 with the alpha held
 # fixed in the gradient), and where L_d is applied.
 JOINT_LOSSES = (
@@ -114,6 +128,9 @@ class TeacherSettings:
     )
     finetuned: str = option("", help="a finished teacher (load_checkpoint dir): skip fine-tuning")
     drop_path_rate: float = option(0.2, *_RATE, help="stochastic depth (timm's Swin-T: 0.2)")
+    block_importance: bool = option(
+        False, resumable=True, help="after fine-tuning, skip each block: block_importance.md"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +140,15 @@ class StudentSettings:
     model: str = option("swin_m", help="a preset; its depths give the cut points (paper: m, n)")
     cut_points: tuple = option((), help="(p1, p2): keep the teacher's blocks [0, p1) + [p2, end)")
     tail_init: str = option(
-        "random", *one_of(*TAIL_INITS), help="the blocks after the cut: random (paper) or copied"
+        "random",
+        *one_of(*TAIL_INITS),
+        help="the blocks after the cut: random (paper) or copied; with keep_blocks: the head",
+    )
+    keep_blocks: str = option(
+        "", *_KEEP_BLOCKS, help="teacher blocks per stage, or a policy (pipeline/student_blocks)"
+    )
+    budget: str = option(
+        "", *_BUDGET, help="the largest student within params:N or latency:Xms (this device)"
     )
     drop_path_rate: float = option(0.1, *_RATE, help="stochastic depth (ours: 0.1)")
 
@@ -260,6 +285,9 @@ class LoopSettings:
     stop_after_steps: int = option(
         0, *_STOP, resumable=True, help=">0: stop each stage after N steps (tests)"
     )
+    max_stage_steps: int = option(
+        10**8, *_INT_GE_0, resumable=True, help="refuse longer stages (typo'd epochs); 0: no limit"
+    )
 
 
 SECTIONS = {
@@ -331,6 +359,12 @@ class RunSettings:
         if problems:
             raise UserInputError("invalid config:\n  - " + "\n  - ".join(problems))
         return settings
+
+
+def _distinct_ints(parts) -> bool:
+    """Ints >= 0, none twice: a repeated seed would train (and count) the same run twice."""
+    parts = [p.strip() for p in parts if p.strip()]
+    return all(p.isdigit() for p in parts) and len(set(map(int, parts))) == len(parts)
 
 
 def student_seeds(settings: RunSettings) -> list[int]:

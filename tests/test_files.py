@@ -1,8 +1,13 @@
 """swin_flax._files: atomic writes. The target holds its old content or its new one, never a
 part; nothing is left beside it; the data is on disk before the rename."""
 
+import contextlib
+import errno
 import json
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +95,99 @@ def test_a_missing_directory_is_an_os_error_naming_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         _files.write_text(tmp_path / "nowhere" / "summary.md", "x")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- a full disk: one DiskFullError naming the file system, the file and what is kept
+
+
+@contextlib.contextmanager
+def small_disk(directory: Path, size: str = "1m"):
+    """A tmpfs of `size` (1 MB) at DIRECTORY/small_disk: a disk that really fills up. Mounting
+    one needs root (CAP_SYS_ADMIN); elsewhere the test is skipped and the ENOSPC-raising tests
+    stand in."""
+    mount_point = directory / "small_disk"
+    mount_point.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)]
+    can_mount = os.geteuid() == 0 and shutil.which("mount") is not None
+    if not can_mount or subprocess.run(command, capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)  # files may be open
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_in_an_atomic_write_is_one_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    target.write_text("[1]")
+    monkeypatch.setattr(_files, "_fsync_file", no_space)  # the data did not fit
+    with pytest.raises(_files.DiskFullError) as caught:
+        _files.write_json(target, [1, 2])
+    message = str(caught.value)
+    assert message == (
+        f"no space left on {_files.file_system_of(tmp_path)} while writing {target}; its "
+        "previous content is kept; free space and rerun"
+    )
+    assert caught.value.errno == errno.ENOSPC and isinstance(caught.value, OSError)
+    assert target.read_text() == "[1]"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_a_really_full_disk_leaves_no_temporary_behind(tmp_path):
+    with small_disk(tmp_path) as disk:
+        _files.write_bytes(disk / "fits.bin", b"x" * 1000)
+        with pytest.raises(_files.DiskFullError, match=f"no space left on {disk} while writing"):
+            _files.write_bytes(disk / "too_big.bin", b"x" * 2_000_000)
+        assert sorted(p.name for p in disk.iterdir()) == ["fits.bin"]
+
+
+def test_the_full_disk_is_recognised_however_a_library_wraps_it():
+    tensorstore = ValueError(
+        'RESOURCE_EXHAUSTED: Error writing "head.bias/0": Failed to write 3305472 bytes to '
+        "file 15: No space left on device [os_error_code='28']"
+    )
+    assert _files.is_disk_full(tensorstore)
+    wrapped = RuntimeError("save failed")
+    wrapped.__cause__ = OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert _files.is_disk_full(wrapped)
+    assert not _files.is_disk_full(ValueError("OUT_OF_RANGE: byte range not valid"))
+    assert not _files.is_disk_full(OSError(errno.EACCES, "Permission denied"))
+
+
+def test_stop_when_disk_full_says_what_was_done_and_kept_and_lets_other_errors_through(tmp_path):
+    with pytest.raises(_files.DiskFullError) as caught:
+        with _files.stop_when_disk_full(tmp_path, "saving step 8 to W", "step 4 is kept"):
+            no_space()
+    assert str(caught.value).endswith(
+        " while saving step 8 to W; step 4 is kept; free space and rerun"
+    )
+    with pytest.raises(KeyError):
+        with _files.stop_when_disk_full(tmp_path, "saving", "nothing"):
+            raise KeyError("other")
+
+
+def test_the_file_system_of_a_path_not_yet_made_is_its_existing_ancestors():
+    assert _files.file_system_of("/") == Path("/")
+    assert _files.file_system_of("/proc/self/nowhere/x") == Path("/proc")
+
+
+@pytest.mark.slow  # a stablehlo export of swin_micro, about 2 s
+def test_an_export_that_fills_the_disk_is_one_error_and_leaves_no_file(tmp_path):
+    import swin_flax
+    from swin_flax.deploy.export import export_checkpoint
+    from swin_flax.weights.checkpoint import save_checkpoint
+
+    model = swin_flax.create_model("swin_micro", num_classes=10, img_size=32)  # 10 MB
+    save_checkpoint(tmp_path / "ckpt", model, swin_flax.init_params(model, 0))
+    with small_disk(tmp_path) as disk:
+        with pytest.raises(_files.DiskFullError) as caught:
+            export_checkpoint(tmp_path / "ckpt", disk / "model.stablehlo", "stablehlo")
+        assert str(caught.value) == (
+            f"no space left on {disk} while writing {disk / 'model.stablehlo'}; nothing of it "
+            "was written; free space and rerun"
+        )
+        assert list(disk.iterdir()) == []

@@ -163,3 +163,15 @@ def test_an_attention_this_run_cannot_use_is_refused_before_anything_trains(
     with pytest.raises(UserInputError, match=re.escape(message)):
         run_pipeline(tiny_demo_config(name), tmp_path)
     assert not (tmp_path / "teacher").exists()
+
+
+@pytest.mark.parametrize("seeds", ["0,0", "1, 2, 1"])
+def test_a_seed_given_twice_is_refused(seeds):
+    from swin_flax.settings import RunSettings
+
+    with pytest.raises(UserInputError) as caught:
+        RunSettings.from_config({"seeds": seeds})
+    assert f"seeds must be comma-separated distinct ints >= 0, e.g. '0,1,2', got {seeds!r}" in str(
+        caught.value
+    )
+    assert RunSettings.from_config({"seeds": "0,1,2"}).seeds == "0,1,2"

@@ -5,7 +5,9 @@ into one preallocated array, one image at a time per thread, so the peak memory 
 result plus a few full-size images.
 Unreadable files (truncated, empty, not an image, over PIL.Image.MAX_IMAGE_PIXELS: a
 decompression bomb is rejected from its header) are all reported in one `BadImagesError`
-after the whole split is read, or skipped with `skip_bad=True`.
+after the whole split is read, or skipped with `skip_bad=True`. Subfolders of a class
+folder and files without an image suffix are not read; one `note:` line per split counts
+them and names the first few.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from swin_flax import cli
 from swin_flax.data.dataset import ArrayDataset
 from swin_flax.data.images import RESIZE_ADVICE, decode_image
 from swin_flax.errors import BadImagesError, UserInputError
@@ -47,18 +50,39 @@ def _reference_classes(root: Path, split: str) -> tuple[str, ...]:
     return tuple(classes)
 
 
-def _class_files(class_dir: Path) -> list[Path]:
-    files = sorted(
-        path
-        for path in class_dir.iterdir()
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-    )
+def _class_files(class_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other entries) of a class folder, each sorted. Subfolders and files
+    without an image suffix are not read; hidden entries (.DS_Store) are not even listed."""
+    entries = sorted(path for path in class_dir.iterdir() if not path.name.startswith("."))
+    files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    others = [p for p in entries if not (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)]
     if not files:
         raise UserInputError(
             f"class folder {class_dir} holds no images "
             f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
-    return files
+    return files, others
+
+
+# Entries named in the note about what a split's class folders hold besides images.
+_MAX_LISTED_IGNORED = 5
+
+
+def _note_ignored(split_dir: Path, ignored: Sequence[Path]) -> None:
+    """One line for what the class folders hold besides images: nested folders are not
+    searched, so a user who nested the images learns it here, not from a smaller data set."""
+    if not ignored:
+        return
+    names = [
+        f"{p.relative_to(split_dir).as_posix()}{'/' if p.is_dir() else ''}"
+        for p in ignored[:_MAX_LISTED_IGNORED]
+    ]
+    more = len(ignored) - len(names)
+    cli.note(
+        f"{len(ignored)} entries in the class folders of {split_dir} are not read (folders, "
+        f"and files without an image suffix): {', '.join(names)}"
+        + (f" and {more} more" if more else "")
+    )
 
 
 class _SizeMismatch(Exception):
@@ -266,16 +290,18 @@ def load_image_folder(
             f"class folders {unknown} in {split_dir} are not among the known classes "
             f"{list(classes)}"
         )
-    files, labels = [], []
+    files, labels, ignored = [], [], []
     for label, class_name in enumerate(classes):
         class_dir = split_dir / class_name
         if not class_dir.is_dir():
             continue
-        class_files = _class_files(class_dir)
+        class_files, others = _class_files(class_dir)
         files.extend(class_files)
         labels.extend([label] * len(class_files))
+        ignored.extend(others)
     if not files:
         raise UserInputError(f"split folder {split_dir} holds no class folders")
+    _note_ignored(split_dir, ignored)
     start = time.monotonic()
     images, bad = _read_images(files, image_size, workers, str(split_dir))
     labels = np.asarray(labels, dtype=np.int32)

@@ -19,7 +19,7 @@ from swin_flax.data.dataset import ArrayDataset
 from swin_flax.errors import UserInputError
 from swin_flax.model import presets
 from swin_flax.model.swin import SwinTransformer, model_config
-from swin_flax.pipeline import sweeps
+from swin_flax.pipeline import stage_lengths, student_blocks, sweeps
 from swin_flax.pipeline.variants import StudentVariant
 from swin_flax.settings import RunSettings, range_problems
 from swin_flax.training.distributed import check_batch_size, make_mesh
@@ -71,6 +71,7 @@ def settings_problems(settings: RunSettings) -> list[str]:
             f"student.cut_points must be empty (derived from student.model) or two "
             f"block indices (p1, p2), got {settings.student.cut_points}"
         )
+    problems += student_blocks.settings_problems(settings.student)
     if settings.data.source == "image_folder" and not settings.data.root:
         problems.append(
             "data.root is empty: data.source='image_folder' reads data.root/<split>/<class>/*.jpg"
@@ -80,6 +81,7 @@ def settings_problems(settings: RunSettings) -> list[str]:
             "pretrain.root and teacher.finetuned both name a teacher: pretraining makes the "
             "teacher that is then fine-tuned; a finished teacher skips both. Set one of them"
         )
+    problems += stage_lengths.epoch_problems(settings)
     d = settings.distill
     if d.joint == "weighted_harmonic" and d.w_d == 0 and d.w_s == 0:
         problems.append("distill.w_d and distill.w_s are both 0: Eq. 4 needs a positive sum")
@@ -91,7 +93,9 @@ def check_settings(settings: RunSettings, variants: list[StudentVariant]) -> Non
     check_paths(settings)
     presets.preset(settings.teacher.model)
     presets.preset(settings.student.model)
-    if settings.student.cut_points:
+    if student_blocks.uses_keep_blocks(settings.student):
+        check_keep_blocks(settings)
+    elif settings.student.cut_points:
         p1, p2 = (int(x) for x in settings.student.cut_points)
         transfer.validate_cut_points(presets.preset(settings.teacher.model)["depths"], p1, p2)
     elif any(v.transfer for v in variants):
@@ -168,6 +172,28 @@ def check_student_fits_teacher(settings: RunSettings) -> None:
         ) from None
 
 
+def check_keep_blocks(settings: RunSettings) -> None:
+    """student.keep_blocks against the teacher's architecture: written blocks (each known,
+    no empty stage, windows of their slot's kind), or a policy for student.model's depths
+    (which must share the teacher's widths); a budget is checked with the data."""
+    teacher = presets.create_model(settings.teacher.model, img_size=settings.data.image_size)
+    s = settings.student
+    if student_blocks.policy(s) != "list" and not s.budget:
+        check_shared_fields(settings, teacher, presets.create_model(s.model))
+    student_blocks.check(settings, teacher.config)
+
+
+def check_budgets(settings: RunSettings, num_classes: int) -> None:
+    """A student.budget (of the base settings and every sweep row) that no student meets."""
+    for row in sweeps.sweep_rows(settings):
+        row_settings = row.settings(settings)
+        if row_settings.student.budget:
+            teacher = presets.create_model(
+                settings.teacher.model, img_size=settings.data.image_size, num_classes=num_classes
+            )
+            student_blocks.target_depths(row_settings, teacher.config)
+
+
 def check_shared_fields(
     settings: RunSettings, teacher: SwinTransformer, student: SwinTransformer
 ) -> None:
@@ -234,6 +260,8 @@ def check_data(
                 check_batch_sizes_fit(row.settings(settings), variants, len(train_data))
             except UserInputError as err:
                 raise UserInputError(f"sweep row {row.name!r}: {err}") from None
+    check_budgets(settings, train_data.num_classes)
+    stage_lengths.check_stage_lengths(settings, variants, len(train_data))
     check_data_fits_devices(train_data, eval_data)
 
 

@@ -24,12 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from swin_flax import cli
 from swin_flax.errors import UserInputError
-from swin_flax.pipeline.results import format_params, markdown_table, write_summary, yes_no
+from swin_flax.pipeline.results import (
+    PARTIAL_KEY,
+    format_params,
+    markdown_table,
+    write_summary,
+    yes_no,
+)
 from swin_flax.pipeline.summaries import (
     BEYOND_FACTOR,
     Variant,
@@ -44,10 +50,6 @@ PLOTS_DIR = "plots"
 EPOCH_PLOT = "accuracy_per_epoch.png"
 PARAMS_PLOT = "accuracy_vs_params.png"
 THROUGHPUT_PLOT = "accuracy_vs_throughput.png"
-
-
-class DuplicateRunWarning(UserWarning):
-    """The same (variant, seed) in two work directories: the same run, kept once."""
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -86,8 +88,9 @@ def merge_rows(workdirs: Sequence[Path]) -> tuple[list[dict], list[str]]:
     """The rows of all `workdirs`, and a note per duplicate dropped.
 
     The same (variant, seed) in two places is the same run (a copied work directory, or
-    the same config and seed on two machines): the first is kept and a DuplicateRunWarning
-    is issued, so that n counts distinct seeds only.
+    the same config and seed on two machines): the first is kept, and a `warning:` line
+    (also in a run's own report, where no CLI is around it) says which was dropped, so that
+    n counts distinct seeds only.
     """
     merged: list[dict] = []
     seen: dict[tuple, str] = {}
@@ -100,7 +103,7 @@ def merge_rows(workdirs: Sequence[Path]) -> tuple[list[dict], list[str]]:
                     f"{variant_label(key[:3])} seed {key[3]} of {row['workdir']} dropped: "
                     f"already read from {seen[key]} (same seed, same run)"
                 )
-                warnings.warn(note, DuplicateRunWarning, stacklevel=2)
+                cli.warn(note)
                 notes.append(note)
                 continue
             seen[key] = row["workdir"]
@@ -233,6 +236,13 @@ def write_report(workdirs: Sequence[Path], out: Path, *, after: Sequence[str] = 
         f"img/s: median throughput, per device; ~ marks a noisy measurement.",
     ]
     lines += ["", *(f"Note: {note}." for note in duplicates)] if duplicates else []
+    partial = sorted({row["workdir"] for row in rows if row.get(PARTIAL_KEY)})
+    if partial:
+        lines.append("")
+        lines += [
+            f"Note: {Path(w) / 'results.json'} is partial: written before its run finished."
+            for w in partial
+        ]
 
     curves = variant_curves(rows)
     if curves:
@@ -305,17 +315,11 @@ def main(argv: Sequence[str]) -> int:
     out = args.out if args.out is not None else args.workdirs[0]
     for workdir in args.workdirs:  # a clear error before anything is written
         load_rows(workdir)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DuplicateRunWarning)
-        summary = write_report(args.workdirs, out)
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
+    summary = write_report(args.workdirs, out)
     print(summary.read_text(), end="")
     print(f"wrote {summary} and {out / PLOTS_DIR}/")
     return 0
 
 
 if __name__ == "__main__":
-    from swin_flax import cli
-
     sys.exit(cli.run(main, sys.argv[1:]))

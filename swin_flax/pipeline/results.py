@@ -1,6 +1,8 @@
 """The run's results, and every table and file written to a work directory.
 
-    WORKDIR/results.json         one row per evaluated model (`evaluate_row`)
+    WORKDIR/results.json         one row per evaluated model (`evaluate_row`); while the run
+                                 goes on (or after it was interrupted) each row also says
+                                 "partial": true, until the run's end writes them without it
     WORKDIR/summary.md           during the run the rows' table; at its end the report
                                  (`swin_flax.pipeline.report`) and the sweep's table
     WORKDIR/sweep.md             a sweep's table in the paper's layout
@@ -31,6 +33,11 @@ SWEEP_FILE = "sweep.md"
 SKIPPED_IMAGES_FILE = "skipped_images.txt"
 COLUMNS = ("model", "init", "distillation", "seed", "top1", "params", "images_per_second")
 SWEEP_COLUMNS = ("student", "init", "distillation")  # then one column per row of the sweep
+PARTIAL_KEY = "partial"  # in every row of a results.json written before its run finished
+PARTIAL_NOTE = (
+    "Partial: written before the run finished (it is still going, or was interrupted); the "
+    "rows of the stages after these are missing."
+)
 
 
 def evaluate_row(
@@ -91,13 +98,18 @@ def record_skipped_images(workdir: Path, *datasets: ArrayDataset) -> None:
         )
 
 
-def write_results(workdir: Path, rows: list[dict], sweep: str = "") -> None:
+def write_results(workdir: Path, rows: list[dict], sweep: str = "", *, partial: bool = False):
     """After every row: results.json, summary.md (the rows' table) and, in a sweep
-    (`sweep`: the config's), sweep.md. The run's end makes summary.md the report."""
+    (`sweep`: the config's), sweep.md. The run's end makes summary.md the report.
+
+    `partial`: written while the run goes on; every row of results.json says so (a file
+    an interruption leaves behind must not pass for the whole run's), and summary.md too.
+    """
     if not is_main_process():
         return
-    write_json(workdir / RESULTS_FILE, rows)
-    write_summary(workdir, rows_table(rows))
+    written = [{**row, PARTIAL_KEY: True} for row in rows] if partial else rows
+    write_json(workdir / RESULTS_FILE, written)
+    write_summary(workdir, rows_table(rows), PARTIAL_NOTE if partial else "")
     section = sweep_section(rows, sweep)
     if section:
         write_text(workdir / SWEEP_FILE, section + "\n")
@@ -110,8 +122,9 @@ def write_summary(directory: Path, *sections: str) -> Path:
 
 
 def print_summary(rows: list[dict]) -> None:
-    """The rows' table, and the sweep's table when the rows are a sweep's."""
-    if not is_main_process():
+    """The rows' table, and the sweep's table when the rows are a sweep's (nothing when
+    there are no rows: the run stopped before its first evaluation)."""
+    if not is_main_process() or not rows:
         return
     print(rows_table(rows), flush=True)
     if sweep_table(rows):

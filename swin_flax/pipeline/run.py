@@ -23,13 +23,14 @@ import jax
 import jax.numpy as jnp
 
 from swin_flax import cli
+from swin_flax._files import write_text
 from swin_flax.data import Splits, load_splits
 from swin_flax.data.augment import AugmentConfig
 from swin_flax.data.dataset import ArrayDataset
 from swin_flax.errors import RunPreempted
 from swin_flax.model import presets
 from swin_flax.model.swin import init_params
-from swin_flax.pipeline import preflight, pretrain, regime, stages, sweeps
+from swin_flax.pipeline import blocks, preflight, pretrain, regime, stages, sweeps
 from swin_flax.pipeline.results import (
     evaluate_row,
     print_summary,
@@ -44,6 +45,7 @@ from swin_flax.pipeline.students import (
     initial_teacher_params,
     strong_scratch_settings,
     student_label,
+    transferred_params,
 )
 from swin_flax.pipeline.variants import StudentVariant, parse_variants
 from swin_flax.pipeline.workdir_lock import exclusive_workdir
@@ -52,7 +54,7 @@ from swin_flax.training import optim, preemption, teacher_logits
 from swin_flax.training.distributed import is_main_process
 from swin_flax.training.evaluate import make_top1_fn
 from swin_flax.training.loop import train_stage
-from swin_flax.weights import checkpoint, transfer
+from swin_flax.weights import checkpoint
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -64,7 +66,7 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
     preflight.check_workdir_writable(workdir)
     with exclusive_workdir(workdir, enabled=is_main_process()):
         if is_main_process():
-            (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+            write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
         variants = parse_variants(settings.runs)
         sweep = sweeps.sweep_rows(settings)
         for row in sweep:
@@ -77,6 +79,9 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
             CompressionRun(settings, workdir, splits).run(variants, rows, sweep)
         except stages.StageStopped as stop:
             print(f"stopped early: {stop}", flush=True)
+        else:  # every stage finished: the rows are the whole run's (none: no file to write)
+            if rows:
+                write_results(workdir, rows, settings.sweep)
         print_summary(rows)
         if rows and is_main_process():
             from swin_flax.pipeline.report import write_report
@@ -114,6 +119,7 @@ class CompressionRun:
         self.teacher_val: float | None = None  # the teacher's validation top-1, once scored
         self.speeds: dict = {}  # architecture -> measured throughput, shared by its rows
         self.logits: teacher_logits.TeacherLogitsPlan | None = None  # set once the teacher is
+        self.importance: blocks.BlockImportance | None = None  # measured after fine-tuning
 
     def run(
         self,
@@ -129,6 +135,7 @@ class CompressionRun:
         if self.s.evaluate_teacher or any(v.transfer or v.distill for v in variants):
             stop_if_requested("the teacher")
             teacher, teacher_params, teacher_init = self.fine_tune_teacher()  # step 1
+            self.importance = blocks.after_fine_tuning(self, sweep, teacher, teacher_params)
         if self.s.evaluate_teacher:
             self.evaluate(
                 rows,
@@ -238,7 +245,7 @@ class CompressionRun:
         )
         self.speeds.setdefault(model.config, row.pop("_speed", None))
         rows.append({**row, "seed": seed, "stage": stage, **(extra or {})})
-        write_results(self.workdir, rows, self.s.sweep)
+        write_results(self.workdir, rows, self.s.sweep, partial=True)  # more stages to come
 
     def augment_for(self, stage) -> AugmentConfig:
         """What a stage (its finetune / pretrain / distill settings) does to its batches."""
@@ -326,7 +333,9 @@ class CompressionRun:
         s = settings or self.s  # a sweep row's settings
         if variant.long:
             s = strong_scratch_settings(s, len(self.train_data), self.teacher_steps())
-        student, cuts = build_student(s, teacher, variant, self.dtype, self.num_classes)
+        student, taken = build_student(
+            s, teacher, variant, self.dtype, self.num_classes, importance=self.importance
+        )
         stage_dir = self.workdir / stage
         stages.check_stage_config(stage_dir, stages.student_fingerprint(s, variant.name, seed))
         if stages.finished_model_available(stage_dir):
@@ -334,14 +343,7 @@ class CompressionRun:
             return model.clone(attention=s.attention), params
         params = init_params(student, seed + 1)
         if variant.transfer:
-            params = transfer.transfer_params(
-                teacher_params,
-                params,
-                teacher_depths=tuple(teacher.depths),
-                p1=cuts[0],
-                p2=cuts[1],
-                tail_init=s.student.tail_init,
-            )
+            params = transferred_params(teacher, teacher_params, params, taken, s.student.tail_init)
         loss = s.distill.loss()
         if not variant.distill:  # a baseline: the same recipe on the labels alone
             loss = LossSettings(joint="hard_only", label_smoothing=loss.label_smoothing)

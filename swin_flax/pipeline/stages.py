@@ -21,7 +21,7 @@ from flax import traverse_util
 
 from swin_flax import cli
 from swin_flax._files import write_json
-from swin_flax.errors import RunPreempted, UserInputError
+from swin_flax.errors import CheckpointError, RunPreempted, UserInputError
 from swin_flax.model.swin import SwinTransformer
 from swin_flax.settings import RunSettings, resumable_keys
 from swin_flax.training.distributed import is_main_process
@@ -69,6 +69,14 @@ def check_stage_config(stage_dir: Path, fingerprint: dict) -> None:
     """
     fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
     path = stage_dir / STAGE_CONFIG_FILE
+    if not path.exists() and stage_has_progress(stage_dir):
+        # Its checkpoints store no settings: reusing it would report it under the new ones.
+        raise UserInputError(
+            f"{stage_dir} has no {STAGE_CONFIG_FILE} but holds checkpoints or a finished "
+            "model; it cannot prove which settings it was trained with, so it is not reused "
+            f"or resumed. Restore its {STAGE_CONFIG_FILE}, or delete the stage directory to "
+            "train the stage again."
+        )
     if path.exists() and stage_has_progress(stage_dir):
         changed = sorted(_differences(_read_stage_config(path), fingerprint))
         blocking = [key for key in changed if key not in resumable_keys()]
@@ -87,12 +95,17 @@ def check_stage_config(stage_dir: Path, fingerprint: dict) -> None:
 
 def _read_stage_config(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        stored = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        stored, why = None, str(err)
+    else:
+        why = f"it holds a {type(stored).__name__}, not the settings"
+    if not isinstance(stored, dict):
         raise UserInputError(
-            f"{path} is damaged ({err}); it records the settings this stage was started "
+            f"{path} is damaged ({why}); it records the settings this stage was started "
             "with. Restore it, or delete the stage directory to train the stage again."
-        ) from None
+        )
+    return stored
 
 
 def _differences(stored: dict, current: dict) -> list[str]:
@@ -130,7 +143,14 @@ def finished_model_available(stage_dir: Path) -> bool:
 
 
 def load_finished_model(stage_dir: Path, dtype):
-    return checkpoint.load_checkpoint(stage_dir / FINAL_MODEL_DIR, dtype=dtype)
+    final = stage_dir / FINAL_MODEL_DIR
+    try:
+        return checkpoint.load_checkpoint(final, dtype=dtype)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{err}. To rebuild it, move {final} away (e.g. to {FINAL_MODEL_DIR}.damaged) and "
+            "run the same command again: it is rebuilt from the stage's newest checkpoint"
+        ) from None
 
 
 def finish_stage(stage_dir: Path, model: SwinTransformer, result) -> None:

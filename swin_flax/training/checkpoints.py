@@ -1,13 +1,20 @@
-"""Train-state checkpoints of a training stage (orbax CheckpointManager)."""
+"""Train-state checkpoints of a training stage (orbax CheckpointManager).
+
+A save that finds the disk full (at once, or in orbax's background thread) is one
+`DiskFullError` naming the step, the directory and the step that is kept; its partial save
+is removed, so the rerun that resumes finds only finished checkpoints.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
 import jax
 
 from swin_flax import cli
+from swin_flax._files import disk_full_error, is_disk_full, quiet_failed_save_reports
 from swin_flax.errors import CheckpointRestoreError
 
 DAMAGED_DIR = "damaged_checkpoints"  # beside a stage's checkpoints: those that did not restore
@@ -21,12 +28,15 @@ class TrainCheckpointer:
         import orbax.checkpoint as ocp
 
         self.directory = Path(directory).absolute()
+        quiet_failed_save_reports()
         if jax.process_index() == 0:
             remove_unfinished_saves(self.directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )
+        self._saving: int | None = None  # the step whose (asynchronous) save may be running
+        self._failed = False  # a save found the disk full: that error is the one to report
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -34,7 +44,38 @@ class TrainCheckpointer:
     def save(self, step: int, state) -> None:
         import orbax.checkpoint as ocp
 
-        self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        self._wait_for_save()  # a failure of the previous save is reported as that step's
+        self._saving = step
+        with self._stop_when_disk_full(step):
+            self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+    def _wait_for_save(self) -> None:
+        if self._saving is not None:
+            with self._stop_when_disk_full(self._saving):
+                self.manager.wait_until_finished()
+            self._saving = None
+
+    @contextlib.contextmanager
+    def _stop_when_disk_full(self, step: int):
+        """A full disk while saving `step`: remove the partial save, name what is kept."""
+        try:
+            yield
+        except Exception as err:
+            if not is_disk_full(err):
+                raise
+            self._failed = True
+            with contextlib.suppress(Exception):  # let orbax's threads end before the cleanup
+                self.manager.wait_until_finished()
+            if jax.process_index() == 0:
+                remove_unfinished_saves(self.directory, missing_ok=True)
+            kept = [s for s in finished_steps(self.directory) if s != step]
+            raise disk_full_error(
+                self.directory,
+                f"saving step {step} to {self.directory}",
+                f"the checkpoint of step {max(kept)} is kept"
+                if kept
+                else "no earlier checkpoint of this stage is kept",
+            ) from None
 
     def restore(self, template_state, step: int | None = None):
         """Restore into the shapes, dtypes and shardings of `template_state`."""
@@ -89,21 +130,34 @@ class TrainCheckpointer:
         self.manager.reload()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        if self._failed:  # the save's DiskFullError is on its way up; orbax would repeat it
+            with contextlib.suppress(Exception):
+                self.manager.close()
+            return
+        self._wait_for_save()
         self.manager.close()
 
 
-def remove_unfinished_saves(directory: Path) -> list[Path]:
-    """Delete the temporary directories of saves a killed run never finished.
+def finished_steps(directory: Path) -> list[int]:
+    """The steps whose checkpoints are complete (orbax renames a save into place last)."""
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def remove_unfinished_saves(directory: Path, *, missing_ok: bool = False) -> list[Path]:
+    """Delete the temporary directories of saves a killed run (or a full disk) never
+    finished.
 
     They hold a partial write of a step whose previous checkpoint is still intact, so
     nothing is lost; left alone they pile up and confuse anyone reading the directory.
+    `missing_ok`: files that vanish meanwhile (orbax cleaning up too) are no error.
     """
     removed = []
     if directory.is_dir():
         for path in directory.iterdir():
             if TMP_MARKER in path.name and path.is_dir():
-                shutil.rmtree(path)
+                shutil.rmtree(path, ignore_errors=missing_ok)
                 removed.append(path)
     return removed
 

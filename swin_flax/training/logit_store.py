@@ -25,7 +25,7 @@ import ml_dtypes
 import numpy as np
 
 from swin_flax import cli
-from swin_flax._files import replacing, write_json
+from swin_flax._files import DiskFullError, disk_full_error, replacing, write_json
 
 INDEX_FILE = "index.json"
 FORMAT_VERSION = 1
@@ -227,8 +227,16 @@ class LogitStore:
         self._buffer = []
         values = values.astype(STORE_DTYPES[self.dtype_name]).view(_ON_DISK[self.dtype_name])
         name = f"steps_{start:07d}_{stop:07d}.npy"
-        with replacing(self.directory / name) as temporary:
-            np.save(temporary, values, allow_pickle=False)
+        try:
+            with replacing(self.directory / name) as temporary:
+                np.save(temporary, values, allow_pickle=False)
+        except DiskFullError:
+            recorded = sum(s["stop"] - s["start"] for s in self.shards)
+            raise disk_full_error(
+                self.directory,
+                f"recording the teacher's logits of steps {start}-{stop - 1} to {self.directory}",
+                f"the {recorded} steps recorded before are kept",
+            ) from None
         digest = hashlib.sha256((self.directory / name).read_bytes()).hexdigest()
         self.shards = [s for s in self.shards if s["stop"] <= start or s["start"] >= stop]
         self.shards.append({"file": name, "start": start, "stop": stop, "sha256": digest})

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
 from pathlib import Path
 
-from swin_flax._files import write_text
+from swin_flax._files import DiskFullError, stop_when_disk_full, write_text
 from swin_flax.training.distributed import is_main_process
 
 
@@ -25,10 +26,13 @@ class MetricsWriter:
         self.directory = Path(directory)
         self._tb = None
         self.last_logged: dict = {}
+        self.path = self.directory / "metrics.jsonl"
+        self._written_step = resume_step  # the last step whose line reached the file
+        self._failed = False  # a write found the disk full; that error is the one reported
         if not self.enabled:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / "metrics.jsonl"
+        path = self.path
         kept = _truncate_after(path, resume_step)
         if kept:
             self.last_logged = {k: v for k, v in kept[-1].items() if k != "step"}
@@ -45,7 +49,9 @@ class MetricsWriter:
         if not self.enabled:
             return
         scalars = {k: float(v) for k, v in metrics.items()}
-        self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        with self._stop_when_disk_full(step):
+            self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")  # line-buffered
+        self._written_step = step
         if self._tb is not None:
             for key, value in scalars.items():
                 self._tb.add_scalar(key, value, step)
@@ -54,16 +60,45 @@ class MetricsWriter:
         """Before a checkpoint: steps up to it are never logged again after a resume."""
         if not self.enabled:
             return
-        self._jsonl.flush()
-        if self._tb is not None:
-            self._tb.flush()
+        with self._stop_when_disk_full(self._written_step):
+            self._jsonl.flush()
+            if self._tb is not None:
+                self._tb.flush()
 
     def close(self) -> None:
         if not self.enabled:
             return
-        self._jsonl.close()
-        if self._tb is not None:
-            self._tb.close()
+        if self._failed:  # the full disk is reported already; what is unwritten is lost
+            _close_quietly(self._jsonl, self._tb)
+            return
+        with self._stop_when_disk_full(self._written_step):
+            self._jsonl.close()
+            if self._tb is not None:
+                self._tb.close()
+
+    @contextlib.contextmanager
+    def _stop_when_disk_full(self, step: int):
+        """A full disk is one DiskFullError naming the step; it marks the writer failed,
+        so that closing it in the loop's `finally` adds no second error."""
+        try:
+            with stop_when_disk_full(
+                self.path,
+                f"logging step {step} to {self.path}",
+                f"it keeps the lines up to step {self._written_step}",
+            ):
+                yield
+        except DiskFullError:
+            self._failed = True
+            raise
+
+
+def _close_quietly(*files) -> None:
+    for f in files:
+        if f is not None:
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001 (the disk is full: closing may fail again)
+                pass
 
 
 def _truncate_after(path: Path, step: int) -> list[dict]:
@@ -83,7 +118,9 @@ def _truncate_after(path: Path, step: int) -> list[dict]:
 
 
 class ProgressBar:
-    """tqdm bar per stage: step, epoch, loss, img/s and ETA (tqdm computes the ETA)."""
+    """tqdm bar per stage: step, epoch, loss, img/s and ETA (tqdm computes the ETA); and,
+    with or without the bar, one line on stdout once the first steps are timed: the time
+    per step and what the rest of the stage will take."""
 
     def __init__(
         self,
@@ -96,9 +133,12 @@ class ProgressBar:
     ):
         from tqdm.auto import tqdm
 
+        self.stage, self.total_steps = stage, total_steps
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
         self._last = (time.perf_counter(), initial_step)
+        self._timed_from: tuple[float, int] | None = None  # the first update: compiled by then
+        self._estimated = False
         self._bar = tqdm(
             total=total_steps,
             initial=initial_step,
@@ -121,6 +161,38 @@ class ProgressBar:
             refresh=False,
         )
         self._bar.update(step - self._bar.n)
+        self._say_how_long(now, step)
+
+    def _say_how_long(self, now: float, step: int) -> None:
+        """Once, at the second update: the time per step since the first (the interval
+        before it holds the compilation) and what the steps left will take."""
+        if self._timed_from is None:
+            self._timed_from = (now, step)
+            return
+        if self._estimated:
+            return
+        self._estimated = True
+        start, start_step = self._timed_from
+        left = self.total_steps - step
+        if step <= start_step or left <= 0 or not is_main_process():
+            return
+        per_step = (now - start) / (step - start_step)
+        self._bar.write(
+            f"{self.stage}: {per_step:.3g} s per step (timed over steps {start_step}-{step}): "
+            f"about {describe_duration(per_step * left)} for the {left:,} steps left",
+            file=sys.stdout,
+        )
 
     def close(self) -> None:
         self._bar.close()
+
+
+def describe_duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.4 h', '2.1 days': the unit that keeps the number short."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.2g} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -17,12 +17,14 @@ Orbax is imported inside the functions, so `import swin_flax` stays light.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import traverse_util
 
+from swin_flax._files import quiet_failed_save_reports, stop_when_disk_full
 from swin_flax.errors import CheckpointError
 from swin_flax.model.config import CONFIG_FIELDS
 from swin_flax.model.swin import SwinTransformer, abstract_params, model_config, model_from_config
@@ -109,12 +111,24 @@ def save_checkpoint(
     if problems:
         raise CheckpointError("params do not match the model:\n  " + "\n  ".join(problems))
     check_writable(path, overwrite=overwrite)
+    quiet_failed_save_reports()
     # check_writable allowed it: an empty directory or an old checkpoint may be replaced.
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        checkpointer.save(
-            path, args=checkpoint_args(model, params, class_names), force=path.exists()
-        )
+    with stop_when_disk_full(path, f"saving the model to {path}", "its partial save is removed"):
+        try:
+            with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+                checkpointer.save(
+                    path, args=checkpoint_args(model, params, class_names), force=path.exists()
+                )
+        except BaseException:
+            _remove_partial_saves(path)
+            raise
     return path
+
+
+def _remove_partial_saves(path: Path) -> None:
+    """What a failed orbax save leaves beside `path`: its temporary directory."""
+    for partial in path.parent.glob(f"{path.name}.orbax-checkpoint-tmp*"):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def load_class_names(path: str | os.PathLike) -> list[str] | None:
@@ -124,11 +138,10 @@ def load_class_names(path: str | os.PathLike) -> list[str] | None:
     path = _require_checkpoint(path)
     if not (path / CLASS_NAMES_ITEM).is_dir():
         return None
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        restored = checkpointer.restore(
-            path, args=ocp.args.Composite(**{CLASS_NAMES_ITEM: ocp.args.JsonRestore()})
-        )
-    return list(restored[CLASS_NAMES_ITEM])
+    names = _restore(path, CLASS_NAMES_ITEM, ocp.args.JsonRestore())
+    if not isinstance(names, list):
+        raise _damaged(path, f"its '{CLASS_NAMES_ITEM}' item is not a list of names")
+    return names
 
 
 def load_model_config(path: str | os.PathLike) -> dict:
@@ -136,11 +149,10 @@ def load_model_config(path: str | os.PathLike) -> dict:
     import orbax.checkpoint as ocp
 
     path = _require_checkpoint(path)
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        restored = checkpointer.restore(
-            path, args=ocp.args.Composite(**{CONFIG_ITEM: ocp.args.JsonRestore()})
-        )
-    return dict(restored[CONFIG_ITEM])
+    config = _restore(path, CONFIG_ITEM, ocp.args.JsonRestore())
+    if not isinstance(config, dict):
+        raise _damaged(path, f"its '{CONFIG_ITEM}' item is not a model configuration")
+    return config
 
 
 def load_checkpoint(path: str | os.PathLike, **overrides) -> tuple[SwinTransformer, dict]:
@@ -166,11 +178,7 @@ def load_checkpoint(path: str | os.PathLike, **overrides) -> tuple[SwinTransform
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract
     )
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        restored = checkpointer.restore(
-            path, args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardRestore(abstract)})
-        )
-    params = restored[PARAMS_ITEM]
+    params = _restore(path, PARAMS_ITEM, ocp.args.StandardRestore(abstract))
 
     if set(overrides) & (set(CONFIG_FIELDS) - {"drop_rate", "attn_drop_rate", "drop_path_rate"}):
         problems = _shape_problems(params, abstract_params(model))
@@ -181,6 +189,42 @@ def load_checkpoint(path: str | os.PathLike, **overrides) -> tuple[SwinTransform
                 "new model and convert or transfer the weights instead"
             )
     return model, params
+
+
+def _restore(path: Path, item: str, args):
+    """One item of the checkpoint in `path`; any failure to read it is one CheckpointError.
+
+    orbax and tensorstore raise plain Exceptions, ValueErrors and OSErrors for a file cut
+    short, changed or missing: every one means the same to the user, a damaged directory.
+    """
+    import orbax.checkpoint as ocp
+
+    try:
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+            restored = checkpointer.restore(path, args=ocp.args.Composite(**{item: args}))
+        return restored[item]
+    except Exception as err:  # noqa: BLE001 (whatever orbax raises: the reason is in the text)
+        raise _damaged(
+            path, f"its '{item}' item does not restore: {_innermost_reason(err)}"
+        ) from None
+
+
+def _damaged(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"the checkpoint {path} is damaged ({why}); write it again (convert_timm_weights.py, "
+        "or the run that made it) or restore it from a copy"
+    )
+
+
+def _innermost_reason(err: BaseException) -> str:
+    """The first line of the innermost error `err` was raised from: tensorstore's reason
+    (OUT_OF_RANGE: ... of size 100), not orbax's wrapper around it."""
+    seen = set()
+    while (err.__cause__ or err.__context__) is not None and id(err) not in seen:
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"
 
 
 def _require_checkpoint(path: str | os.PathLike) -> Path:

@@ -31,8 +31,10 @@ def to_timm_layout(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     - Hugging Face transformers checkpoints (`swin.encoder.layers...`, both namings) are
       renamed by `swin_flax.weights.transformers.to_timm_layout`.
     Values become numpy arrays; torch tensors (e.g. `model.state_dict()`) are accepted.
+    Swin-V2 weights (any layout) are refused by name.
     """
     keys = list(state_dict)
+    check_not_swin_v2(keys)
     strip = "module." if keys and all(k.startswith("module.") for k in keys) else ""
     if transformers.is_transformers_layout(k[len(strip) :] for k in keys):
         return transformers.to_timm_layout(
@@ -54,6 +56,28 @@ def to_timm_layout(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
             key = "head.fc." + key.split(".")[-1]
         out[key] = as_numpy(value)
     return out
+
+
+# Parameters only Swin-V2 has: its continuous position bias MLP (timm: cpb_mlp, transformers:
+# continuous_position_bias_mlp) and its attention's learned temperature (logit_scale; CLIP's
+# top-level logit_scale is not an attention's).
+_SWIN_V2_KEY = re.compile(
+    r"\.(?P<name>cpb_mlp|continuous_position_bias_mlp)\.|(attn|self)\.(?P<scale>logit_scale)$"
+)
+
+
+def check_not_swin_v2(keys) -> None:
+    """Refuse Swin-V2 weights by name: without it they would read as a damaged Swin
+    (no relative_position_bias_table), which they are not."""
+    found = sorted(
+        {m.group("name") or m.group("scale") for key in keys if (m := _SWIN_V2_KEY.search(key))}
+    )
+    if found:
+        raise ConversionError(
+            f"Swin-V2 checkpoints are not supported: these weights have {', '.join(found)} "
+            "parameters, which only Swin-V2 has; swin_flax reads Swin (v1) weights (timm's "
+            "swin_*, not swinv2_*; transformers' Swin, not Swinv2)"
+        )
 
 
 def default_img_size(window_size: int, patch_size: int = 4, num_stages: int = 4) -> int:

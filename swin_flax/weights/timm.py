@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from swin_flax._files import replacing
 from swin_flax.errors import ConversionError, UserInputError
 from swin_flax.model.swin import SwinTransformer, abstract_params
 from swin_flax.weights import transformers
@@ -231,5 +232,7 @@ def save_timm_safetensors(
     metadata = {"format": "pt"}
     if model is not None:
         metadata["swin_flax.timm_kwargs"] = json.dumps(timm_model_kwargs(model))
-    save_file(flax_to_timm(params), str(path), metadata=metadata)
+    # Atomically: a kill or a full disk leaves no half-written file that timm would reject.
+    with replacing(path) as temporary:
+        save_file(flax_to_timm(params), str(temporary), metadata=metadata)
     return path

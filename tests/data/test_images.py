@@ -135,3 +135,99 @@ def test_stack_images_mixed_sizes_name_the_config_key():
     images = [np.zeros((4, 4), np.uint8), np.zeros((5, 4), np.uint8)]
     with pytest.raises(UserInputError, match=r"\(4, 4, 3\), \(5, 4, 3\).*data\.stored_size=N"):
         stack_images(images, None, "digits")
+
+
+# --- deep pixels (16/32-bit integers, floats) and the EXIF orientation
+
+
+def _gray_ramp(dtype, top) -> np.ndarray:
+    """A (6, 8) ramp from 0 to `top` in `dtype`: every level of a deep image, end to end."""
+    return np.linspace(0, top, 48).reshape(6, 8).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "pixels, suffix, full_scale",
+    [
+        (_gray_ramp(np.uint16, 65535), ".png", 65535),  # mode I;16 (a 16-bit PNG)
+        (_gray_ramp(np.uint16, 65535), ".tif", 65535),  # mode I;16 (a 16-bit TIFF)
+        (_gray_ramp(np.int32, 2**31 - 1), ".tif", 2**31 - 1),  # mode I (32-bit signed)
+        (_gray_ramp(np.float32, 1.0), ".tif", 1.0),  # mode F (32-bit float in [0, 1])
+    ],
+)
+def test_deep_grayscale_maps_its_full_range_onto_0_to_255(tmp_path, pixels, suffix, full_scale):
+    path = tmp_path / f"deep{suffix}"
+    Image.fromarray(pixels).save(path)
+    decoded = decode_image(path)
+    expected = np.rint(pixels.astype(np.float64) * 255 / full_scale).astype(np.uint8)
+    assert decoded.shape == (6, 8, 3)
+    np.testing.assert_array_equal(decoded, np.stack([expected] * 3, -1))
+
+
+def test_a_16_bit_png_keeps_its_brightness_instead_of_turning_white(tmp_path):
+    pixels = np.full((16, 16), 70 * 257, np.uint16)  # level 70 of 255, in 16 bits
+    Image.fromarray(pixels).save(tmp_path / "dim.png")
+    assert decode_image(tmp_path / "dim.png").mean() == 70.0
+    assert decode_image(tmp_path / "dim.png", 8).mean() == 70.0
+
+
+def test_float_pixels_outside_0_1_and_unconvertible_modes_are_refused_by_name(tmp_path):
+    Image.fromarray(np.full((4, 4), 3.5, np.float32)).save(tmp_path / "depth.tif")
+    with pytest.raises(BadImagesError, match=r"depth.tif.*float pixels from 3.5 to 3.5, not in"):
+        decode_image(tmp_path / "depth.tif")
+    # No file format opens as La (premultiplied alpha): the conversion's refusal, directly.
+    from swin_flax.data import images
+
+    with pytest.raises(images._UnsupportedPixels, match=r"Pillow mode La cannot be converted"):
+        images._as_rgb(Image.new("La", (2, 2)))
+
+
+def _png_16_bit_rgb(pixels: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG (Pillow writes none): signature, IHDR, one IDAT, IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def test_a_16_bit_rgb_png_keeps_its_colours(tmp_path):
+    pixels = np.zeros((3, 5, 3), np.uint16)
+    pixels[..., 0], pixels[..., 1], pixels[..., 2] = 65535, 128 * 257, 10 * 257
+    decoded = decode_image(_png_16_bit_rgb(pixels))
+    np.testing.assert_array_equal(decoded[0, 0], [255, 128, 10])
+
+
+def _with_orientation(pixels: np.ndarray, path, orientation: int):
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # ExifTags.Base.Orientation
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_exif_orientation_is_applied_as_pillows_exif_transpose_does(tmp_path, orientation):
+    from PIL import ImageOps
+
+    path = _with_orientation(_noise(10, 14, seed=3), tmp_path / "photo.jpg", orientation)
+    with Image.open(path) as image:
+        upright = ImageOps.exif_transpose(image).convert("RGB")
+    np.testing.assert_array_equal(decode_image(path), np.asarray(upright))
+    resized = np.asarray(upright.resize((9, 9), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(decode_image(path, 9), resized)
+
+
+def test_a_rotated_photo_far_over_the_target_is_drafted_and_shown_upright(tmp_path):
+    y, x = np.mgrid[0:190, 0:250]
+    smooth = np.stack([x, y * 1.3, (x + y) / 1.8], axis=-1).astype(np.uint8)
+    path = _with_orientation(smooth, tmp_path / "phone.jpg", 6)  # shown turned a quarter
+    drafted = decode_image(path, 32).astype(np.int16)
+    upright = np.rot90(smooth, k=-1)  # clockwise: what a viewer shows
+    reference = np.asarray(Image.fromarray(upright).resize((32, 32), Image.Resampling.BILINEAR))
+    assert np.abs(drafted - reference.astype(np.int16)).max() <= 6

@@ -170,3 +170,54 @@ def test_only_the_stages_that_train_must_fit_their_batch_in_the_data():
         settings, teacher=dataclasses.replace(settings.teacher, finetuned="/a/teacher")
     )
     preflight.check_batch_sizes_fit(finetuned, [], num_train=batch - 1)  # nothing trains
+
+
+# --- student.keep_blocks and student.budget ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "keep, message",
+    [
+        ("0,1;0,2;0,1;0,1", "stage 1 has no block 2: its blocks are 0..1"),  # unknown block
+        ("0,1;;0,1;0,1", "stage 1 keeps no block"),  # an empty stage
+        ("0,1;1;0,1;0,1", "stage 1: block 1 has shifted windows but would be the student's"),
+        ("0,1;0,1;0,1", r"names 3 stage\(s\)"),
+    ],
+)
+def test_invalid_keep_blocks_are_one_clear_error_before_any_data_loads(tmp_path, keep, message):
+    config = smoke_config()  # teacher swin_pico (2, 2, 4, 2): stages 0 and 1 shift windows
+    config.student.keep_blocks = keep
+    with pytest.raises(UserInputError, match=message) as info:
+        run_pipeline(config, tmp_path)  # no mock data: the check must come first
+    assert str(info.value).count("\n  - ") == 1  # one problem, one error
+    assert not (tmp_path / "teacher").exists()
+
+
+def test_keep_blocks_contradicting_other_student_settings_fail_before_any_data_loads(tmp_path):
+    config = smoke_config()
+    config.student.keep_blocks = "first"
+    config.student.cut_points = (6, 10)
+    config.student.tail_init = "teacher"
+    with pytest.raises(UserInputError) as info:
+        run_pipeline(config, tmp_path)
+    assert "both choose the blocks to keep: set one" in str(info.value)
+    assert "use keep_blocks=first+teacher_tail" in str(info.value)
+
+
+def test_a_policy_for_a_student_model_of_other_widths_is_an_error(tmp_path):
+    config = smoke_config()
+    config.student.keep_blocks = "even"
+    config.student.model = "swin_n"  # embed 96, the teacher swin_pico 32
+    with pytest.raises(UserInputError, match="their embed_dim differ"):
+        run_pipeline(config, tmp_path)
+
+
+def test_a_budget_no_student_meets_fails_before_the_teacher_trains(tmp_path, mock_tfds):
+    config = smoke_config()
+    config.student.budget = "params:10k"
+    with (
+        mock_tfds.testing.mock_data(num_examples=32),
+        pytest.raises(UserInputError, match=r"params:10,000 cannot be met.*one block per stage"),
+    ):
+        run_pipeline(config, tmp_path)
+    assert not (tmp_path / "teacher").exists()

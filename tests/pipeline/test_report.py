@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -54,15 +55,29 @@ def test_two_workdirs_merge_into_one_table_with_n_summed(tmp_path):
     assert "| n | random | no | 72.00 ± 2.00 | 3 | (scratch) |" in summary
 
 
-def test_a_duplicate_variant_and_seed_is_warned_and_kept_once(tmp_path):
+def test_a_duplicate_variant_and_seed_is_warned_and_kept_once(tmp_path, capsys):
     a = make_workdir(tmp_path / "a", [row("n", "random", False, 1, 70.0)])
     b = make_workdir(
         tmp_path / "b", [row("n", "random", False, 1, 99.0), row("n", "random", False, 2, 72.0)]
     )
-    with pytest.warns(report.DuplicateRunWarning, match="seed 1"):
-        rows, notes = report.merge_rows([a, b])
+    rows, notes = report.merge_rows([a, b])
     assert [r["top1"] for r in rows] == [70.0, 72.0]  # the first one read is kept
     assert len(notes) == 1 and str(a) in notes[0]
+    assert capsys.readouterr().err == f"warning: {notes[0]}\n"
+
+
+def test_a_duplicate_in_a_runs_own_report_is_one_warning_line_not_a_python_warning(
+    tmp_path, capsys
+):
+    w = make_workdir(
+        tmp_path / "w", [row("n", "random", False, 0, 70.0), row("n", "random", False, 0, 71.0)]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report.write_report([w], w)  # as run_pipeline writes it: no CLI around it
+    assert [str(c.message) for c in caught if "seed" in str(c.message)] == []
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: ") and "seed 0" in err[0]
 
 
 def test_noisy_throughput_is_flagged_in_the_table(tmp_path):

@@ -125,3 +125,45 @@ def test_record_skipped_images_lists_them_once_sorted(tmp_path, capsys):
     assert "note: 2 unreadable images skipped" in capsys.readouterr().err
     results.record_skipped_images(tmp_path / "none", dataset(()))  # nothing to record
     assert not (tmp_path / "none").exists()
+
+
+def test_results_written_during_the_run_are_marked_partial_until_its_end(tmp_path):
+    rows = [result_row("swin_n", "random", False, 0, 70.0)]
+    results.write_results(tmp_path, rows, partial=True)  # a stage finished, more to come
+    assert json.loads((tmp_path / "results.json").read_text()) == [{**rows[0], "partial": True}]
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith(results.rows_table(rows)) and "partial" not in results.rows_table(
+        rows
+    )
+    assert summary.endswith(f"\n\n{results.PARTIAL_NOTE}\n")
+    results.write_results(tmp_path, rows)  # the run's end: the same rows, complete
+    assert json.loads((tmp_path / "results.json").read_text()) == rows
+    assert (tmp_path / "summary.md").read_text() == results.rows_table(rows) + "\n"
+
+
+def test_the_report_of_a_partial_results_file_says_so(tmp_path):
+    rows = [result_row("swin_n", "random", False, 0, 70.0)]
+    results.write_results(tmp_path, rows, partial=True)
+    summary = report.write_report([tmp_path], tmp_path).read_text()
+    assert f"Note: {tmp_path / 'results.json'} is partial" in summary
+    results.write_results(tmp_path, rows)
+    assert "is partial" not in report.write_report([tmp_path], tmp_path).read_text()
+
+
+def test_a_full_disk_while_writing_the_results_is_one_error_naming_results_json(
+    tmp_path, monkeypatch
+):
+    import errno
+
+    from swin_flax import _files
+
+    rows = [result_row("swin_n", "random", False, 0, 70.0)]
+    results.write_results(tmp_path, rows)
+
+    def no_space(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_files, "_fsync_file", no_space)
+    with pytest.raises(_files.DiskFullError, match=r"while writing .*results.json; its previous"):
+        results.write_results(tmp_path, rows * 2)
+    assert json.loads((tmp_path / "results.json").read_text()) == rows

@@ -120,3 +120,51 @@ def test_a_finished_stage_is_written_for_flax_and_timm_and_marked_done_last(tmp_
         "steps": 12,
         "final_metrics": {"loss": 0.5},
     }
+
+
+@pytest.mark.parametrize("progress", ["checkpoint", "finished"])
+def test_a_stage_with_progress_but_no_stage_config_is_not_reused_under_any_settings(
+    tmp_path, progress
+):
+    from swin_flax.pipeline.stages import check_stage_config
+
+    stage = tmp_path / "student_transfer"
+    if progress == "checkpoint":
+        (stage / "checkpoints" / "4").mkdir(parents=True)
+    else:
+        (stage / stages.FINAL_MODEL_DIR).mkdir(parents=True)
+        (stage / stages.STAGE_DONE_FILE).write_text('{"steps": 12}')
+    with pytest.raises(UserInputError) as caught:
+        check_stage_config(stage, {"distill": {"epochs": 2.0}})
+    message = str(caught.value)
+    assert f"{stage} has no {stages.STAGE_CONFIG_FILE}" in message
+    assert "cannot prove" in message and "delete the stage directory" in message
+    assert not (stage / stages.STAGE_CONFIG_FILE).exists()  # the evidence is not overwritten
+
+
+def test_a_stage_config_that_is_not_a_mapping_is_named_as_damaged(tmp_path):
+    from swin_flax.pipeline.stages import check_stage_config
+
+    (tmp_path / "checkpoints" / "4").mkdir(parents=True)
+    (tmp_path / "stage_config.json").write_text("[1, 2]")
+    with pytest.raises(UserInputError, match=r"stage_config.json is damaged"):
+        check_stage_config(tmp_path, {"seed": 0})
+
+
+def test_a_finished_stage_whose_final_model_is_damaged_is_one_error_saying_what_to_do(tmp_path):
+    from tests.weights.test_checkpoint import cut_largest_data_files
+
+    model = swin_flax.create_model("swin_pico", num_classes=4)
+    result = StageResult(
+        params=swin_flax.init_params(model, 0), steps=12, completed=True, final_metrics={}
+    )
+    stage = tmp_path / "teacher"
+    stages.finish_stage(stage, model, result)
+    cut_largest_data_files(stage / stages.FINAL_MODEL_DIR / "params")
+    assert stages.finished_model_available(stage)  # its directories are all there
+    with pytest.raises(UserInputError) as caught:
+        stages.load_finished_model(stage, dtype=jnp.float32)
+    message = str(caught.value)
+    assert f"{stage / stages.FINAL_MODEL_DIR} is damaged" in message
+    assert f"move {stage / stages.FINAL_MODEL_DIR} away" in message
+    assert "rebuilt from the stage's newest checkpoint" in message

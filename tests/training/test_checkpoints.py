@@ -8,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from swin_flax._files import DiskFullError
 from swin_flax.errors import CheckpointRestoreError
 from swin_flax.training import checkpoints
 from tests.helpers import assert_trees_equal, checkpoint_steps, run_tiny_stage
+from tests.test_files import small_disk
 
 
 def truncate_largest_file(step_dir: Path) -> None:
@@ -106,3 +108,66 @@ def test_the_first_line_of_an_error_names_its_type():
     err = ValueError("\n  bad checksum in _METADATA  \nmore detail")
     assert checkpoints._first_line(err) == "ValueError: bad checksum in _METADATA"
     assert checkpoints._first_line(KeyError()) == "KeyError: "
+
+
+# --- a full disk during a save: one DiskFullError, the partial save removed
+
+
+def test_a_save_that_fills_the_disk_is_one_error_naming_the_step_kept(tmp_path):
+    with small_disk(tmp_path) as disk:
+        saver = checkpoints.TrainCheckpointer(disk / "checkpoints")
+        noise = np.random.default_rng(0).standard_normal(500_000).astype(np.float32)  # no zstd
+        saver.save(4, {"w": jnp.asarray(noise[:10_000])})  # 40 kB: fits
+        with pytest.raises(DiskFullError) as caught:
+            saver.save(8, {"w": jnp.asarray(noise)})  # 2 MB on a 1 MB disk
+            saver.close()  # an asynchronous save reports its failure when it is waited for
+        saver.close()  # once failed, closing adds no second error
+        assert str(caught.value) == (
+            f"no space left on {disk} while saving step 8 to {disk / 'checkpoints'}; "
+            "the checkpoint of step 4 is kept; free space and rerun"
+        )
+        assert [p.name for p in (disk / "checkpoints").iterdir()] == ["4"]  # no partial save
+        reader = checkpoints.TrainCheckpointer(disk / "checkpoints")
+        restored = reader.restore_newest_intact({"w": jnp.zeros(10_000)})
+        np.testing.assert_array_equal(np.asarray(restored["w"]), noise[:10_000])
+        reader.close()
+
+
+def fill_the_disk_at(monkeypatch, failing_step: int):
+    """orbax's saves of `failing_step` fail as tensorstore reports a full disk, after
+    leaving a partial save behind (what a real full disk does)."""
+    import orbax.checkpoint as ocp
+
+    real_save = ocp.CheckpointManager.save
+
+    def save(manager, step, *args, **kwargs):
+        if step != failing_step:
+            return real_save(manager, step, *args, **kwargs)
+        (Path(manager.directory) / f"{step}{checkpoints.TMP_MARKER}-1").mkdir()
+        raise ValueError(
+            'RESOURCE_EXHAUSTED: Error writing "opt_state/0" in OCDBT database: Failed to '
+            "write 3305472 bytes to file 15: No space left on device [os_error_code='28']"
+        )
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+
+
+def test_a_full_disk_with_no_earlier_checkpoint_says_so(tmp_path, monkeypatch):
+    fill_the_disk_at(monkeypatch, 4)
+    saver = checkpoints.TrainCheckpointer(tmp_path / "checkpoints")
+    with pytest.raises(DiskFullError, match="saving step 4 to .*; no earlier checkpoint of this"):
+        saver.save(4, {"w": jnp.zeros(3)})
+    saver.close()
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_stage_whose_checkpoint_fills_the_disk_stops_with_that_error_alone(tmp_path, monkeypatch):
+    fill_the_disk_at(monkeypatch, 8)
+    stage = tmp_path / "stage"
+    with pytest.raises(DiskFullError) as caught:
+        run_tiny_stage(stage)
+    assert "while saving step 8 to" in str(caught.value)
+    assert "the checkpoint of step 4 is kept; free space and rerun" in str(caught.value)
+    assert checkpoint_steps(stage) == [4]
+    assert [p.name for p in (stage / "checkpoints").iterdir()] == ["4"]

@@ -7,9 +7,6 @@ import pytest
 
 from swin_flax.training import joint_losses
 
-LOGITS = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]], np.float32)
-TEACHER = np.array([[0.0, 2.5, 2.0], [1.0, -0.5, 0.5]], np.float32)
-LABELS = np.array([2, 0])
 ZERO_WEIGHT_CASES = [
     # l_d, l_s, w_d, w_s, expected value, expected (dL/dl_d, dL/dl_s)
     (0.5, 2.0, 0.0, 1.0, 2.0, (0.0, 1.0)),

@@ -1,7 +1,11 @@
 """The on-disk teacher-logit recording: round trip, shard boundaries, damaged files."""
 
-import numpy as np
+import errno
 
+import numpy as np
+import pytest
+
+from swin_flax._files import DiskFullError, file_system_of
 from swin_flax.training import logit_store
 
 FINGERPRINT = {"total_steps": 5, "batch_size": 2, "steps_per_epoch": 2, "store_dtype": "float32"}
@@ -52,3 +56,32 @@ def test_auto_storage_dtype_is_the_teachers_compute_dtype():
     assert logit_store.store_dtype_name("auto", jnp.bfloat16) == "bfloat16"
     assert logit_store.store_dtype_name("auto", jnp.float32) == "float32"
     assert logit_store.store_dtype_name("float16", jnp.float32) == "float16"
+
+
+def test_a_full_disk_while_recording_is_one_error_and_the_shards_before_are_kept(
+    tmp_path, monkeypatch
+):
+    store = logit_store.LogitStore(tmp_path / "r", FINGERPRINT, mode="record", num_classes=3)
+    for step in range(2):
+        store.put(step, logits_of(step))  # the first shard (an epoch) is written
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", no_space)
+    store.put(2, logits_of(2))
+    with pytest.raises(DiskFullError) as caught:
+        store.flush()
+    assert str(caught.value) == (
+        f"no space left on {file_system_of(tmp_path)} while recording the teacher's logits "
+        f"of steps 2-2 to {tmp_path / 'r'}; the 2 steps recorded before are kept; free space "
+        "and rerun"
+    )
+    store.flush()  # nothing left to write: a flush when the stage closes adds no error
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        logit_store.INDEX_FILE,
+        "steps_0000000_0000002.npy",
+    ]
+    monkeypatch.undo()
+    reader = logit_store.LogitStore(tmp_path / "r", FINGERPRINT, mode="cached", num_classes=3)
+    np.testing.assert_array_equal(reader.get(1), logits_of(1))

@@ -100,23 +100,6 @@ def test_kl_rejects_non_positive_temperature():
         losses.kl_divergence(LOGITS, TEACHER, 0.0)
 
 
-# ----------------------------------------------------------------------------- joint losses
-
-
-# A zero weight drops its loss from Eq. 4: w_d = 0 gives L = L_s, w_s = 0 gives L = L_d, for
-# every value of the dropped loss, its exact 0 and float32-tiny values included.
-ZERO_WEIGHT_CASES = [
-    # l_d, l_s, w_d, w_s, expected value, expected (dL/dl_d, dL/dl_s)
-    (0.5, 2.0, 0.0, 1.0, 2.0, (0.0, 1.0)),
-    (0.0, 2.0, 0.0, 1.0, 2.0, (0.0, 1.0)),
-    (1e-30, 2.0, 0.0, 1.0, 2.0, (0.0, 1.0)),
-    (1e-39, 2.0, 0.0, 3.0, 2.0, (0.0, 1.0)),  # subnormal: w_s * l_d flushes to 0
-    (0.0, 0.0, 0.0, 1.0, 0.0, (0.0, 1.0)),
-    (3.0, 0.0, 2.0, 0.0, 3.0, (1.0, 0.0)),
-    (3.0, 1e-30, 2.0, 0.0, 3.0, (1.0, 0.0)),
-]
-
-
 # ----------------------------------------------------------------------------- config entries
 
 

@@ -1,9 +1,15 @@
 """Where a stage's metrics go (`swin_flax.training.metrics`): JSON lines that a resumed run
 continues without repeating a step, TensorBoard events, and the progress bar."""
 
+import errno
 import json
+import re
 
+import pytest
+
+from swin_flax._files import DiskFullError
 from swin_flax.training.metrics import MetricsWriter, ProgressBar
+from tests.test_files import small_disk
 
 
 def logged_steps(directory) -> list[int]:
@@ -48,3 +54,77 @@ def test_the_progress_bar_follows_the_steps_and_shows_epoch_and_loss():
     shown = dict(item.split("=") for item in bar._bar.postfix.split(", "))
     assert (shown["epoch"], shown["loss"]) == ("1.50", "0.2500") and float(shown["img_s"]) > 0
     bar.close()
+
+
+def fill(disk) -> None:
+    """Take every free byte of `disk` with one file."""
+    with open(disk / "ballast", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def test_a_full_disk_while_logging_is_one_error_naming_the_step_and_what_is_kept(tmp_path):
+    with small_disk(tmp_path) as disk:
+        writer = MetricsWriter(disk / "stage", tensorboard=False)
+        writer.write(1, {"loss": 1.0})
+        fill(disk)
+        with pytest.raises(DiskFullError) as caught:
+            for step in range(2, 100_000):  # the first page of the file still has room
+                writer.write(step, {"loss": 0.5})
+        writer.close()  # once failed, closing adds no second error
+        path = disk / "stage" / "metrics.jsonl"
+        match = re.fullmatch(
+            rf"no space left on {disk} while logging step (\d+) to {path}; it keeps the "
+            r"lines up to step (\d+); free space and rerun",
+            str(caught.value),
+        )
+        assert match and int(match[2]) == int(match[1]) - 1 > 1
+        kept = int(match[2])
+        lines = path.read_text().splitlines()[:kept]  # a part of the next one may follow them
+        assert [json.loads(line)["step"] for line in lines] == list(range(1, kept + 1))
+
+
+def test_a_full_disk_while_flushing_the_metrics_is_the_same_one_error(tmp_path, monkeypatch):
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    writer.write(4, {"loss": 1.0})
+
+    def no_space():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer._jsonl, "flush", no_space, raising=False)
+    with pytest.raises(DiskFullError, match=r"while logging step 4 to .*up to step 4; free"):
+        writer.flush()
+    writer.close()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_once_its_first_steps_are_timed_a_stage_says_how_long_it_will_take(
+    monkeypatch, capsys, enabled
+):
+    from swin_flax.training import metrics
+
+    clock = iter([0.0, 40.0, 45.0, 50.0])  # start; step 50 (with compiling); 100; 150
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(clock))
+    bar = ProgressBar(
+        "fine-tune teacher", 1000, 0, steps_per_epoch=50, batch_size=8, enabled=enabled
+    )
+    for step in (50, 100, 150):
+        bar.update(step, {"loss": 1.0})
+    bar.close()
+    assert capsys.readouterr().out.splitlines() == [
+        "fine-tune teacher: 0.1 s per step (timed over steps 50-100): about 1.5 min for the "
+        "900 steps left"
+    ]
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(59, "59 s"), (89 * 60, "89 min"), (3 * 3600, "3.0 h"), (5 * 86400, "5.0 days")],
+)
+def test_durations_read_in_the_unit_that_fits(seconds, text):
+    from swin_flax.training import metrics
+
+    assert metrics.describe_duration(seconds) == text

@@ -1,17 +1,24 @@
 """swin_flax checkpoints (`swin_flax.weights.checkpoint`): the model's config and class
 names stored beside the parameters, a dtype changed on load, and every refusal."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 import swin_flax
+from swin_flax._files import DiskFullError
 from swin_flax.errors import CheckpointError
 from swin_flax.weights import checkpoint, layouts
 from swin_flax.weights import timm as C
 from swin_flax.weights.checkpoint import load_checkpoint, save_checkpoint
-from tests.helpers import assert_trees_equal, pico_state, tiny_model
+from tests.helpers import REPO, assert_trees_equal, pico_state, random_teacher, tiny_model
+from tests.test_files import small_disk
 from tests.weights import parity_report as parity
 
 
@@ -66,3 +73,112 @@ def test_class_names_and_the_model_config_are_stored_beside_the_params(tmp_path)
     assert_trees_equal(params, loaded)
     save_checkpoint(tmp_path / "plain", model, params)
     assert checkpoint.load_class_names(tmp_path / "plain") is None
+
+
+# --- damaged checkpoints: one CheckpointError naming the directory, whatever orbax raises
+
+
+def saved_tiny_checkpoint(path):
+    model = tiny_model(num_classes=2)
+    save_checkpoint(path, model, swin_flax.init_params(model, 0), class_names=["cat", "dog"])
+    return path
+
+
+def cut_largest_data_files(directory, size=100):
+    """Cut the largest data files (tensorstore's `d/` folders) under `directory` to `size`
+    bytes, as a disk that filled up leaves them."""
+    data = [p for p in directory.rglob("*") if p.is_file() and p.parent.name == "d"]
+    largest = max(p.stat().st_size for p in data)
+    for path in data:
+        if path.stat().st_size == largest:
+            with open(path, "r+b") as f:
+                f.truncate(size)
+
+
+def test_a_checkpoint_whose_largest_data_file_is_cut_short_is_one_checkpoint_error(tmp_path):
+    path = saved_tiny_checkpoint(tmp_path / "ckpt")
+    cut_largest_data_files(path / checkpoint.PARAMS_ITEM)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert f"the checkpoint {path} is damaged" in message
+    assert "OUT_OF_RANGE" in message  # tensorstore's reason, not orbax's wrapper
+    assert "write it again" in message
+    assert len(message.splitlines()) == 1
+
+
+@pytest.mark.parametrize("item", [checkpoint.CONFIG_ITEM, checkpoint.CLASS_NAMES_ITEM])
+def test_a_damaged_json_item_is_one_checkpoint_error_from_every_reader(tmp_path, item):
+    path = saved_tiny_checkpoint(tmp_path / "ckpt")
+    (path / item / "metadata").write_bytes(b"\x00garbage{")
+    reader = load_checkpoint if item == checkpoint.CONFIG_ITEM else checkpoint.load_class_names
+    with pytest.raises(CheckpointError, match=f"the checkpoint {path} is damaged"):
+        reader(path)
+    if item == checkpoint.CONFIG_ITEM:
+        with pytest.raises(CheckpointError, match=f"the checkpoint {path} is damaged"):
+            checkpoint.load_model_config(path)
+
+
+def test_a_stored_model_config_that_is_not_a_mapping_is_a_checkpoint_error(tmp_path):
+    path = saved_tiny_checkpoint(tmp_path / "ckpt")
+    (path / checkpoint.CONFIG_ITEM / "metadata").write_text("[1, 2, 3]")
+    with pytest.raises(CheckpointError, match="damaged.*not a model configuration"):
+        checkpoint.load_model_config(path)
+
+
+def run_entry_point(*args):
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_every_entry_point_that_reads_a_damaged_checkpoint_ends_in_one_line(tmp_path):
+    damaged = random_teacher(tmp_path / "teacher")  # a demo-sized swin_micro
+    cut_largest_data_files(tmp_path / "teacher" / checkpoint.PARAMS_ITEM)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "image.png")
+    demo = ["train.py", "--config", "configs/demo.py:smoke", "--config.runs="]
+    commands = {
+        "export": ["export.py", damaged, str(tmp_path / "out.onnx"), "--format", "onnx"],
+        "predict": ["predict.py", damaged, str(tmp_path / "image.png")],
+        "convert --export": [
+            "convert_timm_weights.py",
+            "--export",
+            damaged,
+            str(tmp_path / "out.safetensors"),
+        ],
+        "teacher.finetuned": [
+            *demo,
+            f"--config.teacher.finetuned={damaged}",
+            f"--workdir={tmp_path / 'finetuned'}",
+        ],
+        "teacher.init": [
+            *demo,
+            f"--config.teacher.init={damaged}",
+            f"--workdir={tmp_path / 'init'}",
+        ],
+    }
+    for name, command in commands.items():
+        result = run_entry_point(*command)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (name, result.stderr[-2000:])
+        assert lines[-1].startswith(f"error: the checkpoint {damaged} is damaged"), name
+        assert "Traceback" not in result.stderr, name
+
+
+def test_a_model_save_that_fills_the_disk_is_one_error_and_leaves_no_partial_save(tmp_path):
+    model = swin_flax.create_model("swin_micro", num_classes=10, img_size=32)  # 10 MB
+    with small_disk(tmp_path) as disk:
+        with pytest.raises(DiskFullError) as caught:
+            save_checkpoint(disk / "final_model", model, swin_flax.init_params(model, 0))
+        assert str(caught.value) == (
+            f"no space left on {disk} while saving the model to {disk / 'final_model'}; "
+            "its partial save is removed; free space and rerun"
+        )
+        assert list(disk.iterdir()) == []

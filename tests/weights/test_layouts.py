@@ -4,6 +4,7 @@ renamed to timm's, and the architecture read back from the weights alone."""
 import numpy as np
 import pytest
 
+from swin_flax.errors import ConversionError
 from swin_flax.weights import layouts
 from tests.weights import parity_report as parity
 
@@ -49,3 +50,48 @@ def test_the_default_image_size_puts_one_window_in_the_last_stage():
     assert layouts.default_img_size(7) == 224 and layouts.default_img_size(12) == 384
     assert layouts.default_img_size(4, patch_size=2) == 64
     assert layouts.default_img_size(7, num_stages=2) == 56
+
+
+def swin_v2_state_dict(prefix: str = "", attention: str = "attn") -> dict:
+    """The keys that tell a Swin-V2: a log-spaced continuous position bias MLP (cpb_mlp)
+    and a learned attention temperature (logit_scale), no relative_position_bias_table."""
+    block = f"{prefix}layers.0.blocks.0.{attention}"
+    zeros = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+    return {
+        f"{prefix}patch_embed.proj.weight": zeros(8, 3, 4, 4),
+        f"{block}.logit_scale": zeros(2, 1, 1),
+        f"{block}.cpb_mlp.0.weight": zeros(512, 2),
+        f"{block}.cpb_mlp.2.weight": zeros(2, 512),
+        f"{block}.q_bias": zeros(8),
+        f"{block}.qkv.weight": zeros(24, 8),
+        "head.fc.weight": zeros(10, 8),
+    }
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        swin_v2_state_dict(),  # timm's swinv2_*
+        swin_v2_state_dict(prefix="module."),  # saved from DistributedDataParallel
+        {  # transformers' Swinv2ForImageClassification
+            "swinv2.embeddings.patch_embeddings.projection.weight": np.zeros((8, 3, 4, 4)),
+            "swinv2.encoder.layers.0.blocks.0.attention.self.logit_scale": np.zeros((2, 1, 1)),
+            "swinv2.encoder.layers.0.blocks.0.attention.self.continuous_position_bias_mlp.0.weight": (
+                np.zeros((512, 2))
+            ),
+        },
+    ],
+)
+def test_swin_v2_weights_are_named_as_unsupported_not_as_damaged(state):
+    for read in (layouts.infer_architecture, layouts.to_timm_layout):
+        with pytest.raises(ConversionError) as caught:
+            read(state)
+        message = str(caught.value)
+        assert message.startswith("Swin-V2 checkpoints are not supported")
+        assert "logit_scale" in message and "Swin (v1)" in message
+
+
+def test_a_top_level_logit_scale_is_no_swin_v2():
+    layouts.check_not_swin_v2(["logit_scale", "visual.patch_embed.proj.weight"])  # CLIP's
+    with pytest.raises(ConversionError, match="have cpb_mlp parameters"):
+        layouts.check_not_swin_v2(["layers.0.blocks.0.attn.cpb_mlp.0.weight"])
