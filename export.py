@@ -96,4 +96,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, sys.argv[1:]))
+    cli.exit_tool(cli.run(main, sys.argv[1:]))

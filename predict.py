@@ -47,4 +47,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, sys.argv[1:]))
+    cli.exit_tool(cli.run(main, sys.argv[1:]))

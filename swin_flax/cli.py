@@ -46,6 +46,18 @@ def report_error(message: str) -> int:
     return USAGE_EXIT_CODE
 
 
+def exit_tool(code: int) -> None:
+    """The exit of a read-only tool (export, predict, convert): `sys.exit(code)`, except after
+    a usage error, when the process ends at once. A failed orbax restore leaves tensorstore
+    callbacks that fire into a closed asyncio loop during interpreter shutdown and print
+    tracebacks after the one `error:` line; a read-only tool has nothing left to save then."""
+    if code == USAGE_EXIT_CODE:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def run(main: Callable, *args, resume_hint: Callable[[], str] | None = None) -> int:
     """`main(*args)`'s exit code, with the project's errors turned into one line each.
 
