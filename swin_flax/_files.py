@@ -92,7 +92,7 @@ def stop_when_disk_full(path: str | os.PathLike, doing: str, kept: str) -> Itera
         raise disk_full_error(path, doing, kept) from None
 
 
-def _ignore_closed_event_loops() -> None:
+def ignore_closed_event_loops() -> None:
     """Drop Python's reports of an ignored 'Event loop is closed'.
 
     When an orbax save fails (a full disk), tensorstore's writes still in flight finish
@@ -112,6 +112,38 @@ def _ignore_closed_event_loops() -> None:
 
     hook.ignores_closed_event_loops = True
     sys.unraisablehook = hook
+
+
+def quiet_failed_restore_reports(path: str | os.PathLike) -> None:
+    """Keep off the terminal what a failed orbax restore of `path` prints besides the one
+    error raised from it: tensorstore's reads still in flight finish into the event loop
+    orbax has closed (ignored 'Event loop is closed' errors), and asyncio reports each
+    failed read whose exception nobody retrieved ('Future exception was never retrieved'),
+    at times we do not control. Reports that do not name `path` still get through."""
+    target = logging.getLogger("asyncio")
+    records = next((f for f in target.filters if isinstance(f, _UnreadableRecords)), None)
+    if records is None:
+        records = _UnreadableRecords()
+        target.addFilter(records)
+    records.paths.add(os.fspath(path))
+    ignore_closed_event_loops()
+
+
+class _UnreadableRecords(logging.Filter):
+    """Drops asyncio's 'exception was never retrieved' records about the files of
+    checkpoints already reported damaged (`paths`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.paths: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "exception was never retrieved" not in text:
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        return not any(path in text for path in self.paths)
 
 
 class _DiskFullRecords(logging.Filter):
@@ -134,7 +166,7 @@ def quiet_failed_save_reports(loggers: tuple[str, ...] = ("absl", "asyncio")) ->
         target = logging.getLogger(name)
         if not any(isinstance(f, _DiskFullRecords) for f in target.filters):
             target.addFilter(_DiskFullRecords())
-    _ignore_closed_event_loops()
+    ignore_closed_event_loops()
 
 
 @contextlib.contextmanager

@@ -18,3 +18,15 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # (about 2x) than they save in run time. Numerics are unchanged.
 CPU_TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 os.environ.setdefault("XLA_FLAGS", CPU_TEST_XLA_FLAGS)
+
+
+def pytest_unconfigure(config):
+    """pytest puts back Python's own unraisable-exception hook when the session ends,
+    dropping the filter a failed checkpoint read installs (`_files.quiet_failed_restore_reports`);
+    the tests' deliberately damaged checkpoints would then print tensorstore's late 'Event
+    loop is closed' reports at interpreter exit. Put the filter back for that exit."""
+    import atexit
+
+    from swin_flax import _files
+
+    atexit.register(_files.ignore_closed_event_loops)

@@ -191,3 +191,29 @@ def test_an_export_that_fills_the_disk_is_one_error_and_leaves_no_file(tmp_path)
             "was written; free space and rerun"
         )
         assert list(disk.iterdir()) == []
+
+
+def test_after_a_failed_restore_only_the_reports_about_its_files_are_dropped(monkeypatch):
+    import logging
+    import sys
+    import types
+
+    monkeypatch.setattr(logging.getLogger("asyncio"), "filters", [])
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    _files.quiet_failed_restore_reports("/ckpt/damaged")
+
+    def kept(message: str, error: Exception | None = None) -> bool:
+        record = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, (), None)
+        record.exc_info = (type(error), error, None) if error is not None else None
+        return logging.getLogger("asyncio").filter(record)
+
+    unread = "Future exception was never retrieved\nfuture: <Future finished exception=...>"
+    assert not kept(unread, ValueError('OUT_OF_RANGE: reading "/ckpt/damaged/params/d/1f"'))
+    assert kept(unread, ValueError('OUT_OF_RANGE: reading "/elsewhere/params/d/1f"'))
+    assert kept("Task was destroyed but it is pending!")
+    late = types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed"))
+    other = types.SimpleNamespace(exc_value=RuntimeError("something else"))
+    sys.unraisablehook(late)
+    sys.unraisablehook(other)
+    assert seen == [other]

@@ -24,7 +24,11 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from swin_flax._files import quiet_failed_save_reports, stop_when_disk_full
+from swin_flax._files import (
+    quiet_failed_restore_reports,
+    quiet_failed_save_reports,
+    stop_when_disk_full,
+)
 from swin_flax.errors import CheckpointError
 from swin_flax.model.config import CONFIG_FIELDS
 from swin_flax.model.swin import SwinTransformer, abstract_params, model_config, model_from_config
@@ -199,6 +203,9 @@ def _restore(path: Path, item: str, args):
     """
     import orbax.checkpoint as ocp
 
+    # Before, not after, the restore: a failed read can report itself while orbax is still
+    # unwinding, before the except clause below runs.
+    quiet_failed_restore_reports(path)
     try:
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
             restored = checkpointer.restore(path, args=ocp.args.Composite(**{item: args}))

@@ -152,7 +152,7 @@ def test_a_stage_config_that_is_not_a_mapping_is_named_as_damaged(tmp_path):
 
 
 def test_a_finished_stage_whose_final_model_is_damaged_is_one_error_saying_what_to_do(tmp_path):
-    from tests.weights.test_checkpoint import cut_largest_data_files
+    from tests.weights.test_checkpoint import cut_data_files
 
     model = swin_flax.create_model("swin_pico", num_classes=4)
     result = StageResult(
@@ -160,7 +160,7 @@ def test_a_finished_stage_whose_final_model_is_damaged_is_one_error_saying_what_
     )
     stage = tmp_path / "teacher"
     stages.finish_stage(stage, model, result)
-    cut_largest_data_files(stage / stages.FINAL_MODEL_DIR / "params")
+    cut_data_files(stage / stages.FINAL_MODEL_DIR / "params")
     assert stages.finished_model_available(stage)  # its directories are all there
     with pytest.raises(UserInputError) as caught:
         stages.load_finished_model(stage, dtype=jnp.float32)

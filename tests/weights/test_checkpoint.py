@@ -2,7 +2,6 @@
 names stored beside the parameters, a dtype changed on load, and every refusal."""
 
 import os
-import re
 import subprocess
 import sys
 
@@ -85,20 +84,21 @@ def saved_tiny_checkpoint(path):
     return path
 
 
-def cut_largest_data_files(directory, size=100):
-    """Cut the largest data files (tensorstore's `d/` folders) under `directory` to `size`
-    bytes, as a disk that filled up leaves them."""
+def cut_data_files(directory, size=100):
+    """Cut every data file (tensorstore's `d/` folders) under `directory` to `size` bytes
+    (half its size if smaller), as a disk that filled up leaves them. Every one, not only
+    the largest: OCDBT may keep files that no parameter reads (e.g. a process-local
+    `ocdbt.process_0/d/` file merged into `d/`), and damaging only those loads fine."""
     data = [p for p in directory.rglob("*") if p.is_file() and p.parent.name == "d"]
-    largest = max(p.stat().st_size for p in data)
+    assert data, f"no data files under {directory}"
     for path in data:
-        if path.stat().st_size == largest:
-            with open(path, "r+b") as f:
-                f.truncate(size)
+        with open(path, "r+b") as f:
+            f.truncate(min(size, path.stat().st_size // 2))
 
 
-def test_a_checkpoint_whose_largest_data_file_is_cut_short_is_one_checkpoint_error(tmp_path):
+def test_a_checkpoint_whose_data_files_are_cut_short_is_one_checkpoint_error(tmp_path):
     path = saved_tiny_checkpoint(tmp_path / "ckpt")
-    cut_largest_data_files(path / checkpoint.PARAMS_ITEM)
+    cut_data_files(path / checkpoint.PARAMS_ITEM)
     with pytest.raises(CheckpointError) as caught:
         load_checkpoint(path)
     message = str(caught.value)
@@ -142,7 +142,7 @@ def run_entry_point(*args):
 @pytest.mark.multiprocess
 def test_every_entry_point_that_reads_a_damaged_checkpoint_ends_in_one_line(tmp_path):
     damaged = random_teacher(tmp_path / "teacher")  # a demo-sized swin_micro
-    cut_largest_data_files(tmp_path / "teacher" / checkpoint.PARAMS_ITEM)
+    cut_data_files(tmp_path / "teacher" / checkpoint.PARAMS_ITEM)
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "image.png")
     demo = ["train.py", "--config", "configs/demo.py:smoke", "--config.runs="]
     commands = {
@@ -169,12 +169,12 @@ def test_every_entry_point_that_reads_a_damaged_checkpoint_ends_in_one_line(tmp_
         result = run_entry_point(*command)
         assert result.returncode == 2, (name, result.stderr[-2000:])
         assert f"error: the checkpoint {damaged} is damaged" in result.stderr, name
-        # Not asserted: that nothing else is on stderr. After a failed restore, tensorstore's
-        # pending reads call back into orbax's closed asyncio loop from their own threads and
-        # print "Event loop is closed" tracebacks at times we do not control (a known race,
-        # seen under load; cli.exit_tool removes the ones at interpreter shutdown).
-        our_frame = r'File "[^"]*(swin_flax/|export\.py|predict\.py|train\.py|convert_timm)'
-        assert re.search(our_frame, result.stderr) is None, (name, result.stderr[-2000:])
+        # Nothing else: the reads still in flight after the failure used to print "Event
+        # loop is closed" tracebacks and "exception was never retrieved" reports after it.
+        assert result.stderr.strip().splitlines() == [
+            line for line in result.stderr.strip().splitlines() if line.startswith("error:")
+        ], (name, result.stderr[-2000:])
+        assert len(result.stderr.strip().splitlines()) == 1, (name, result.stderr[-2000:])
 
 
 def test_a_model_save_that_fills_the_disk_is_one_error_and_leaves_no_partial_save(tmp_path):
