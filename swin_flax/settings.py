@@ -203,7 +203,7 @@ class LossSettings:
         "all",
         *one_of(*DISTILL_ON),
         help="examples L_d averages over: all, or where the teacher's "
-        "top-1 is right / its top probability >= confidence",
+        "top-1 is right / its top probability >= confidence (a batch with none: L = L_s)",
     )
     confidence: float = option(0.5, *_UNIT, help="distill_on=teacher_confident: the threshold")
 

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 from swin_flax.errors import UserInputError
 from swin_flax.training.losses import Array, check_kind
 
-# fn(l_d, l_s, step) -> (loss, {'weight_distill': dL/dl_d, 'weight_hard': dL/dl_s})
-JointLossFn = Callable[[Array | None, Array, Array | int], tuple[Array, dict[str, Array]]]
+# fn(l_d, l_s, step, distilled=None) -> (loss, {'weight_distill': dL/dl_d, 'weight_hard': dL/dl_s})
+JointLossFn = Callable[..., tuple[Array, dict[str, Array]]]
 
 
 def arithmetic(l_d: Array, l_s: Array, alpha: Array | float) -> Array:
@@ -250,8 +250,35 @@ _JOINT_LOSSES: dict[str, Callable[..., JointLossFn]] = {
 }
 
 
+def _hard_when_nothing_is_distilled(fn: JointLossFn) -> JointLossFn:
+    """`fn` with a `distilled` flag: where it is False (no example of the batch qualified
+    for distillation), the loss is L_s alone with weights (0, 1), whatever the kind."""
+
+    def with_fallback(l_d, l_s, step, distilled=None):
+        loss, weights = fn(l_d, l_s, step)
+        if distilled is None:
+            return loss, weights
+        hard = jnp.asarray(l_s, loss.dtype)
+        # jnp.where: the joint branch's gradient is multiplied by 0, and it is finite
+        # everywhere (see `_weighted_harmonic_parts`), so nothing leaks from it.
+        fallback = {"weight_distill": 0.0, "weight_hard": 1.0}
+        return jnp.where(distilled, loss, hard), {
+            name: jnp.where(distilled, value, fallback[name]) for name, value in weights.items()
+        }
+
+    return with_fallback
+
+
 def make_joint_loss(kind: str, **options) -> JointLossFn:
-    """The joint loss named by the config: `fn(l_d, l_s, step) -> (loss, weights)`.
+    """The joint loss named by the config: `fn(l_d, l_s, step, distilled=None) -> (loss,
+    weights)`.
+
+    `distilled` (a traced bool, or None for "every example is distilled") says whether any
+    example of the batch qualified for the distillation loss (`distill_on`). Where none did,
+    L_d is 0 only because nothing was averaged, and the harmonic kinds would give L = 0 and
+    a zero gradient (the mean follows the smaller loss), arithmetic with alpha = 0 too: so
+    such a batch is trained on the hard-label loss alone, L = L_s with weights (0, 1), for
+    every kind (what `hard_only` does), and the student still learns from it.
 
     kinds: 'arithmetic' (alpha), 'linear_alpha' (alpha_start, alpha_end, total_steps),
     'harmonic', 'weighted_harmonic' (w_d, w_s), 'dynamic_alpha' (Eq. 3's alpha, fixed in the
@@ -267,4 +294,4 @@ def make_joint_loss(kind: str, **options) -> JointLossFn:
     the paper's alpha = l_d / (l_d + l_s) of Eq. 3 (the value-wise weights are 1 - alpha and alpha).
     """
     check_kind(kind, _JOINT_LOSSES, "joint loss")
-    return _JOINT_LOSSES[kind](**options)
+    return _hard_when_nothing_is_distilled(_JOINT_LOSSES[kind](**options))

@@ -132,7 +132,8 @@ def distillation_mask(
     """Which examples the distillation loss averages over (`distill_on`): None for all,
     else a (B,) bool: where the teacher's top-1 is the label ('teacher_correct'), or where its
     top softmax probability is at least `confidence` ('teacher_confident'). A batch without
-    such an example has L_d = 0 (the hard-label loss still trains)."""
+    such an example has L_d = 0, and the train step then trains it on the hard-label loss
+    alone (`joint_losses.make_joint_loss`'s `distilled` flag: `jnp.any(mask)`)."""
     if where == "all":
         return None
     teacher_logits = jax.lax.stop_gradient(jnp.asarray(teacher_logits, jnp.float32))

@@ -193,7 +193,8 @@ def make_train_step(
             if teacher_out is None:
                 return hard, (logits, {"loss_hard": hard})
             soft = distill_loss(logits, teacher_out, mask=distill_mask)
-            total, weights = joint_loss(soft, hard, state.step)
+            distilled = None if distill_mask is None else jnp.any(distill_mask)
+            total, weights = joint_loss(soft, hard, state.step, distilled=distilled)
             return total, (logits, {"loss_hard": hard, "loss_distill": soft, **weights})
 
         (loss, (logits, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -189,3 +189,25 @@ def test_dynamic_alpha_weighs_the_hard_loss_by_the_share_of_the_distillation_los
     loss, weights = joint_losses.make_joint_loss("dynamic_alpha")(l_d, l_s, 0)
     assert float(weights["weight_hard"]) == pytest.approx(alpha)
     assert float(joint_losses.dynamic_alpha(0.0, 0.0)) == 0.0
+
+
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("weighted_harmonic", {"w_d": 13.0, "w_s": 1.0}),
+        ("harmonic", {}),
+        ("dynamic_alpha", {}),
+        ("arithmetic", {"alpha": 0.0}),
+        ("linear_alpha", {"alpha_start": 0.0, "alpha_end": 0.5, "total_steps": 10}),
+    ],
+)
+def test_a_batch_with_nothing_to_distill_trains_on_the_hard_label_loss(kind, options):
+    """distill_on leaves no example: L_d = 0, and L = L_s with gradient (0, 1), not L = 0."""
+    fn = jax.jit(joint_losses.make_joint_loss(kind, **options))
+    loss, w = fn(0.0, 2.5, 0, distilled=jnp.asarray(False))
+    assert float(loss) == 2.5
+    assert (float(w["weight_distill"]), float(w["weight_hard"])) == (0.0, 1.0)
+    grads = jax.grad(lambda a, b: fn(a, b, 0, distilled=jnp.asarray(False))[0], (0, 1))
+    assert tuple(float(g) for g in grads(0.0, 2.5)) == (0.0, 1.0)
+    # with an example to distill, the joint loss is the kind's own
+    assert float(fn(0.5, 2.5, 0, distilled=jnp.asarray(True))[0]) == float(fn(0.5, 2.5, 0)[0])

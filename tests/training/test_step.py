@@ -168,3 +168,23 @@ def test_a_mixed_batch_trains_on_mixed_targets():
     _, m_mixed, _ = mixed_step(mixed, None, *data)
     assert np.isfinite(float(m_mixed["loss"]))
     assert float(m_mixed["loss"]) != pytest.approx(float(m_plain["loss"]))
+
+
+def test_a_batch_where_no_example_is_confident_enough_trains_as_hard_labels_do():
+    """teacher_confident with a threshold above every teacher probability: the default joint
+    loss (weighted_harmonic) falls back to L_s, so the step's gradient is the hard-label one."""
+    _, _, _, data = setup()
+    teacher = {"logits": jnp.asarray(np.random.default_rng(1).normal(size=(BATCH, 3)))}
+    loss = LossSettings(joint="weighted_harmonic", distill_on="teacher_confident", confidence=1.0)
+    state, train_step = make_step(loss)
+    distilled, metrics, _ = train_step(state, teacher, *data)
+    state, hard_step = make_step(LossSettings(joint="hard_only"))
+    hard, hard_metrics, _ = hard_step(state, None, *data)
+    assert float(metrics["loss_distill"]) == 0.0
+    assert float(metrics["loss"]) == float(hard_metrics["loss"]) > 0
+    assert float(metrics["grad_norm"]) == pytest.approx(float(hard_metrics["grad_norm"]))
+    assert float(metrics["grad_norm"]) > 0
+    for a, b in zip(
+        jax.tree_util.tree_leaves(distilled.params), jax.tree_util.tree_leaves(hard.params)
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
