@@ -97,7 +97,8 @@ def check_settings(settings: RunSettings, variants: list[StudentVariant]) -> Non
         check_keep_blocks(settings)
     elif settings.student.cut_points:
         p1, p2 = (int(x) for x in settings.student.cut_points)
-        transfer.validate_cut_points(presets.preset(settings.teacher.model)["depths"], p1, p2)
+        teacher = presets.create_model(settings.teacher.model, img_size=settings.data.image_size)
+        transfer.check_cut_points(teacher.config, p1, p2, settings.student.tail_init)
     elif any(v.transfer for v in variants):
         check_student_fits_teacher(settings)
     if settings.teacher.finetuned:

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from swin_flax.errors import UserInputError
-from swin_flax.model.config import SwinConfig, window_and_shift
 from swin_flax.weights.transfer import copy_modules, depths_from_params
+from swin_flax.weights.transfer import shifted_stages as shifted_stages  # part of this API
 
 Blocks = tuple[tuple[int, ...], ...]  # per stage, the kept teacher block indices
 Costs = Mapping[tuple[int, tuple[int, ...]], float]  # (stage, skipped blocks) -> cost
@@ -80,14 +80,6 @@ def parse_blocks(text: str) -> Blocks:
 
 def format_blocks(blocks: Blocks) -> str:
     return ";".join(",".join(str(j) for j in stage) for stage in blocks)
-
-
-def shifted_stages(config: SwinConfig) -> tuple[bool, ...]:
-    """Per stage: whether its odd blocks shift their windows (the stage exceeds a window)."""
-    return tuple(
-        window_and_shift(res, config.window_size, shift=True)[1] > 0
-        for res in config.stage_resolutions
-    )
 
 
 def block_problems(blocks: Blocks, teacher_depths: Sequence[int], shifted: Sequence[bool]):

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from swin_flax.errors import UserInputError
+from swin_flax.model.config import SwinConfig, window_and_shift
 from swin_flax.settings import TAIL_INITS  # declared with student.tail_init's check
 
 # ----------------------------------------------------------------------------- cut points
@@ -124,6 +125,82 @@ def cut_points_from_depths(
     return starts[s] + student[s], starts[s + 1]
 
 
+def shifted_stages(config: SwinConfig) -> tuple[bool, ...]:
+    """Per stage: whether its odd blocks shift their windows (the stage exceeds a window)."""
+    return tuple(
+        window_and_shift(res, config.window_size, shift=True)[1] > 0
+        for res in config.stage_resolutions
+    )
+
+
+def kept_block_slots(teacher_depths: Sequence[int], p1: int, p2: int):
+    """(stage, student slot k, teacher block j) of every block the cut keeps, j and k local
+    to the stage."""
+    depths = _check_depths(teacher_depths, "teacher")
+    starts = _stage_starts(depths)
+    for s in range(len(depths)):
+        kept = [b for b in range(starts[s], starts[s + 1]) if b < p1 or b >= p2]
+        for k, b in enumerate(kept):
+            yield s, k, b - starts[s]
+
+
+def tail_window_problems(teacher: SwinConfig, p1: int, p2: int) -> list[str]:
+    """Where tail_init='teacher' would copy a block into a slot of the other window kind:
+    block k of a stage whose windows shift is shifted iff k is odd (timm's rule), so a copied
+    teacher block j must have j's parity. The cut points must remove an even number of
+    blocks before any copied block of such a stage."""
+    shifted = shifted_stages(teacher)
+    return [
+        f"stage {s}: teacher block {j} ({_kind(j)} windows) would become the student's "
+        f"block {k} ({_kind(k)} windows)"
+        for s, k, j in kept_block_slots(teacher.depths, p1, p2)
+        if shifted[s] and j % 2 != k % 2
+    ]
+
+
+def _kind(block: int) -> str:
+    return "shifted" if block % 2 else "unshifted"
+
+
+def check_cut_points(teacher: SwinConfig, p1: int, p2: int, tail_init: str) -> None:
+    """Cut points against the teacher's architecture, before a run: `validate_cut_points`,
+    and with tail_init='teacher' no copied block in a slot of the other window kind.
+
+    Refused rather than repaired: the cut points name the teacher blocks the student keeps,
+    so choosing other blocks would train a student the user did not ask for, and giving a
+    block its own shift would make a student that is no standard Swin (its SwinConfig,
+    checkpoints and exports rebuild the alternation from the depths; keep_blocks refuses
+    the same for the same reason). The message names cut points that work.
+    """
+    validate_cut_points(teacher.depths, p1, p2)
+    if tail_init != "teacher":
+        return  # a random tail is a fresh standard Swin block in every slot
+    problems = tail_window_problems(teacher, p1, p2)
+    if not problems:
+        return
+    near = [
+        (a, b)
+        for a, b in ((p1, p2 - 1), (p1, p2 + 1), (p1 + 1, p2), (p1 - 1, p2))
+        if _valid_cut(teacher.depths, a, b) and a < b and not tail_window_problems(teacher, a, b)
+    ]
+    instead = f"cut_points={near[0]} (an even number of blocks per stage), " if near else ""
+    raise UserInputError(
+        f"student.cut_points=({p1}, {p2}) with student.tail_init='teacher' puts teacher blocks "
+        f"into slots of the other window kind ({problems[0]}"
+        + (f"; {len(problems) - 1} more" if len(problems) > 1 else "")
+        + f"); set {instead}tail_init='random' (the paper), or keep_blocks="
+        "first+teacher_tail / even, which keep blocks of each slot's kind"
+    )
+
+
+def _valid_cut(teacher_depths, p1: int, p2: int) -> bool:
+    try:
+        validate_cut_points(teacher_depths, p1, p2)
+    except UserInputError:
+        return False
+    return True
+
+
 # ----------------------------------------------------------------------------- parameter trees
 
 
@@ -161,9 +238,10 @@ def transfer_plan(
     Paths are '/'-joined module paths ('layers_3/blocks_0'), in model order; a module not
     listed keeps the student's init. This is the one definition of the mapping:
     `transfer_params` executes it, and callers log it. Student block k >= p1 is teacher block
-    k - p1 + p2. Note: when [p1, p2) removes an odd number of blocks inside a stage, a tail block
-    copied with tail_init='teacher' lands at the other parity (shifted <-> unshifted window);
-    shapes still match, so this is allowed.
+    k - p1 + p2. When [p1, p2) removes an odd number of blocks inside a stage, a tail block
+    copied with tail_init='teacher' lands at the other parity (shifted <-> unshifted window):
+    shapes still match, so this tree transform allows it, and `check_cut_points` (which knows
+    the architecture's windows) refuses it before a run.
     """
     if tail_init not in TAIL_INITS:
         raise UserInputError(f"tail_init must be one of {TAIL_INITS}, got {tail_init!r}")

@@ -49,6 +49,25 @@ def test_impossible_cut_points_are_a_clear_error(tmp_path, mock_tfds):
         run_pipeline(config, tmp_path)
 
 
+def test_cut_points_that_copy_a_block_into_the_other_window_kind_fail_before_training(
+    tmp_path, mock_tfds
+):
+    config = smoke_config()  # teacher swin_pico (2, 2, 4, 2): stages 0 and 1 shift windows
+    config.student.cut_points = (2, 3)  # stage 1 keeps its block 1 (shifted) in slot 0
+    config.student.tail_init = "teacher"
+    with (
+        mock_tfds.testing.mock_data(num_examples=32),
+        pytest.raises(UserInputError) as info,
+    ):
+        run_pipeline(config, tmp_path)
+    assert str(info.value).startswith(
+        "student.cut_points=(2, 3) with student.tail_init='teacher' puts teacher blocks into "
+        "slots of the other window kind (stage 1: teacher block 1 (shifted windows) would "
+        "become the student's block 0 (unshifted windows)); set tail_init='random'"
+    )
+    assert not (tmp_path / "teacher").exists()
+
+
 @pytest.mark.parametrize(
     "change,message",
     [

@@ -5,6 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
+from swin_flax.errors import UserInputError
+from swin_flax.model import presets
 from swin_flax.weights import transfer
 
 SWIN_T = (2, 2, 6, 2)
@@ -187,6 +189,32 @@ def test_plan_maps_tail_blocks_past_the_cut():
     assert plan["layers_2/blocks_2"] == "layers_2/blocks_5"
     with pytest.raises(ValueError, match="tail_init"):
         transfer.transfer_plan(SWIN_T, 6, 10, "zeros")
+
+
+def test_a_copied_tail_in_a_slot_of_the_other_window_kind_is_refused_with_cut_points_that_work():
+    """Swin-T at 224 px, p1=5, p2=8 removes 3 blocks of stage 2 (14x14, window 7: shifted):
+    teacher block 4 of that stage would become the student's (shifted) block 1."""
+    swin_t = presets.preset_config("swin_t")
+    assert transfer.tail_window_problems(swin_t, 5, 8)[0] == (
+        "stage 2: teacher block 4 (unshifted windows) would become the student's block 1 "
+        "(shifted windows)"
+    )
+    with pytest.raises(UserInputError) as info:
+        transfer.check_cut_points(swin_t, 5, 8, "teacher")
+    message = str(info.value)
+    assert "\n" not in message and "1 more" in message
+    assert "set cut_points=(5, 7) (an even number of blocks per stage)" in message
+    transfer.check_cut_points(swin_t, 5, 7, "teacher")  # the suggestion is accepted
+    transfer.check_cut_points(swin_t, 5, 8, "random")  # a random tail is any slot's kind
+    for p1, p2 in ((6, 10), (8, 10)):  # the paper's Swin-N and Swin-M
+        transfer.check_cut_points(swin_t, p1, p2, "teacher")
+    # p1=3, p2=9 moves teacher block 5 of stage 2 into slot 0: refused at 224 px, where
+    # stage 2 shifts, allowed on CIFAR's swin_t_p4 (stage 2 is 2x2, no window shifts)
+    with pytest.raises(UserInputError, match="stage 2: teacher block 5 .shifted windows."):
+        transfer.check_cut_points(swin_t, 3, 9, "teacher")
+    transfer.check_cut_points(presets.preset_config("cifar_swin_t_p4"), 3, 9, "teacher")
+    with pytest.raises(UserInputError, match="remove every block of stage 2"):
+        transfer.check_cut_points(swin_t, 4, 10, "teacher")
 
 
 # ----------------------------------------------------------------------------- transfer_params
