@@ -38,9 +38,10 @@ def regime_warning(teacher_val: float, transfer_val: float, *, stage: str) -> st
     return (
         f"the transferred student ({stage}) already scores {transfer_val:.2f}% on the "
         f"validation set, its teacher {teacher_val:.2f}%: distillation will pull it toward a "
-        "weaker teacher. Keep the transfer student, train a stronger teacher, or distil with "
-        "KL at a temperature, averaged with the labels' loss (distill.distillation=kl, "
-        "temperature=4, joint=arithmetic, alpha=0.5: the best measured in this regime; see the "
+        "weaker teacher. Keep the transfer student (no distillation measured in this regime "
+        "beat it on validation) or train a stronger teacher; if you distil anyway, KL at a "
+        "temperature averaged with the labels' loss (distill.distillation=kl, temperature=4, "
+        "joint=arithmetic, alpha=0.5) tied it there, where the paper's loss lost (see the "
         "README's regime section)."
     )
 

@@ -11,6 +11,13 @@ def test_a_transfer_student_at_or_above_its_teacher_warns():
     assert text.startswith("the transferred student (student_transfer_seed0) already")
     assert "72.50% on the validation set, its teacher 71.00%" in text
     assert "pull it toward a weaker teacher" in text
+    # measured on validation: no distillation beat transfer alone, KL at T=4 only tied it
+    assert (
+        "Keep the transfer student (no distillation measured in this regime beat it on "
+        "validation) or train a stronger teacher" in text
+    )
+    assert "temperature=4, joint=arithmetic, alpha=0.5) tied it there" in text
+    assert "best measured" not in text
     assert regime.regime_warning(72.5, 72.5, stage="s") is not None  # a tie: KD cannot lift it
 
 
