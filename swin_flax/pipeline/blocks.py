@@ -16,10 +16,14 @@ distance to the full teacher's: MSE (mean over examples and classes, the paper's
 distillation loss) and KL(teacher || skipped) (summed over classes, mean over examples),
 the cost `keep_blocks=importance` ranks by.
 
-Written: block_importance.md (the table), .json (what keep_blocks=importance reads), .png.
-The pipeline measures it after fine-tuning with teacher.block_importance=True (and whenever
-a student uses keep_blocks=importance) on the validation carve-out, else on the training
-images: blocks chosen from it must never have seen the test split.
+Written: block_importance.md (the table), .json (the same numbers, a record that
+`load_importance` reads back; nothing else reads it), .png. The pipeline measures it after
+fine-tuning with teacher.block_importance=True (and whenever a student uses
+keep_blocks=importance) on the validation carve-out, else on the training images: blocks
+chosen from it must never have seen the test split. keep_blocks=importance ranks by that
+in-run measurement, held in memory (measured again by every run that needs it), never by a .json
+on disk; the command below writes the same three files into its --out directory (a work
+directory by default, replacing the run's).
 """
 
 from __future__ import annotations
