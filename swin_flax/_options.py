@@ -39,6 +39,27 @@ def one_of(*choices) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: v in choices), "one of " + ", ".join(repr(c) for c in choices)
 
 
+def ordered_pair(upper: float | None = None) -> tuple[Callable[[Any], bool], str]:
+    """(low, high) finite numbers with 0 < low <= high (<= upper when given)."""
+
+    def check(v) -> bool:
+        return (
+            isinstance(v, tuple)
+            and len(v) == 2
+            and all(finite(lambda x: x > 0)(x) and not isinstance(x, bool) for x in v)
+            and v[0] <= v[1] <= (math.inf if upper is None else upper)
+        )
+
+    bound = "" if upper is None else f" <= {upper:g}"
+    return check, f"a pair (low, high) with 0 < low <= high{bound}"
+
+
+def distinct_ints(parts) -> bool:
+    """Ints >= 0, none twice: a repeated seed would train (and count) the same run twice."""
+    parts = [p.strip() for p in parts if p.strip()]
+    return all(p.isdigit() for p in parts) and len(set(map(int, parts))) == len(parts)
+
+
 def option_fields(root, sections: Mapping[str, type]) -> Iterator[tuple[str, Any, Any]]:
     """(dotted key, field, value) of every option of `root` (a dataclass instance whose
     fields named in `sections` are section dataclasses): its own, then each section's."""

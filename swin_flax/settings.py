@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from swin_flax import _options
-from swin_flax._options import finite, one_of, option
+from swin_flax._options import finite, one_of, option, ordered_pair
 from swin_flax.errors import UserInputError
 
 # Valid ranges (check, what it expects) that several fields share or that are long to write.
@@ -42,7 +42,7 @@ _PADDING = (lambda v: v >= 0, "an int >= 0 (pixels of zero padding)")
 _THROUGHPUT = (lambda v: v >= 0, "0 (no throughput) or a batch size")
 _STOP = (lambda v: v >= 0, "0 or a step count")
 _SEEDS = (
-    lambda v: _distinct_ints(v.split(",")),
+    lambda v: _options.distinct_ints(v.split(",")),
     "comma-separated distinct ints >= 0, e.g. '0,1,2'",
 )
 _SWEEP = (
@@ -115,6 +115,13 @@ class DataSettings:
         4, *_PADDING, help="random crop after this many pixels of zero padding (ours: 4)"
     )
     flip: bool = option(True, help="random horizontal flip (ours)")
+    random_resized_crop: str = option(
+        "auto",
+        *one_of("auto", "on", "off"),
+        help="timm's crop, replaces crop_padding; auto: on for folders larger than image_size",
+    )
+    crop_scale: tuple = option((0.08, 1.0), *ordered_pair(1.0), help="its area fraction (timm)")
+    crop_ratio: tuple = option((3 / 4, 4 / 3), *ordered_pair(), help="its width/height (timm)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,12 +366,6 @@ class RunSettings:
         if problems:
             raise UserInputError("invalid config:\n  - " + "\n  - ".join(problems))
         return settings
-
-
-def _distinct_ints(parts) -> bool:
-    """Ints >= 0, none twice: a repeated seed would train (and count) the same run twice."""
-    parts = [p.strip() for p in parts if p.strip()]
-    return all(p.isdigit() for p in parts) and len(set(map(int, parts))) == len(parts)
 
 
 def student_seeds(settings: RunSettings) -> list[int]:

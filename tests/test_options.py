@@ -54,3 +54,13 @@ def test_the_listing_names_every_key_with_default_range_resume_rule_and_help():
 def test_lists_become_tuples_and_sections_are_left_to_their_own_class():
     assert _options.normalised(Root, {"seed": 1, "part": {}, "x": 2}, SECTIONS) == {"seed": 1}
     assert _options.normalised(Part, {"rate": [1, 2]}, SECTIONS) == {"rate": (1, 2)}
+
+
+def test_an_ordered_pair_is_two_positive_finite_numbers_low_first():
+    check, expected = _options.ordered_pair(1.0)
+    assert expected == "a pair (low, high) with 0 < low <= high <= 1"
+    assert check((0.08, 1.0)) and check((0.5, 0.5))
+    for bad in ((1.0, 0.08), (0.0, 1.0), (0.5, 1.5), (0.5,), [0.1, 0.2], (True, 1.0)):
+        assert not check(bad), bad
+    unbounded, _ = _options.ordered_pair()
+    assert unbounded((0.75, 4 / 3)) and not unbounded((0.75, float("inf")))

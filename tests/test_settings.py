@@ -175,3 +175,19 @@ def test_a_seed_given_twice_is_refused(seeds):
         caught.value
     )
     assert RunSettings.from_config({"seeds": "0,1,2"}).seeds == "0,1,2"
+
+
+def test_the_resized_crops_ranges_are_checked_with_the_other_options():
+    from swin_flax.settings import RunSettings
+
+    with pytest.raises(UserInputError) as caught:
+        RunSettings.from_config({"data": {"crop_scale": [1.0, 0.08], "random_resized_crop": "yes"}})
+    assert (
+        "data.crop_scale must be a pair (low, high) with 0 < low <= high <= 1, got (1.0, 0.08)"
+        in str(caught.value)
+    )
+    assert "data.random_resized_crop must be one of 'auto', 'on', 'off', got 'yes'" in str(
+        caught.value
+    )
+    data = RunSettings.from_config({"data": {"crop_scale": [0.35, 1.0]}}).data
+    assert data.crop_scale == (0.35, 1.0) and data.random_resized_crop == "auto"

@@ -12,6 +12,7 @@ devices (all operations are per image and elementwise along the batch axis).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,6 +72,86 @@ def random_flip(images: jax.Array, rng: jax.Array) -> jax.Array:
     return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
 
 
+@dataclasses.dataclass(frozen=True)
+class ResizedCrop:
+    """timm's RandomResizedCrop: a box of a random area fraction in `scale` and aspect
+    ratio (width / height) in `ratio` (log-uniform), resized to the model input."""
+
+    scale: tuple[float, float] = (0.08, 1.0)  # timm's defaults
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+
+def resized_crop_boxes(
+    rng: jax.Array, batch: int, height: int, width: int, crop: ResizedCrop, attempts: int = 10
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(top, left, h, w), each (batch,) int32: timm's `RandomResizedCrop.get_params` per
+    image. Up to 10 draws of area x aspect ratio, the first whose rounded box fits the image
+    is used; when none fits, the central crop of the largest box within `ratio`."""
+    area_rng, ratio_rng, top_rng, left_rng = jax.random.split(rng, 4)
+    shape = (batch, attempts)
+    area = jax.random.uniform(area_rng, shape, minval=crop.scale[0], maxval=crop.scale[1])
+    log_ratio = jax.random.uniform(
+        ratio_rng, shape, minval=math.log(crop.ratio[0]), maxval=math.log(crop.ratio[1])
+    )
+    aspect = jnp.exp(log_ratio)
+    w = jnp.round(jnp.sqrt(area * height * width * aspect)).astype(jnp.int32)
+    h = jnp.round(jnp.sqrt(area * height * width / aspect)).astype(jnp.int32)
+    fits = (w >= 1) & (w <= width) & (h >= 1) & (h <= height)
+    first = jnp.argmax(fits, axis=1)[:, None]  # the first box that fits (0 if none)
+    found = jnp.any(fits, axis=1)
+    fallback_h, fallback_w = _central_box(height, width, crop.ratio)
+    h = jnp.where(found, jnp.take_along_axis(h, first, 1)[:, 0], fallback_h)
+    w = jnp.where(found, jnp.take_along_axis(w, first, 1)[:, 0], fallback_w)
+    top = jnp.where(
+        found, jax.random.randint(top_rng, (batch,), 0, height - h + 1), (height - h) // 2
+    )
+    left = jnp.where(
+        found, jax.random.randint(left_rng, (batch,), 0, width - w + 1), (width - w) // 2
+    )
+    return top, left, h, w
+
+
+def _central_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
+    """timm's fallback: the whole image, cut to the nearest aspect ratio within `ratio`."""
+    if width / height < min(ratio):
+        return int(round(width / min(ratio))), width
+    if width / height > max(ratio):
+        return height, int(round(height * max(ratio)))
+    return height, width
+
+
+def _resize_weights(start: jax.Array, size: jax.Array, full: int, out_size: int) -> jax.Array:
+    """(out_size, full) bilinear weights resampling pixels [start, start + size) of an axis
+    to out_size pixels as PIL does: half-pixel centres, a triangle filter widened by the
+    shrink factor (antialiasing), weights renormalised within the crop (its edge pixels
+    never blend with pixels outside it)."""
+    size = size.astype(jnp.float32)
+    step = size / out_size
+    support = jnp.maximum(step, 1.0)
+    centres = (jnp.arange(out_size, dtype=jnp.float32) + 0.5) * step  # within the crop
+    offsets = jnp.arange(full, dtype=jnp.float32) - start.astype(jnp.float32)  # pixel - start
+    inside = (offsets >= 0) & (offsets < size)
+    weights = jnp.maximum(0.0, 1.0 - jnp.abs(offsets[None, :] + 0.5 - centres[:, None]) / support)
+    weights = jnp.where(inside[None, :], weights, 0.0)
+    return weights / jnp.sum(weights, axis=1, keepdims=True)
+
+
+def random_resized_crop(
+    images: jax.Array, rng: jax.Array, out_size: int, crop: ResizedCrop
+) -> jax.Array:
+    """(B, H, W, C) -> (B, out_size, out_size, C) float32: each image's `resized_crop_boxes`
+    box resized bilinearly to out_size (antialiased when it shrinks), as timm's
+    RandomResizedCrop does with PIL. Two per-image matrix products (rows, then columns),
+    in full float32 precision: no dynamic shapes, one compilation for every box."""
+    batch, height, width, _ = images.shape
+    top, left, h, w = resized_crop_boxes(rng, batch, height, width, crop)
+    rows = jax.vmap(_resize_weights, (0, 0, None, None))(top, h, height, out_size)
+    cols = jax.vmap(_resize_weights, (0, 0, None, None))(left, w, width, out_size)
+    highest = jax.lax.Precision.HIGHEST
+    images = jnp.einsum("boh,bhwc->bowc", rows, images.astype(jnp.float32), precision=highest)
+    return jnp.einsum("bpw,bowc->bopc", cols, images, precision=highest)
+
+
 def augment_batch(
     images_uint8: jax.Array,
     rng: jax.Array,
@@ -78,6 +159,7 @@ def augment_batch(
     out_size: int,
     crop_padding: int = 4,
     flip: bool = True,
+    resized_crop: ResizedCrop | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     dtype: Any = jnp.float32,
@@ -89,8 +171,17 @@ def augment_batch(
     resize is an average with weights that sum to one, so the two commute and
     normalising 32x32 instead of 224x224 touches 49x fewer values. Arithmetic is float32
     and the result is cast to `dtype` (bf16 on accelerators) at the end.
+
+    With `resized_crop` (images larger than the model input), timm's RandomResizedCrop
+    replaces the padded crop and the resize (crop_padding is not used), and the flip and
+    normalisation act on its out_size output.
     """
     crop_rng, flip_rng = jax.random.split(rng)
+    if resized_crop is not None:
+        images = random_resized_crop(images_uint8, crop_rng, out_size, resized_crop)
+        if flip:
+            images = random_flip(images, flip_rng)
+        return normalize(images, mean, std).astype(dtype)
     images = random_crop(images_uint8, crop_rng, crop_padding)
     if flip:
         images = random_flip(images, flip_rng)
@@ -171,6 +262,7 @@ class AugmentConfig:
     flip: bool = True
     mixup_alpha: float = 0.0  # > 0: Mixup with lambda ~ Beta(alpha, alpha)
     cutmix_alpha: float = 0.0  # > 0: CutMix (both > 0: one of the two per batch)
+    resized_crop: ResizedCrop | None = None  # timm's RandomResizedCrop (replaces the pad-crop)
 
     @property
     def mixes(self) -> bool:

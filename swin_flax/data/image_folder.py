@@ -64,6 +64,27 @@ def _class_files(class_dir: Path) -> tuple[list[Path], list[Path]]:
     return files, others
 
 
+def first_image_size(root: str | Path, split: str) -> tuple[int, int] | None:
+    """(width, height) of the first image of `root/split` (sorted classes, sorted files),
+    read from its header alone; None when there is none or no header among the first few
+    files opens. Without data.stored_size every image must have this size (the load checks),
+    so it is the size of the split, known without decoding it."""
+    from PIL import Image
+
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        return None
+    for class_name in _class_dirs(split_dir):
+        entries = sorted(p for p in (split_dir / class_name).iterdir() if p.is_file())
+        for path in [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS][:5]:
+            try:
+                with Image.open(path) as image:
+                    return image.size
+            except (OSError, SyntaxError, ValueError):
+                continue
+    return None
+
+
 # Entries named in the note about what a split's class folders hold besides images.
 _MAX_LISTED_IGNORED = 5
 

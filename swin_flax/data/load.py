@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from swin_flax.data.augment import ResizedCrop
 from swin_flax.data.dataset import ArrayDataset, balanced_subset, split_train_validation
 from swin_flax.data.digits import load_digits
-from swin_flax.data.image_folder import load_image_folder
+from swin_flax.data.image_folder import first_image_size, load_image_folder
 from swin_flax.data.tfds_source import load_tfds
 from swin_flax.errors import BadImagesError, UserInputError
 from swin_flax.settings import DATA_SOURCES as SOURCES  # declared with data.source's check
@@ -90,3 +91,36 @@ def _load_image_folder_splits(data_config, size: int | None) -> list[ArrayDatase
             "\n".join(str(e) for e in errors), tuple(f for e in errors for f in e.bad_files)
         )
     return splits
+
+
+def resized_crop(data_config) -> ResizedCrop | None:
+    """data.random_resized_crop resolved: timm's RandomResizedCrop with data.crop_scale and
+    data.crop_ratio, or None (the padded crop of data.crop_padding).
+
+    'auto' turns it on when the training images are larger than the model input, i.e. their
+    shorter stored side exceeds data.image_size (`stored_side`): photos trained at a smaller
+    size, where a random box of the photo is worth more than a shift by a few pixels.
+    CIFAR-sized images trained at their own size (32 px; or upscaled to 224) keep the CIFAR
+    recipe, and so does every source whose size is unknown without decoding it (tfds or
+    digits without data.stored_size: set 'on' to use it there).
+    """
+    mode = data_config.random_resized_crop
+    crop = ResizedCrop(tuple(data_config.crop_scale), tuple(data_config.crop_ratio))
+    if mode == "on":
+        return crop
+    if mode == "auto":
+        side = stored_side(data_config)
+        return crop if side is not None and side > data_config.image_size else None
+    return None
+
+
+def stored_side(data_config) -> int | None:
+    """The shorter side of the training images as the run stores them, known without
+    decoding them all: data.stored_size when set (every image is resized to it), else for an
+    image folder its first training image's (all must share it), else None."""
+    if data_config.stored_size:
+        return data_config.stored_size
+    if data_config.source == "image_folder" and data_config.root:
+        size = first_image_size(data_config.root, data_config.train_split)
+        return min(size) if size else None
+    return None

@@ -27,6 +27,7 @@ from swin_flax._files import write_text
 from swin_flax.data import Splits, load_splits
 from swin_flax.data.augment import AugmentConfig
 from swin_flax.data.dataset import ArrayDataset
+from swin_flax.data.load import resized_crop
 from swin_flax.errors import RunPreempted
 from swin_flax.model import presets
 from swin_flax.model.swin import init_params
@@ -255,6 +256,7 @@ class CompressionRun:
             flip=self.s.data.flip,
             mixup_alpha=stage.mixup_alpha,
             cutmix_alpha=stage.cutmix_alpha,
+            resized_crop=resized_crop(self.s.data),  # data.random_resized_crop, resolved
         )
 
     def top1_fn(self, model):

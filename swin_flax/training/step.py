@@ -156,6 +156,7 @@ def make_train_step(
             out_size=augment.out_size,
             crop_padding=augment.crop_padding,
             flip=augment.flip,
+            resized_crop=augment.resized_crop,
             dtype=student.dtype,
         )
         batch_labels = labels[indices]

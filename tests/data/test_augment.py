@@ -147,3 +147,80 @@ def test_mixup_and_cutmix_mix_images_and_targets_with_one_lambda():
     same, same_targets = augment.mix_batch(images, targets, jax.random.PRNGKey(0))
     assert same is images and same_targets is targets  # both alphas 0: untouched
     assert not augment.AugmentConfig(32).mixes and augment.AugmentConfig(32, cutmix_alpha=1).mixes
+
+
+# ----------------------------------------------------------------------------- resized crop
+
+TIMM = augment.ResizedCrop()  # scale (0.08, 1), ratio (3/4, 4/3)
+
+
+def test_a_resized_crop_has_the_model_input_shape_and_repeats_per_key():
+    images = _random_images(batch=4, size=64)
+    key = jax.random.PRNGKey(3)
+    out = augment.augment_batch(images, key, out_size=56, resized_crop=TIMM, dtype=jnp.bfloat16)
+    assert out.shape == (4, 56, 56, 3) and out.dtype == jnp.bfloat16
+    again = augment.augment_batch(images, key, out_size=56, resized_crop=TIMM, dtype=jnp.bfloat16)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(again))
+    other = augment.augment_batch(
+        images, jax.random.PRNGKey(4), out_size=56, resized_crop=TIMM, dtype=jnp.bfloat16
+    )
+    assert not np.array_equal(np.asarray(out), np.asarray(other))
+
+
+@pytest.mark.parametrize("height, width", [(64, 64), (48, 80)])
+def test_resized_crop_boxes_keep_timms_area_and_ratio_bounds_inside_the_image(height, width):
+    crop = augment.ResizedCrop(scale=(0.25, 0.5), ratio=(0.75, 4 / 3))
+    top, left, h, w = (
+        np.asarray(x)
+        for x in augment.resized_crop_boxes(jax.random.PRNGKey(0), 2000, height, width, crop)
+    )
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= height).all() and (left + w <= width).all()
+    # a box's sides are rounded to whole pixels: the bounds hold up to half a pixel per side
+    low = (np.sqrt(0.25 * height * width / (4 / 3)) - 0.5) * (
+        np.sqrt(0.25 * height * width * 0.75) - 0.5
+    )
+    high = (np.sqrt(0.5 * height * width / 0.75) + 0.5) * (
+        np.sqrt(0.5 * height * width * 4 / 3) + 0.5
+    )
+    area = h * w
+    assert (area >= low).all() and (area <= high).all()
+    fraction = area / (height * width)
+    assert fraction.min() < 0.27 and fraction.max() > 0.48  # the range is used, not one value
+    ratio = w / h
+    assert (ratio >= 0.75 * (1 - 1 / h.min())).all() and (ratio <= 4 / 3 * (1 + 1 / h.min())).all()
+
+
+def test_a_whole_square_crop_at_the_images_size_is_the_identity():
+    images = _random_images(batch=3, size=16)
+    whole = augment.ResizedCrop(scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    out = augment.random_resized_crop(images, jax.random.PRNGKey(0), 16, whole)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(images, np.float32))
+    # and through augment_batch without flip: the eval view of the same images
+    train = augment.augment_batch(
+        images, jax.random.PRNGKey(0), out_size=16, flip=False, resized_crop=whole
+    )
+    np.testing.assert_allclose(train, augment.preprocess_eval(images, out_size=16), atol=1e-6)
+
+
+def test_a_box_no_draw_fits_falls_back_to_timms_central_crop():
+    wide = augment.ResizedCrop(scale=(1.0, 1.0), ratio=(2.0, 2.0))  # never fits a square
+    top, left, h, w = augment.resized_crop_boxes(jax.random.PRNGKey(0), 4, 32, 32, wide)
+    assert (np.asarray(h) == 16).all() and (np.asarray(w) == 32).all()
+    assert (np.asarray(top) == 8).all() and (np.asarray(left) == 0).all()
+
+
+def test_the_resized_crop_resamples_as_pil_crops_and_resizes():
+    """timm's RandomResizedCrop is PIL's crop, then its bilinear resize (antialiased when it
+    shrinks): equal up to PIL's rounding to uint8 (1 level)."""
+    from PIL import Image
+
+    images = np.asarray(_random_images(batch=6, size=64, seed=1))
+    key = jax.random.PRNGKey(5)
+    top, left, h, w = (np.asarray(x) for x in augment.resized_crop_boxes(key, 6, 64, 64, TIMM))
+    for out_size in (24, 100):  # shrinking and enlarging
+        out = np.asarray(augment.random_resized_crop(jnp.asarray(images), key, out_size, TIMM))
+        for b in range(6):
+            box = (left[b], top[b], left[b] + w[b], top[b] + h[b])
+            pil = Image.fromarray(images[b]).crop(box).resize((out_size, out_size), Image.BILINEAR)
+            np.testing.assert_allclose(out[b], np.asarray(pil, np.float32), atol=1.01)

@@ -461,3 +461,11 @@ def test_the_ignored_entries_listed_are_the_first_few(tmp_path, capsys):
     assert line.startswith("note: 7 entries") and line.endswith(
         "cat/x0.txt, cat/x1.txt, cat/x2.txt, cat/x3.txt, cat/x4.txt and 2 more"
     )
+
+
+def test_the_first_images_size_comes_from_its_header(tmp_path):
+    _write_jpeg(tmp_path / "train" / "b_dog" / "x.jpg", _noise(20, 30, seed=0))
+    _write_jpeg(tmp_path / "train" / "a_cat" / "y.jpg", _noise(40, 50, seed=1))
+    (tmp_path / "train" / "a_cat" / "a_notes.txt").write_text("not an image")
+    assert image_folder.first_image_size(tmp_path, "train") == (50, 40)  # (width, height)
+    assert image_folder.first_image_size(tmp_path, "test") is None

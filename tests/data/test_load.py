@@ -62,3 +62,50 @@ def test_load_datasets_image_folder_reports_bad_files_of_both_splits_at_once(tmp
     with pytest.warns(UserWarning, match="skipped 1 of 2"):
         train, test = data.load_datasets(dataclasses.replace(config, skip_bad_images=True), seed=0)
     assert len(train) == len(test) == 1 and train.skipped_files and test.skipped_files
+
+
+# --------------------------------------------------------------------------------------
+# data.random_resized_crop resolved
+# --------------------------------------------------------------------------------------
+
+
+def _photo_folder(root: Path, size: tuple[int, int]) -> Path:
+    for name in ("cat", "dog"):
+        (root / "train" / name).mkdir(parents=True)
+        Image.new("RGB", size).save(root / "train" / name / "a.jpg")
+    return root
+
+
+def test_auto_turns_the_resized_crop_on_for_folders_larger_than_the_model_input(tmp_path):
+    from swin_flax.data.augment import ResizedCrop
+    from swin_flax.data.load import resized_crop
+
+    root = _photo_folder(tmp_path, (80, 64))  # width 80, height 64: the shorter side counts
+    folder = {"source": "image_folder", "root": str(root)}
+    assert resized_crop(_data_config(**folder, image_size=56)) == ResizedCrop()  # timm's
+    assert resized_crop(_data_config(**folder, image_size=64)) is None  # not larger
+    # data.stored_size is what the run stores: it decides without opening an image
+    assert resized_crop(_data_config(**folder, stored_size=40, image_size=32)) is not None
+    assert resized_crop(_data_config(**folder, stored_size=32, image_size=32)) is None
+    # a size unknown without decoding (tfds, digits): the CIFAR recipe unless set on
+    assert resized_crop(_data_config(source="tfds", image_size=224)) is None
+    crop = resized_crop(_data_config(random_resized_crop="on", crop_scale=(0.35, 1.0)))
+    assert crop == ResizedCrop(scale=(0.35, 1.0))
+    assert resized_crop(_data_config(**folder, image_size=56, random_resized_crop="off")) is None
+
+
+def test_the_shipped_configs_keep_the_cifar_recipe(tmp_path):
+    """configs/*.py train at their images' own size (or upscale CIFAR): auto stays off."""
+    from configs import cifar10, demo, pretrained, swin_m_kd
+    from swin_flax.data.load import resized_crop
+    from swin_flax.settings import RunSettings
+
+    folders = {name: _photo_folder(tmp_path / name, (32, 32)) for name in ("c10", "src", "tgt")}
+    configs = [
+        cifar10.get_config(f"root={folders['c10']}"),
+        pretrained.get_config(f"source={folders['src']},target={folders['tgt']}"),
+        demo.get_config(None),
+        swin_m_kd.get_config(None),
+    ]
+    for config in configs:
+        assert resized_crop(RunSettings.from_config(config).data) is None
