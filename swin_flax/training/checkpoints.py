@@ -16,11 +16,35 @@ import jax
 from swin_flax import cli
 from swin_flax._files import disk_full_error, is_disk_full, quiet_failed_save_reports
 from swin_flax.errors import CheckpointRestoreError
+from swin_flax.training.preemption import pending_signal
 
 DAMAGED_DIR = "damaged_checkpoints"  # beside a stage's checkpoints: those that did not restore
 
 
 TMP_MARKER = ".orbax-checkpoint-tmp"
+
+
+def _checkpoint_manager_class():
+    import orbax.checkpoint as ocp
+
+    class CheckpointManager(ocp.CheckpointManager):
+        """orbax's manager, minus its calls to JAX's preemption sync point.
+
+        `multihost_utils.reached_preemption_sync_point(id)` needs one increasing id per
+        process: the coordination service sets the stop at the largest id last reported + 1.
+        orbax's save (and its finalisation) report the stage's step, which starts again at 0
+        in every stage, while training/preemption.py reports its own count of calls; a
+        notice arriving right after a save in a later stage then set the stop at an id the
+        count had passed long ago, and no process ever stopped. preemption.stop_requested()
+        is the one caller; here orbax only learns whether a stop is under way (it logs it;
+        every save of ours is forced, so nothing else depends on it).
+        """
+
+        def reached_preemption(self, step: int) -> bool:
+            del step
+            return pending_signal() is not None
+
+    return CheckpointManager
 
 
 class TrainCheckpointer:
@@ -31,7 +55,7 @@ class TrainCheckpointer:
         quiet_failed_save_reports()
         if jax.process_index() == 0:
             remove_unfinished_saves(self.directory)
-        self.manager = ocp.CheckpointManager(
+        self.manager = _checkpoint_manager_class()(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )

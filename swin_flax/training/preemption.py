@@ -79,7 +79,9 @@ def stop_requested() -> bool:
 
     Call it once per step on every process: there it is JAX's preemption sync point, which
     needs increasing ids. Steps restart at 0 in each stage, so the id is a count of calls,
-    the same on every process because every process runs the same loop.
+    the same on every process because every process runs the same loop. This is the only
+    caller: orbax's CheckpointManager, which would report a stage's steps as ids, is kept
+    from calling it (swin_flax/training/checkpoints.py).
     """
     if _multi_process():
         from jax.experimental import multihost_utils

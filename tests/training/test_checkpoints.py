@@ -2,6 +2,9 @@
 restored exactly; a damaged newest one is set aside and the older one resumes; when none
 restores, one clear error and nothing moved; saves a kill left unfinished are cleaned up."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -11,7 +14,7 @@ import pytest
 from swin_flax._files import DiskFullError
 from swin_flax.errors import CheckpointRestoreError
 from swin_flax.training import checkpoints
-from tests.helpers import assert_trees_equal, checkpoint_steps, run_tiny_stage
+from tests.helpers import REPO, assert_trees_equal, checkpoint_steps, free_port, run_tiny_stage
 from tests.test_files import small_disk
 
 
@@ -171,3 +174,63 @@ def test_a_stage_whose_checkpoint_fills_the_disk_stops_with_that_error_alone(tmp
     assert "the checkpoint of step 4 is kept; free space and rerun" in str(caught.value)
     assert checkpoint_steps(stage) == [4]
     assert [p.name for p in (stage / "checkpoints").iterdir()] == ["4"]
+
+
+# Two jax.distributed processes: a stage ran 20 steps (20 preemption sync-point ids), the next
+# stage saves its step 1, and right after the save one process gets SIGTERM, the notice.
+NOTICE_AFTER_A_SAVE = r"""
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(sys.argv[2], num_processes=2, process_id=int(sys.argv[3]))
+import numpy as np
+from jax.experimental import multihost_utils
+from swin_flax.training import distributed, preemption
+from swin_flax.training.checkpoints import TrainCheckpointer
+
+with preemption.handle_stop_signals():
+    for _ in range(20):  # an earlier stage
+        assert not preemption.stop_requested()
+    state = distributed.put_replicated({"w": np.ones(3, np.float32)}, distributed.make_mesh())
+    checkpointer = TrainCheckpointer(sys.argv[4], keep=2)
+    checkpointer.save(1, state)
+    checkpointer.manager.wait_until_finished()
+    multihost_utils.sync_global_devices("saved")
+    if jax.process_index() == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(3)  # the processes agree on the stop meanwhile
+    for call in range(1, 101):
+        if preemption.stop_requested():
+            print(f"stopped at call {call} after the notice", flush=True)
+            break
+        time.sleep(0.1)
+    else:
+        print("the stop was missed", flush=True)
+    checkpointer.close()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_a_preemption_notice_right_after_a_save_stops_every_process(tmp_path):
+    """orbax's save reported the stage's step as a preemption sync-point id, below the ids
+    of training/preemption.py's count: the agreed stop was an id already passed, and no
+    process ever stopped. Now the count is the only id: both stop, at the same call."""
+    address = f"localhost:{free_port()}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", NOTICE_AFTER_A_SAVE, str(REPO), address, str(i), str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (stdout, stderr) in zip(procs, outputs):
+        assert proc.returncode == 0, stderr[-3000:]
+        assert "the stop was missed" not in stdout
+    stops = {stdout.strip().splitlines()[-1] for stdout, _ in outputs}
+    assert len(stops) == 1 and stops.pop().startswith("stopped at call ")
