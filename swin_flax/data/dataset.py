@@ -79,6 +79,42 @@ class ArrayDataset:
         return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
 
 
+def class_label(ds: ArrayDataset, label: int) -> str:
+    return ds.class_names[label] if ds.class_names else f"class {label}"
+
+
+def check_two_classes(train: ArrayDataset, where: str) -> None:
+    """One class has nothing to tell apart: every prediction is right and top-1 is 100.0."""
+    present = np.unique(train.labels)
+    if len(present) < 2:
+        names = ", ".join(class_label(train, int(c)) for c in present) or "none"
+        raise UserInputError(
+            f"the training split of {where} holds one class ({names}): classification needs "
+            "at least two classes, one folder of images each"
+        )
+
+
+def classes_missing(train: ArrayDataset, other: ArrayDataset) -> list[str]:
+    """The classes the training split has and `other` (test, validation) lacks: `other`'s
+    top-1 is then over fewer classes than the model tells apart."""
+    missing = sorted(set(np.unique(train.labels)) - set(np.unique(other.labels)))
+    return [class_label(train, int(c)) for c in missing]
+
+
+def missing_classes_notes(train: ArrayDataset, others: dict[str, ArrayDataset | None]) -> list[str]:
+    """One `note:` text per evaluation split that lacks some training classes, naming them."""
+    notes = []
+    for split, other in others.items():
+        missing = classes_missing(train, other) if other is not None else []
+        if missing:
+            present = len(np.unique(train.labels)) - len(missing)
+            notes.append(
+                f"the {split} split has no image of {', '.join(missing)} (trained on): "
+                f"{split} top-1 is over the other {present} classes"
+            )
+    return notes
+
+
 def balanced_subset(ds: ArrayDataset, size: int, seed: int) -> ArrayDataset:
     """`size` examples with the classes as equally represented as the data allows, chosen
     by `seed`, in the original order; 0 (or a size >= the data) keeps everything.

@@ -4,7 +4,8 @@ Images are decoded (`swin_flax.data.images.decode_image`) by a pool of threads s
 into one preallocated array, one image at a time per thread, so the peak memory is the
 result plus a few full-size images.
 Unreadable files (truncated, empty, not an image, over PIL.Image.MAX_IMAGE_PIXELS: a
-decompression bomb is rejected from its header) are all reported in one `BadImagesError`
+decompression bomb is rejected from its header; broken or looping symbolic links with an
+image suffix) are all reported in one `BadImagesError`
 after the whole split is read, or skipped with `skip_bad=True`. Subfolders of a class
 folder and files without an image suffix are not read; one `note:` line per split counts
 them and names the first few.
@@ -24,7 +25,7 @@ import numpy as np
 
 from swin_flax import cli
 from swin_flax.data.dataset import ArrayDataset
-from swin_flax.data.images import RESIZE_ADVICE, decode_image
+from swin_flax.data.images import RESIZE_ADVICE, decode_image, header_size
 from swin_flax.errors import BadImagesError, UserInputError
 
 logger = logging.getLogger(__name__)
@@ -50,12 +51,34 @@ def _reference_classes(root: Path, split: str) -> tuple[str, ...]:
     return tuple(classes)
 
 
+def _image_file(path: Path) -> bool:
+    """A file with an image suffix, or a broken symbolic link with one: it is read like
+    the others and, unreadable, reported (or skipped) like them."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return False
+    return path.is_file() or (path.is_symlink() and not path.exists())
+
+
+def _broken_link_reason(path: Path) -> str | None:
+    """Why a symbolic link cannot be read ('a broken symbolic link to X'), or None."""
+    if not path.is_symlink():
+        return None
+    target = os.readlink(path)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return f"a broken symbolic link to {target} (no such file)"
+    except OSError:
+        return f"a symbolic link to {target} that loops"
+    return None
+
+
 def _class_files(class_dir: Path) -> tuple[list[Path], list[Path]]:
     """(image files, other entries) of a class folder, each sorted. Subfolders and files
     without an image suffix are not read; hidden entries (.DS_Store) are not even listed."""
     entries = sorted(path for path in class_dir.iterdir() if not path.name.startswith("."))
-    files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    others = [p for p in entries if not (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)]
+    files = [p for p in entries if _image_file(p)]
+    others = [p for p in entries if not _image_file(p)]
     if not files:
         raise UserInputError(
             f"class folder {class_dir} holds no images "
@@ -69,19 +92,15 @@ def first_image_size(root: str | Path, split: str) -> tuple[int, int] | None:
     read from its header alone; None when there is none or no header among the first few
     files opens. Without data.stored_size every image must have this size (the load checks),
     so it is the size of the split, known without decoding it."""
-    from PIL import Image
-
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         return None
     for class_name in _class_dirs(split_dir):
         entries = sorted(p for p in (split_dir / class_name).iterdir() if p.is_file())
         for path in [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS][:5]:
-            try:
-                with Image.open(path) as image:
-                    return image.size
-            except (OSError, SyntaxError, ValueError):
-                continue
+            size = header_size(path)
+            if size is not None:
+                return size
     return None
 
 
@@ -130,7 +149,7 @@ def _read_or_reason(path: Path, size: int | None) -> tuple[np.ndarray | None, st
     try:
         return decode_image(path, size), None
     except BadImagesError as err:
-        return None, err.bad_files[0][1]
+        return None, _broken_link_reason(path) or err.bad_files[0][1]
 
 
 def _read_into(

@@ -88,6 +88,18 @@ def decode_image(
         ) from None
 
 
+def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) as stored, from the file's header alone (nothing is decoded), or None
+    when it is not an image PIL can open. EXIF rotation may swap the two after decoding."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def _decode(source: str | os.PathLike | bytes, size: int | None) -> np.ndarray:
     from PIL import Image
 

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from swin_flax import cli
 from swin_flax.data.augment import ResizedCrop
-from swin_flax.data.dataset import ArrayDataset, balanced_subset, split_train_validation
+from swin_flax.data.dataset import (
+    ArrayDataset,
+    balanced_subset,
+    check_two_classes,
+    missing_classes_notes,
+    split_train_validation,
+)
 from swin_flax.data.digits import load_digits
 from swin_flax.data.image_folder import first_image_size, load_image_folder
 from swin_flax.data.tfds_source import load_tfds
@@ -38,9 +45,12 @@ def load_splits(data_config, *, seed: int) -> Splits:
     train, test = _load_train_test(data_config, seed)
     train = balanced_subset(train, data_config.train_subset, seed)
     test = balanced_subset(test, data_config.test_subset, seed)
+    check_two_classes(train, data_config.root or data_config.name or data_config.source)
     validation = None
     if data_config.validation_fraction:
         train, validation = split_train_validation(train, data_config.validation_fraction, seed)
+    for text in missing_classes_notes(train, {"test": test, "validation": validation}):
+        cli.note(text)
     return Splits(train=train, test=test, validation=validation)
 
 

@@ -469,3 +469,28 @@ def test_the_first_images_size_comes_from_its_header(tmp_path):
     (tmp_path / "train" / "a_cat" / "a_notes.txt").write_text("not an image")
     assert image_folder.first_image_size(tmp_path, "train") == (50, 40)  # (width, height)
     assert image_folder.first_image_size(tmp_path, "test") is None
+
+
+def test_broken_and_looping_links_are_unreadable_images_not_files_without_a_suffix(
+    tmp_path, capsys
+):
+    """A dangling or self-looping `.jpg` link was noted as a "file without an image suffix"
+    and left out silently; it is an unreadable image: listed in the error, or skipped and
+    counted with skip_bad."""
+    _write_png(tmp_path / "train" / "cat" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    _write_png(tmp_path / "train" / "dog" / "b.png", np.ones((4, 4, 3), np.uint8))
+    (tmp_path / "train" / "cat" / "gone.jpg").symlink_to("missing.jpg")
+    (tmp_path / "train" / "dog" / "loop.jpg").symlink_to("loop.jpg")
+    with pytest.raises(BadImagesError) as info:
+        load_image_folder(tmp_path, "train")
+    message = str(info.value)
+    assert message.startswith(f"2 of 4 image files in {tmp_path / 'train'} cannot be read:")
+    assert "cat/gone.jpg: a broken symbolic link to missing.jpg (no such file)" in message
+    assert "dog/loop.jpg: a symbolic link to loop.jpg that loops" in message
+    assert "not read" not in capsys.readouterr().err  # no "without an image suffix" note
+    with pytest.warns(UserWarning, match="skipped 2 of 4 image files"):
+        data = load_image_folder(tmp_path, "train", skip_bad=True)
+    assert len(data) == 2 and sorted(Path(p).name for p in data.skipped_files) == [
+        "gone.jpg",
+        "loop.jpg",
+    ]

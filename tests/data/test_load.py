@@ -50,6 +50,7 @@ def _write_png(path: Path, value: int) -> None:
 def test_load_datasets_image_folder_reports_bad_files_of_both_splits_at_once(tmp_path):
     for split in ("train", "test"):
         _write_png(tmp_path / split / "cat" / "good.png", 7)
+        _write_png(tmp_path / split / "dog" / "good.png", 9)  # two classes: a task
         (tmp_path / split / "cat" / "empty.png").write_bytes(b"")
     config = _data_config(source="image_folder", root=str(tmp_path))
     with pytest.raises(BadImagesError) as info:
@@ -59,9 +60,9 @@ def test_load_datasets_image_folder_reports_bad_files_of_both_splits_at_once(tmp
         str(tmp_path / "test" / "cat" / "empty.png"),
     ]
     assert str(tmp_path / "train") in str(info.value) and str(tmp_path / "test") in str(info.value)
-    with pytest.warns(UserWarning, match="skipped 1 of 2"):
+    with pytest.warns(UserWarning, match="skipped 1 of 3"):
         train, test = data.load_datasets(dataclasses.replace(config, skip_bad_images=True), seed=0)
-    assert len(train) == len(test) == 1 and train.skipped_files and test.skipped_files
+    assert len(train) == len(test) == 2 and train.skipped_files and test.skipped_files
 
 
 # --------------------------------------------------------------------------------------
@@ -109,3 +110,45 @@ def test_the_shipped_configs_keep_the_cifar_recipe(tmp_path):
     ]
     for config in configs:
         assert resized_crop(RunSettings.from_config(config).data) is None
+
+
+# --------------------------------------------------------------------------------------
+# Classes: at least two, and the ones an evaluation split lacks are named
+# --------------------------------------------------------------------------------------
+
+
+def _folder_with_classes(root: Path, splits: dict[str, tuple[str, ...]]) -> Path:
+    for split, classes in splits.items():
+        for label, name in enumerate(classes):
+            for i in range(4):
+                pixels = np.full((8, 8, 3), 40 * label + i, np.uint8)
+                path = root / split / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(path)
+    return root
+
+
+def test_a_training_split_of_one_class_is_refused_in_one_line(tmp_path):
+    root = _folder_with_classes(tmp_path, {"train": ("cat",), "test": ("cat",)})
+    with pytest.raises(UserInputError) as info:
+        data.load_splits(_data_config(source="image_folder", root=str(root)), seed=0)
+    assert str(info.value) == (
+        f"the training split of {root} holds one class (cat): classification needs at least "
+        "two classes, one folder of images each"
+    )
+
+
+def test_a_class_the_test_split_lacks_is_named_in_one_note(tmp_path, capsys):
+    root = _folder_with_classes(
+        tmp_path, {"train": ("cat", "dog", "ship"), "test": ("cat", "ship")}
+    )
+    splits = data.load_splits(_data_config(source="image_folder", root=str(root)), seed=0)
+    assert splits.test.num_classes == 3
+    assert capsys.readouterr().err.splitlines() == [
+        "note: the test split has no image of dog (trained on): test top-1 is over the other "
+        "2 classes"
+    ]
+    data.load_splits(
+        _data_config(source="image_folder", root=str(root), test_split="train"), seed=0
+    )
+    assert capsys.readouterr().err == ""  # every class present: nothing to say
