@@ -12,6 +12,7 @@ from swin_flax.pipeline import preflight, student_blocks
 from swin_flax.pipeline.variants import StudentVariant
 from swin_flax.settings import RunSettings
 from swin_flax.weights import checkpoint, keep_blocks, transfer
+from swin_flax.weights.importer import note_fresh_head, timm_classes
 
 
 def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
@@ -23,6 +24,7 @@ def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
         from swin_flax.weights.timm import timm_to_flax
 
         state_dict = load_state_dict(init[len("timm:") :])
+        note_fresh_head(f"teacher.init {init}", timm_classes(state_dict), model.num_classes)
         return timm_to_flax(state_dict, model, head="reinit", rng=seed)
     source, params = checkpoint.load_checkpoint(Path(init))
     differing = preflight.architecture_differences(model_config(source), model_config(model))
@@ -34,6 +36,7 @@ def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
     if source.num_classes == model.num_classes:
         return params
     # A new task: keep every pretrained weight but the classifier, which starts fresh.
+    note_fresh_head(f"teacher.init {init}", source.num_classes, model.num_classes)
     return {**params, "head": init_params(model, seed)["head"]}
 
 

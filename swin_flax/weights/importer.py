@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from swin_flax import cli
 from swin_flax.errors import ConversionError, UserInputError
 from swin_flax.model.swin import SwinTransformer
 from swin_flax.weights import transformers_config
@@ -119,3 +120,18 @@ def convert(
     )
     checkpoint.save_checkpoint(out_dir, model, params, overwrite=overwrite, class_names=class_names)
     return model, params
+
+
+def note_fresh_head(what: str, old_classes: int, new_classes: int) -> None:
+    """One `note:` line when pretrained weights get a fresh classifier head (a new task):
+    every other weight is loaded, the head starts from the model's own init."""
+    had = f"a {old_classes}-class head" if old_classes else "no classifier head"
+    cli.note(
+        f"{what} has {had}: the {new_classes}-class head for this data set starts fresh "
+        "(every other weight is loaded)"
+    )
+
+
+def timm_classes(state_dict) -> int:
+    """The class count of a state dict's head (0 when it has none)."""
+    return infer_architecture(state_dict)["num_classes"]

@@ -80,6 +80,25 @@ def check_not_swin_v2(keys) -> None:
         )
 
 
+_VIT_BLOCK = re.compile(r"blocks\.\d+\.attn\.qkv\.")
+
+
+def _looks_like(sd: Mapping[str, Any]) -> str:
+    """What weights without any Swin stage (layers.N.blocks.M) look like, from their keys."""
+    keys = set(sd)
+    vit = [k for k in ("cls_token", "pos_embed", "dist_token") if k in keys]
+    if vit and any(_VIT_BLOCK.match(k) for k in keys):
+        return (
+            f"it looks like a ViT (one column of blocks.N with {', '.join(vit)}), not a Swin "
+            "(stages of layers.N.blocks.M); swin_flax reads Swin (v1) weights"
+        )
+    sample = ", ".join(sorted(keys)[:5])
+    return (
+        f"no Swin stage (layers.N.blocks.M) among its keys (first keys: {sample}); swin_flax "
+        "reads Swin (v1) weights in the timm, Microsoft or transformers layout"
+    )
+
+
 def default_img_size(window_size: int, patch_size: int = 4, num_stages: int = 4) -> int:
     """The image size whose last stage is exactly one window: window * patch * 2**(S-1).
 
@@ -124,7 +143,9 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> dict:
         match = block_re.match(key)
         if match:
             blocks.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
-    if not blocks or sorted(blocks) != list(range(len(blocks))):
+    if not blocks:
+        raise ConversionError(f"not a Swin Transformer state_dict: {_looks_like(sd)}")
+    if sorted(blocks) != list(range(len(blocks))):
         raise ConversionError(
             f"not a Swin Transformer state_dict: stages found {sorted(blocks)}, expected "
             "layers.0.blocks.0 ... with consecutive stage indices"

@@ -42,7 +42,7 @@ def test_transferred_student_starts_from_teacher_prefix(tmp_path, mock_tfds):
 
 
 @pytest.mark.slow
-def test_teacher_init_from_timm_safetensors_replaces_only_the_head(tmp_path):
+def test_teacher_init_from_timm_safetensors_replaces_only_the_head(tmp_path, capsys):
     """`teacher.init = 'timm:<file>'`: converted on the fly (no torch), new head for the task."""
     from swin_flax.pipeline.students import initial_teacher_params
     from swin_flax.weights.timm import save_timm_safetensors
@@ -54,6 +54,9 @@ def test_teacher_init_from_timm_safetensors_replaces_only_the_head(tmp_path):
     task_model = swin_flax.create_model("swin_pico", num_classes=10)
     params = initial_teacher_params(f"timm:{path}", task_model, seed=0)
     assert params["head"]["kernel"].shape == (256, 10)
+    assert f"note: teacher.init timm:{path} has a 1000-class head: the 10-class head" in (
+        capsys.readouterr().err
+    )
     source_body = {k: v for k, v in source.items() if k != "head"}
     assert_trees_equal(source_body, {k: v for k, v in params.items() if k != "head"})
 
@@ -92,15 +95,20 @@ def test_explicit_cut_points_cut_the_teacher_and_name_the_student_by_its_depths(
 
 
 @pytest.mark.slow
-def test_a_checkpoint_teacher_keeps_its_body_and_a_new_task_gets_a_fresh_head(tmp_path):
+def test_a_checkpoint_teacher_keeps_its_body_and_a_new_task_gets_a_fresh_head(tmp_path, capsys):
     source = swin_flax.create_model("swin_pico", num_classes=10)
     source_params = swin_flax.init_params(source, 1)
     swin_flax.save_checkpoint(tmp_path / "pico", source, source_params)
     same = students.initial_teacher_params(str(tmp_path / "pico"), source, seed=0)
     assert_trees_equal(same, source_params)
+    assert "note:" not in capsys.readouterr().err  # the same classes: nothing replaced
     task = swin_flax.create_model("swin_pico", num_classes=3)
     params = students.initial_teacher_params(str(tmp_path / "pico"), task, seed=0)
     assert params["head"]["kernel"].shape == (256, 3)
+    assert capsys.readouterr().err.splitlines() == [
+        f"note: teacher.init {tmp_path / 'pico'} has a 10-class head: the 3-class head for "
+        "this data set starts fresh (every other weight is loaded)"
+    ]
     assert_trees_equal(params["layers_3"], source_params["layers_3"])
     other = swin_flax.create_model("swin_micro", num_classes=10)
     with pytest.raises(UserInputError, match="different architecture than teacher.model"):

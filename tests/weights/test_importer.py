@@ -66,3 +66,16 @@ def test_window_and_head_changes_are_explicit(tmp_path):
         moved.params["layers_3"]["blocks_1"]["mlp"]["fc2"]["kernel"],
         params["layers_3"]["blocks_1"]["mlp"]["fc2"]["kernel"],
     )
+
+
+def test_a_fresh_head_is_said_in_one_note(capsys):
+    from swin_flax.weights.importer import note_fresh_head
+
+    note_fresh_head("teacher.init runs/a/teacher/final_model", 10, 3)
+    note_fresh_head("teacher.init timm:x.safetensors", 0, 5)
+    assert capsys.readouterr().err.splitlines() == [
+        "note: teacher.init runs/a/teacher/final_model has a 10-class head: the 3-class head "
+        "for this data set starts fresh (every other weight is loaded)",
+        "note: teacher.init timm:x.safetensors has no classifier head: the 5-class head for "
+        "this data set starts fresh (every other weight is loaded)",
+    ]

@@ -95,3 +95,24 @@ def test_a_top_level_logit_scale_is_no_swin_v2():
     layouts.check_not_swin_v2(["logit_scale", "visual.patch_embed.proj.weight"])  # CLIP's
     with pytest.raises(ConversionError, match="have cpb_mlp parameters"):
         layouts.check_not_swin_v2(["layers.0.blocks.0.attn.cpb_mlp.0.weight"])
+
+
+def test_vit_weights_given_as_a_swin_are_named_a_vit():
+    """timm's ViT has a 4-D patch_embed.proj.weight too: it failed with "stages found []"."""
+    vit = {
+        "cls_token": np.zeros((1, 1, 8)),
+        "pos_embed": np.zeros((1, 17, 8)),
+        "patch_embed.proj.weight": np.zeros((8, 3, 4, 4)),
+        "blocks.0.attn.qkv.weight": np.zeros((24, 8)),
+        "head.weight": np.zeros((10, 8)),
+    }
+    with pytest.raises(ConversionError) as caught:
+        layouts.infer_architecture(vit)
+    assert str(caught.value) == (
+        "not a Swin Transformer state_dict: it looks like a ViT (one column of blocks.N with "
+        "cls_token, pos_embed), not a Swin (stages of layers.N.blocks.M); swin_flax reads "
+        "Swin (v1) weights"
+    )
+    del vit["cls_token"], vit["pos_embed"]  # no telling what it is: the keys are named
+    with pytest.raises(ConversionError, match=r"no Swin stage .*first keys: blocks.0.attn"):
+        layouts.infer_architecture(vit)
