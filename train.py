@@ -70,7 +70,7 @@ def parse_flags(argv: list[str]) -> list[str]:
                 "\n", " "
             )
         else:  # absl's message; for an error inside a config file it holds the traceback
-            message = str(err)
+            message = cli.flag_error_message(str(err))
         cli.report_error(f"{message}\nSee python train.py --helpshort.")
         sys.exit(cli.USAGE_EXIT_CODE)
 

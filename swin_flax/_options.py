@@ -70,12 +70,37 @@ def option_fields(root, sections: Mapping[str, type]) -> Iterator[tuple[str, Any
 
 
 def range_problems(root, sections: Mapping[str, type]) -> list[str]:
-    """'key must be EXPECTED, got VALUE' for every option whose value fails its check."""
-    return [
-        f"{key} must be {f.metadata['expected']}, got {value!r}"
-        for key, f, value in option_fields(root, sections)
-        if f.metadata["check"] is not None and not f.metadata["check"](value)
-    ]
+    """'key must be EXPECTED, got VALUE' for every option whose value fails its check, and
+    'key: an int was expected, got 16.5' for one of the wrong type (its range is moot)."""
+    problems = []
+    for key, f, value in option_fields(root, sections):
+        expected = _type_expected(f, value)
+        if expected:
+            problems.append(f"{key}: {expected} was expected, got {value!r}")
+        elif f.metadata["check"] is not None and not f.metadata["check"](value):
+            problems.append(f"{key} must be {f.metadata['expected']}, got {value!r}")
+    return problems
+
+
+# The declared type (an annotation string under `from __future__ import annotations`) ->
+# the values it accepts and how a problem names it. bool is an int in Python: refused.
+_TYPES = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an int"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "tuple": (lambda v: isinstance(v, tuple), "a list or tuple"),
+}
+
+
+def _type_name(f) -> str:
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+
+
+def _type_expected(f, value) -> str | None:
+    """What the field's declared type expects, when `value` is not of it; else None."""
+    accepts, name = _TYPES.get(_type_name(f), (None, ""))
+    return None if accepts is None or accepts(value) else name
 
 
 def describe(root, sections: Mapping[str, type], title: str) -> str:
@@ -116,10 +141,16 @@ def unknown_keys(values: dict, root_kind, sections: Mapping[str, type]) -> list[
 
 
 def normalised(kind, section: dict, sections: Mapping[str, type]) -> dict:
-    """Lists from JSON or the command line become tuples, as the dataclasses declare."""
-    names = set(field_names(kind))
-    return {
-        k: tuple(v) if isinstance(v, list) else v
-        for k, v in section.items()
-        if k in names and k not in sections
-    }
+    """Lists from JSON or the command line become tuples, as the dataclasses declare, and
+    a whole float (128.0) an int where an int is declared; any other value of the wrong
+    type stays as it is, for `range_problems` to name."""
+    types = {f.name: _type_name(f) for f in dataclasses.fields(kind)}
+
+    def value(key, v):
+        if isinstance(v, list):
+            return tuple(v)
+        if types[key] == "int" and isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
+
+    return {k: value(k, v) for k, v in section.items() if k in types and k not in sections}

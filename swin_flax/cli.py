@@ -16,6 +16,7 @@ piped while its diagnostics stay on the terminal.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -39,6 +40,23 @@ def warn(message: str) -> None:
 def note(message: str) -> None:
     """A `note:` line: what the run decided for the user (reused, resumed, skipped)."""
     print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+# absl's message for a --config.key=value override that is not of the option's type.
+_WRONG_TYPE_FLAG = re.compile(
+    r"flag --(?P<key>[\w.]+)=(?P<value>.*?): (?:invalid literal for (?P<int>int)\(\) with "
+    r"base 10|could not convert string to float): "
+)
+
+
+def flag_error_message(message: str) -> str:
+    """absl's flag error, with Python's int()/float() wording replaced by what was expected:
+    '--config.finetune.batch_size: an int was expected, got 16.5'."""
+    match = _WRONG_TYPE_FLAG.match(message)
+    if match is None:
+        return message
+    expected = "an int" if match.group("int") else "a number"
+    return f"--{match.group('key')}: {expected} was expected, got {match.group('value')}"
 
 
 def report_error(message: str) -> int:

@@ -21,7 +21,11 @@ from tests.helpers import run_train_py
         (["--config", "configs/paper_tables.py:table=XX,smoke"], "table must be one of"),
         (
             ["--config", "configs/demo.py:smoke", "--config.distill.epochs=abc"],
-            "could not convert string to float: 'abc'",
+            "error: --config.distill.epochs: a number was expected, got abc\n",
+        ),
+        (
+            ["--config", "configs/demo.py:smoke", "--config.finetune.batch_size=16.5"],
+            "error: --config.finetune.batch_size: an int was expected, got 16.5\n",
         ),
         (["--config", "configs/no_such_config.py"], "No such file or directory"),
     ],
@@ -98,3 +102,22 @@ def test_a_bug_keeps_its_traceback_and_debug_mode_keeps_the_users_too(monkeypatc
     assert cli.debugging()
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         cli.run(mistake)
+
+
+@pytest.mark.parametrize(
+    "absl, ours",
+    [
+        (
+            "flag --config.finetune.batch_size=16.5: invalid literal for int() with base 10: "
+            "'16.5'",
+            "--config.finetune.batch_size: an int was expected, got 16.5",
+        ),
+        (
+            "flag --config.distill.peak_lr=1e-3x: could not convert string to float: '1e-3x'",
+            "--config.distill.peak_lr: a number was expected, got 1e-3x",
+        ),
+        ("flag --workdir: some other problem", "flag --workdir: some other problem"),
+    ],
+)
+def test_a_flag_of_the_wrong_type_says_what_was_expected(absl, ours):
+    assert cli.flag_error_message(absl) == ours

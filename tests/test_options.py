@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import pytest
+
 from swin_flax import _options
 from swin_flax._options import finite, one_of, option
 
@@ -64,3 +66,27 @@ def test_an_ordered_pair_is_two_positive_finite_numbers_low_first():
         assert not check(bad), bad
     unbounded, _ = _options.ordered_pair()
     assert unbounded((0.75, 4 / 3)) and not unbounded((0.75, float("inf")))
+
+
+@pytest.mark.parametrize(
+    "section, problem",
+    [
+        ({"seed": 16.5}, "seed: an int was expected, got 16.5"),
+        ({"seed": "16"}, "seed: an int was expected, got '16'"),
+        ({"seed": True}, "seed: an int was expected, got True"),
+        ({"part": {"rate": "0.5"}}, "part.rate: a number was expected, got '0.5'"),
+        ({"part": {"kind": 3}}, "part.kind: a string was expected, got 3"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_named_with_the_type_expected(section, problem):
+    """Python's own words ("'>=' not supported between 'str' and 'int'", int()'s message)
+    reached the user: every typed option says what it expected instead, range aside."""
+    values = {k: v for k, v in section.items() if k != "part"}
+    part = Part(**_options.normalised(Part, section.get("part", {}), SECTIONS))
+    root = Root(**_options.normalised(Root, values, SECTIONS), part=part)
+    assert _options.range_problems(root, SECTIONS) == [problem]
+
+
+def test_a_whole_float_is_an_int_where_an_int_is_declared():
+    assert _options.normalised(Root, {"seed": 128.0}, SECTIONS) == {"seed": 128}
+    assert type(_options.normalised(Root, {"seed": 128.0}, SECTIONS)["seed"]) is int
