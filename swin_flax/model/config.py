@@ -129,9 +129,10 @@ def config_of(obj: Any) -> SwinConfig:
     return SwinConfig(**{f: getattr(obj, f) for f in CONFIG_FIELDS})
 
 
-def architecture_problems(m: Any) -> list[str]:
+def architecture_problems(m: Any, size_name: str = "img_size") -> list[str]:
     """What timm would pad or crash on in `m` (anything with the CONFIG_FIELDS attributes),
-    each naming the fix."""
+    each naming the fix; `size_name`: what the caller's user sets the image size with
+    (e.g. 'data.image_size')."""
     problems = []
     depths, heads = tuple(m.depths), tuple(m.num_heads)
     if len(depths) != len(heads):
@@ -148,7 +149,7 @@ def architecture_problems(m: Any) -> list[str]:
             n * reduction for n in (m.img_size // reduction, m.img_size // reduction + 1) if n > 0
         ]
         problems.append(
-            f"img_size {m.img_size} must be divisible by patch_size * 2**(stages-1) = "
+            f"{size_name} {m.img_size} must be divisible by patch_size * 2**(stages-1) = "
             f"{reduction}; the nearest valid "
             + (
                 f"sizes are {nearest[0]} and {nearest[1]}"
@@ -163,7 +164,7 @@ def architecture_problems(m: Any) -> list[str]:
             if res % window:
                 problems.append(
                     f"stage {i}: feature map {res}x{res} is not divisible by window_size "
-                    f"{m.window_size}; choose img_size so that every stage resolution is a "
+                    f"{m.window_size}; choose {size_name} so that every stage resolution is a "
                     "multiple of the window (e.g. 224 for window 7, 384 for window 12)"
                 )
     return problems

@@ -8,8 +8,11 @@ fields the preset sets (a dict, as the benchmarks' analytic models take them).
 
 from __future__ import annotations
 
+import dataclasses
+import types
+
 from swin_flax.errors import UserInputError
-from swin_flax.model.config import SwinConfig
+from swin_flax.model.config import SwinConfig, architecture_problems
 from swin_flax.model.swin import SwinTransformer
 
 _SMALL_HEADS = (3, 6, 12, 24)
@@ -129,3 +132,17 @@ def create_model(name: str, **overrides) -> SwinTransformer:
     if unknown:
         raise TypeError(f"unknown model options {sorted(unknown)}; valid: {sorted(fields)}")
     return SwinTransformer(**{**preset(name), **overrides})
+
+
+def check_image_size(name: str, image_size: int, *, model_option: str, size_option: str) -> None:
+    """A preset at another input size, before anything is built: one error naming the
+    options the user sets (`size_option`, e.g. 'data.image_size'), not the model's img_size."""
+    # Not a SwinConfig: that would refuse itself in its own words before we could.
+    fields = types.SimpleNamespace(
+        **{**dataclasses.asdict(preset_config(name)), "img_size": image_size}
+    )
+    problems = architecture_problems(fields, size_name=size_option)
+    if problems:
+        raise UserInputError(
+            f"{model_option} {name} cannot take {size_option}={image_size}: " + "; ".join(problems)
+        )

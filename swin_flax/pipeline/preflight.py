@@ -93,6 +93,12 @@ def check_settings(settings: RunSettings, variants: list[StudentVariant]) -> Non
     check_paths(settings)
     presets.preset(settings.teacher.model)
     presets.preset(settings.student.model)
+    presets.check_image_size(
+        settings.teacher.model,
+        settings.data.image_size,
+        model_option="teacher.model",
+        size_option="data.image_size",
+    )
     if student_blocks.uses_keep_blocks(settings.student):
         check_keep_blocks(settings)
     elif settings.student.cut_points:

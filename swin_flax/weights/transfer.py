@@ -109,15 +109,23 @@ def cut_points_from_depths(
             f"student depths {student} and teacher depths {teacher} have different numbers "
             "of stages; a student must keep every teacher stage"
         )
+    deeper = [s for s in range(len(teacher)) if student[s] > teacher[s]]
+    if deeper:
+        s = deeper[0]
+        raise UserInputError(
+            f"the student (depths {student}) is deeper than its teacher (depths {teacher}): "
+            f"stage {s} has {student[s]} blocks, the teacher's {teacher[s]}. A student keeps "
+            "some of its teacher's blocks, so it can only be shallower: choose a smaller "
+            "student or a deeper teacher"
+        )
     changed = [s for s in range(len(teacher)) if student[s] != teacher[s]]
     if not changed:
         return total, total
-    if len(changed) > 1 or student[changed[0]] > teacher[changed[0]]:
+    if len(changed) > 1:
         raise UserInputError(
             f"cannot derive cut points from teacher depths {teacher} and student "
             f"depths {student}: they are derivable only when the student is "
-            "shallower in exactly one stage (a student deeper than its teacher "
-            "cannot be cut from it); set the blocks to keep explicitly with "
+            "shallower in exactly one stage; set the blocks to keep explicitly with "
             "student.cut_points=(p1, p2) (config) or p1=, p2= (Python)"
         )
     s = changed[0]

@@ -47,3 +47,19 @@ def test_every_listed_name_builds_and_pretrained_tags_are_ignored():
         448,
         (2, 2, 6, 2),
     )
+
+
+def test_a_preset_at_an_input_size_it_cannot_take_names_the_option_the_user_set():
+    from swin_flax.errors import UserInputError
+    from swin_flax.model import presets
+
+    presets.check_image_size("swin_t", 224, model_option="teacher.model", size_option="x")
+    with pytest.raises(UserInputError) as info:
+        presets.check_image_size(
+            "swin_t", 200, model_option="teacher.model", size_option="data.image_size"
+        )
+    assert str(info.value) == (
+        "teacher.model swin_t cannot take data.image_size=200: data.image_size 200 must be "
+        "divisible by patch_size * 2**(stages-1) = 32; the nearest valid sizes are 192 and 224"
+    )
+    assert "img_size" not in str(info.value)

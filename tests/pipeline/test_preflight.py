@@ -110,7 +110,17 @@ def test_config_mistakes_fail_before_any_data_is_loaded(tmp_path, change, messag
                 setattr(c.teacher, "model", "swin_pico_n"),
                 setattr(c.student, "model", "swin_pico"),
             ),
-            "deeper than its teacher.*student.cut_points=\\(p1, p2\\)",
+            # it was told to set student.cut_points, which cannot make a student deeper
+            r"student.model swin_pico cannot be cut from teacher.model swin_pico_n: the student "
+            r"\(depths \(2, 2, 4, 2\)\) is deeper than its teacher \(depths \(2, 2, 2, 2\)\): "
+            r"stage 2 has 4 blocks, the teacher's 2. .*choose a smaller student or a deeper "
+            r"teacher$",
+        ),
+        (
+            lambda c: setattr(c.data, "image_size", 100),  # the option set, not the model's
+            r"^teacher.model swin_pico cannot take data.image_size=100: data.image_size 100 "
+            r"must be divisible by patch_size \* 2\*\*\(stages-1\) = 16; the nearest valid "
+            r"sizes are 96 and 112$",
         ),
     ],
 )
