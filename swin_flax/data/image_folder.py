@@ -1,4 +1,6 @@
-"""A `root/<split>/<class>/*.jpg` tree -> `ArrayDataset` (`load_image_folder`).
+"""A `root/<split>/<class>/*.jpg` tree -> `ArrayDataset` (`load_image_folder`): listed
+(`list_image_folder`: sorted files and labels, nothing decoded), then decoded
+(`decode_listing`, all of it or the rows a subset keeps).
 
 Images are decoded (`swin_flax.data.images.decode_image`) by a pool of threads straight
 into one preallocated array, one image at a time per thread, so the peak memory is the
@@ -13,6 +15,7 @@ them and names the first few.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import time
@@ -247,29 +250,34 @@ def _without_rows(array: np.ndarray, rows: Sequence[int]) -> np.ndarray:
     return array[: len(keep)]
 
 
-def load_image_folder(
+@dataclasses.dataclass(frozen=True, eq=False)
+class FolderListing:
+    """A split of an image folder, listed and not decoded: its sorted files and labels.
+
+    `skipped` holds the (path, reason) of files left out before decoding (the header check
+    of a streamed split, `swin_flax.data.sources`)."""
+
+    split_dir: Path
+    files: tuple[Path, ...]
+    labels: np.ndarray  # int32, one per file
+    classes: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def list_image_folder(
     root: str | Path,
     split: str,
-    image_size: int | None = None,
     *,
     class_names: Sequence[str] | None = None,
-    skip_bad: bool = False,
-    workers: int | None = None,
-) -> ArrayDataset:
-    """Read `root/<split>/<class>/*.{jpg,png,...}` into an `ArrayDataset`.
-
-    Classes are the sorted folder names of `root/train` (or of the split itself when
-    there is no train split), or `class_names` when given, so labels agree across
-    splits; a split may lack a class, but a class folder unknown to that list is an
-    error. Images are decoded to RGB with PIL by `workers` threads (default
-    min(8, CPUs)) and resized to `image_size` if it is set; without it they must all
-    have the first image's size.
-
-    Every file is decoded in full, so truncated and corrupt files are found here.
-    After the whole split is read, unreadable files raise one `BadImagesError` that
-    lists them, or with `skip_bad=True` are left out with a warning and recorded in
-    `skipped_files`. Images over PIL.Image.MAX_IMAGE_PIXELS count as unreadable.
-    """
+) -> FolderListing:
+    """The files of `root/<split>/<class>/*.{jpg,png,...}` and their labels, sorted, with
+    nothing decoded. Classes are the sorted folder names of `root/train` (or of the split
+    itself when there is no train split), or `class_names` when given, so labels agree
+    across splits; a split may lack a class, but a class folder unknown to that list is an
+    error."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder root {root} does not exist")
@@ -278,11 +286,6 @@ def load_image_folder(
         raise FileNotFoundError(
             f"split folder {split_dir} does not exist; splits in {root}: {_class_dirs(root)}"
         )
-    if image_size is not None and image_size < 1:
-        raise UserInputError(f"image_size must be a side in pixels or None, got {image_size}")
-    workers = _default_workers() if workers is None else workers
-    if workers < 1:
-        raise UserInputError(f"workers must be at least 1, got {workers}")
     classes = tuple(class_names) if class_names is not None else _reference_classes(root, split)
     unknown = sorted(set(_class_dirs(split_dir)) - set(classes))
     if unknown:
@@ -302,9 +305,34 @@ def load_image_folder(
     if not files:
         raise UserInputError(f"split folder {split_dir} holds no class folders")
     _note_ignored(split_dir, ignored)
+    return FolderListing(split_dir, tuple(files), np.asarray(labels, np.int32), classes)
+
+
+def decode_listing(
+    listing: FolderListing,
+    rows: Sequence[int] | None = None,
+    image_size: int | None = None,
+    *,
+    skip_bad: bool = False,
+    workers: int | None = None,
+) -> ArrayDataset:
+    """The files `rows` of a listing (all when None) decoded into an `ArrayDataset` by
+    `workers` threads (default min(8, CPUs)), each resized to `image_size` if it is set;
+    without it they must all have the first image's size.
+
+    Every file is decoded in full, so truncated and corrupt files are found here. After
+    all are read, unreadable files raise one `BadImagesError` that lists them, or with
+    `skip_bad=True` are left out with a warning and recorded in `skipped_files`.
+    """
+    if image_size is not None and image_size < 1:
+        raise UserInputError(f"image_size must be a side in pixels or None, got {image_size}")
+    workers = _workers(workers)
+    rows = np.arange(len(listing)) if rows is None else np.asarray(rows, np.int64)
+    files = [listing.files[row] for row in rows]
+    split_dir = listing.split_dir
     start = time.monotonic()
     images, bad = _read_images(files, image_size, workers, str(split_dir))
-    labels = np.asarray(labels, dtype=np.int32)
+    labels = listing.labels[rows]
     bad_files = [(str(files[index]), reason) for index, reason in bad]
     if images is None or (bad and not skip_bad):
         # Reported only now, with the whole split read, so that one run names them all.
@@ -329,7 +357,32 @@ def load_image_folder(
     return ArrayDataset(
         images=images,
         labels=labels,
-        num_classes=len(classes),
-        class_names=classes,
-        skipped_files=tuple(path for path, _ in bad_files),
+        num_classes=len(listing.classes),
+        class_names=listing.classes,
+        skipped_files=tuple(path for path, _ in (*listing.skipped, *bad_files)),
     )
+
+
+def _workers(workers: int | None) -> int:
+    workers = _default_workers() if workers is None else workers
+    if workers < 1:
+        raise UserInputError(f"workers must be at least 1, got {workers}")
+    return workers
+
+
+def load_image_folder(
+    root: str | Path,
+    split: str,
+    image_size: int | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    skip_bad: bool = False,
+    workers: int | None = None,
+) -> ArrayDataset:
+    """Read `root/<split>/<class>/*.{jpg,png,...}` into an `ArrayDataset`: the listing of
+    `list_image_folder` decoded by `decode_listing` (labels, classes, unreadable files and
+    threads as those say). Images over PIL.Image.MAX_IMAGE_PIXELS count as unreadable."""
+    if image_size is not None and image_size < 1:
+        raise UserInputError(f"image_size must be a side in pixels or None, got {image_size}")
+    listing = list_image_folder(root, split, class_names=class_names)
+    return decode_listing(listing, None, image_size, skip_bad=skip_bad, workers=workers)
