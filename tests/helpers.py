@@ -60,8 +60,12 @@ def streamed_folder(root, split="train", size=None, **loader):
     return StreamedDataset(source, range(len(source)), **loader)
 
 
-def run_tiny_stage(stage_dir, *, stop_after=None, mesh=None, steps_epochs=2.0, teacher=None):
-    data = tiny_dataset()
+def run_tiny_stage(
+    stage_dir, *, stop_after=None, mesh=None, steps_epochs=2.0, teacher=None, data=None
+):
+    """Two epochs of swin_pico_n on 48 32x32 images (`data`: tiny_dataset()'s, or another
+    4-class set of that size, resident or streamed), checkpoints every 4 steps."""
+    data = tiny_dataset() if data is None else data
     model = swin_flax.create_model("swin_pico_n", num_classes=4)
     loss = LossSettings(joint="weighted_harmonic" if teacher else "hard_only", w_d=13.0, w_s=1.0)
     return train_stage(

@@ -1,7 +1,7 @@
 """The batch for step s, the same whether the data is resident or streamed.
 
-    train_batches(data, ...)   the global (images, labels) of steps start..stop-1
-    eval_batches(data, ...)    every example once, in order: (images, labels, mask)
+    DataFeed(data, ...).train(...)       the global (images, labels) of steps start..stop-1
+    DataFeed(data, ...).evaluation(...)  every example once, in order: (images, labels, mask)
 
 Both give global jax arrays sharded over the mesh's data axis (`sharding`): a uint8
 (batch, H, W, 3) image batch and its int32 labels, which the jitted step augments. The
@@ -86,7 +86,7 @@ class EpochOrder:
 
 
 @functools.lru_cache(maxsize=16)
-def _gather(sharding) -> Callable:
+def batch_gather(sharding) -> Callable:
     """images[indices], labels[indices] of a resident split, sharded like the indices."""
     return jax.jit(
         lambda images, labels, indices: (images[indices], labels[indices]),
@@ -113,7 +113,7 @@ class DataFeed:
                 put_global(self.data.images, self.replicated),
                 put_global(self.data.labels, self.replicated),
             )
-        return _gather(self.sharding)(*self._placed, put_global(indices, self.sharding))
+        return batch_gather(self.sharding)(*self._placed, put_global(indices, self.sharding))
 
     def _streamed(self, rows_of_step: Callable, start: int, stop: int, batch_size: int):
         rows = process_rows(self.sharding, batch_size)

@@ -18,6 +18,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -116,15 +117,22 @@ def _read_or_reason(path: Path, size: int | None) -> tuple[np.ndarray | None, st
 
 
 def _read_into(
-    out: np.ndarray, files: Sequence[Path], indices: range, size: int | None
+    out: np.ndarray,
+    files: Sequence[Path],
+    indices: range,
+    size: int | None,
+    stop: threading.Event | None = None,
 ) -> list[tuple[int, str]]:
-    """Decode `files[indices]` into the rows `out[indices]`, one image at a time.
+    """Decode `files[indices]` into the rows `out[indices]`, one image at a time, until
+    `stop` is set (the caller gave up: an error, a Ctrl-C).
 
     Returns the (index, reason) of each unreadable file (its row is left unwritten) and
     raises _SizeMismatch at the first image whose shape is not `out`'s row shape.
     """
     bad = []
     for index in indices:
+        if stop is not None and stop.is_set():
+            break
         image, reason = _read_or_reason(files[index], size)
         if reason is not None:
             bad.append((index, reason))
@@ -177,13 +185,17 @@ def _read_rest(
         for start in range(first + 1, len(files), _FILES_PER_TASK)
     ]
     bad = []
+    stop = threading.Event()
     pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="load_image_folder")
     try:
-        futures = [pool.submit(_read_into, out, files, task, size) for task in tasks]
+        futures = [pool.submit(_read_into, out, files, task, size, stop) for task in tasks]
         for future in futures:
             bad.extend(future.result())
     finally:
-        # After an error or Ctrl-C, start no more tasks (a plain `with` would run them all).
+        # After an error or Ctrl-C (`preemption.stop_at_once` raises here), start no more
+        # tasks and end the running ones after their current image: a plain `with` would
+        # decode the whole split first.
+        stop.set()
         pool.shutdown(cancel_futures=True)
     return bad
 
@@ -382,7 +394,5 @@ def load_image_folder(
     """Read `root/<split>/<class>/*.{jpg,png,...}` into an `ArrayDataset`: the listing of
     `list_image_folder` decoded by `decode_listing` (labels, classes, unreadable files and
     threads as those say). Images over PIL.Image.MAX_IMAGE_PIXELS count as unreadable."""
-    if image_size is not None and image_size < 1:
-        raise UserInputError(f"image_size must be a side in pixels or None, got {image_size}")
     listing = list_image_folder(root, split, class_names=class_names)
     return decode_listing(listing, None, image_size, skip_bad=skip_bad, workers=workers)
