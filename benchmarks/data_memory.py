@@ -39,6 +39,11 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def epoch_child(args) -> dict:
     import jax
     import jax.numpy as jnp
@@ -102,9 +107,9 @@ def loader_child(args) -> dict:
         lambda s: order[s * args.batch_size : (s + 1) * args.batch_size], 0, steps
     )
     next(batches)  # threads started, first batch decoded: not timed
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), _cpu_seconds()
     count = sum(len(labels) for _, labels in batches)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - start_cpu
     batches.close()
     return {
         "images": count,
@@ -114,6 +119,9 @@ def loader_child(args) -> dict:
         "seconds": round(seconds, 2),
         "images_per_s": round(count / seconds, 1),
         "images_per_s_per_worker": round(count / seconds / args.workers, 1),
+        # What one fully used core decodes, whatever else runs on the machine.
+        "cpu_seconds": round(cpu_seconds, 2),
+        "images_per_cpu_second": round(count / cpu_seconds, 1),
     }
 
 
@@ -147,6 +155,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", default="0", help="decoding threads (0: the default)")
     parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per setting")
     parser.add_argument("--json", type=Path, help="append every row to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--placement", help=argparse.SUPPRESS)
@@ -168,7 +177,7 @@ def main() -> None:
         if args.mode == "epoch"
         else [["--workers", w] for w in args.workers.split(",")]
     )
-    for extra in runs:
+    for extra in [run for _ in range(args.repeats) for run in runs]:  # interleaved
         # Each measurement in a fresh process: ru_maxrss is a process's peak.
         command = [sys.executable, __file__, *sys.argv[1:], "--child", *extra]
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
