@@ -173,8 +173,8 @@ def train_stage(
                             "epoch": step / steps_per_epoch,
                         },
                     )
-                _save_before_failure(step, state, checkpointer, writer, teacher_logits)
-                raise data_failure(err, name, step, checkpointer) from err
+                saved = _save_before_failure(step, state, checkpointer, writer, teacher_logits)
+                raise data_failure(err, name, step, saved) from err
             teacher_input = (
                 teacher_logits.step_input(step, lambda x: put_global(x, index_sharding))
                 if teacher_logits is not None
@@ -230,22 +230,28 @@ def train_stage(
     )
 
 
-def _save_before_failure(step: int, state, checkpointer, writer, teacher_logits) -> None:
-    """The steps done before a batch failed to arrive, saved (none lost)."""
+def _save_before_failure(step: int, state, checkpointer, writer, teacher_logits) -> str:
+    """The steps done before a batch failed to arrive, saved (none lost); says what is kept.
+
+    With several processes only the one whose share failed is here: a save (a collective
+    write) would wait for the others forever, so the last periodic checkpoint is what stays.
+    """
     writer.flush()
     if teacher_logits is not None:
         teacher_logits.flush()
-    if step > 0 and checkpointer.latest_step() != step:
+    last = checkpointer.latest_step()
+    if step > 0 and last != step and jax.process_count() == 1:
         checkpointer.save(step, state)
+        last = step
+    if last is None:
+        return "no checkpoint was written yet"
+    if last == step:
+        return f"the {step} steps before it are saved in {checkpointer.directory}"
+    return f"the checkpoint of step {last} is kept in {checkpointer.directory}"
 
 
-def data_failure(err: Exception, stage: str, step: int, checkpointer) -> Exception:
+def data_failure(err: Exception, stage: str, step: int, saved: str) -> Exception:
     """One line for a batch that could not be read: what failed, what is saved, what next."""
-    saved = (
-        f"the {step} steps before it are saved in {checkpointer.directory}"
-        if step > 0
-        else "no step had run"
-    )
     what = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if not isinstance(err, UserInputError):
         what = f"the data loader failed ({type(err).__name__}: {what})"
