@@ -295,8 +295,10 @@ def kd_flax(
     pre_resized: bool,
     attention: str = DEFAULT_ATTENTION,
 ) -> dict:
-    """Our jitted distillation step, exactly as the trainer builds it."""
+    """Our jitted distillation step, exactly as the trainer builds it: a resident split's
+    batch gathered by `swin_flax.data.feed.batch_gather`, then the step."""
     from swin_flax.data.augment import AugmentConfig
+    from swin_flax.data.feed import batch_gather
     from swin_flax.settings import LossSettings
     from swin_flax.training.distributed import batch_sharded, make_mesh, replicated
     from swin_flax.training.optim import make_optimizer
@@ -354,14 +356,15 @@ def kd_flax(
     with jax_precision(precision):
         start = time.perf_counter()
         teacher_input = {"params": teacher_params}  # the teacher runs live in the step
-        compiled = step.lower(state, teacher_input, images, labels, indices[0], base_rng).compile()
+        gather = batch_gather(data)
+        batch_images, batch_labels = gather(images, labels, indices[0])
+        compiled = step.lower(state, teacher_input, batch_images, batch_labels, base_rng).compile()
         lower_compile_s = time.perf_counter() - start
 
     def call(i):
         nonlocal state
-        state, metrics, _ = compiled(
-            state, teacher_input, images, labels, indices[i % len(indices)], base_rng
-        )
+        batch_images, batch_labels = gather(images, labels, indices[i % len(indices)])
+        state, metrics, _ = compiled(state, teacher_input, batch_images, batch_labels, base_rng)
         return state, metrics
 
     timing = measure(

@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from swin_flax.errors import UserInputError
+
 
 def option(
     default,
@@ -154,3 +156,26 @@ def normalised(kind, section: dict, sections: Mapping[str, type]) -> dict:
         return v
 
     return {k: value(k, v) for k, v in section.items() if k in types and k not in sections}
+
+
+def build(root_kind, config, sections: Mapping[str, type], *, check_ranges: bool = True):
+    """`root_kind` (with its `sections`) from an ml_collections config or a nested dict:
+    every unknown key, then (with `check_ranges`) every out-of-range value, in one error."""
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    problems = unknown_keys(values, root_kind, sections)
+    if problems:
+        raise UserInputError(
+            "unknown config keys: "
+            + ", ".join(problems)
+            + ". Valid keys are declared in swin_flax/settings.py."
+        )
+    built = {
+        name: kind(**normalised(kind, values.get(name, {}), sections))
+        for name, kind in sections.items()
+    }
+    top = {k: v for k, v in values.items() if k not in sections}
+    root = root_kind(**normalised(root_kind, top, sections), **built)
+    problems = range_problems(root, sections) if check_ranges else []
+    if problems:
+        raise UserInputError("invalid config:\n  - " + "\n  - ".join(problems))
+    return root

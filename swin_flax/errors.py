@@ -46,6 +46,11 @@ class DatasetUnavailableError(RuntimeError):
     """A TFDS data set is not prepared locally and cannot be downloaded here."""
 
 
+class DataLoaderError(RuntimeError):
+    """Streaming a batch failed for a reason other than the data's (a decoding thread's
+    error); the steps before it are saved and the same command resumes."""
+
+
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN/Inf; the last good checkpoint is kept for inspection or resume."""
 
@@ -63,5 +68,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     UserInputError,
     OSError,
     DatasetUnavailableError,
+    DataLoaderError,
     TrainingDivergedError,
 )

@@ -18,7 +18,6 @@ from typing import Any
 
 from swin_flax import _options
 from swin_flax._options import finite, one_of, option, ordered_pair
-from swin_flax.errors import UserInputError
 
 # Valid ranges (check, what it expects) that several fields share or that are long to write.
 _INT_GE_0 = (lambda v: v >= 0, "an int >= 0")
@@ -56,6 +55,8 @@ _SWEEP = (
 ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn", "pallas")
 # Where the data comes from (swin_flax/data/load.py, which imports this, loads each).
 DATA_SOURCES = ("tfds", "image_folder", "digits")
+# Where it is held: decoded on every device, streamed from disk, or auto (data/placement.py).
+DATA_PLACEMENTS = ("auto", "device", "stream")
 # How the student's blocks after the cut start (swin_flax/weights/transfer.py imports this).
 TAIL_INITS = ("random", "teacher")
 # Which teacher blocks a student keeps, by name (swin_flax/weights/keep_blocks.py defines
@@ -100,6 +101,15 @@ class DataSettings:
         0, *_STORED_SIZE, help="resize the images when loading, pixels (needed for mixed sizes)"
     )
     skip_bad_images: bool = option(False, help="image_folder: skip (and list) unreadable files")
+    # Both placements give the same batches (data/feed.py), so a run may switch on resume.
+    placement: str = option(
+        "auto",
+        *one_of(*DATA_PLACEMENTS),
+        resumable=True,
+        help="device (decoded onto each), stream (read from disk), auto (device if it fits)",
+    )
+    workers: int = option(0, *_INT_GE_0, resumable=True, help="decoding threads (0: min(8, CPUs))")
+    prefetch: int = option(2, *_INT_GE_1, resumable=True, help="stream: batches decoded ahead")
     train_split: str = option("train", help="the split trained on")
     test_split: str = option("test", help="the split evaluated on")
     train_subset: int = option(0, *_SUBSET, help=">0: a seeded, class-balanced subset (CPU budget)")
@@ -348,24 +358,7 @@ class RunSettings:
         """The typed settings of an ml_collections config (or a plain dict), every unknown
         key and (unless the caller adds its own checks to them) out-of-range value reported
         in one error."""
-        values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-        problems = _options.unknown_keys(values, cls, SECTIONS)
-        if problems:
-            raise UserInputError(
-                "unknown config keys: "
-                + ", ".join(problems)
-                + ". Valid keys are declared in swin_flax/settings.py."
-            )
-        sections = {
-            name: kind(**_options.normalised(kind, values.get(name, {}), SECTIONS))
-            for name, kind in SECTIONS.items()
-        }
-        top = {k: v for k, v in values.items() if k not in SECTIONS}
-        settings = cls(**_options.normalised(cls, top, SECTIONS), **sections)
-        problems = range_problems(settings) if check_ranges else []
-        if problems:
-            raise UserInputError("invalid config:\n  - " + "\n  - ".join(problems))
-        return settings
+        return _options.build(cls, config, SECTIONS, check_ranges=check_ranges)
 
 
 def student_seeds(settings: RunSettings) -> list[int]:

@@ -32,8 +32,40 @@ def tiny_dataset(n=48, classes=4, seed=0) -> ArrayDataset:
     return ArrayDataset(images=images, labels=labels, num_classes=classes)
 
 
-def run_tiny_stage(stage_dir, *, stop_after=None, mesh=None, steps_epochs=2.0, teacher=None):
-    data = tiny_dataset()
+def tiny_image_folder(root, n=48, classes=4, side=8, seed=0, splits=("train", "test")) -> Path:
+    """ROOT/<split>/class_<k>/<i>.png: `n` random PNGs per split with the class in the red
+    channel (as `tiny_dataset`), for the resident-vs-streamed tests."""
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for i in range(n):
+            label = int(rng.integers(0, classes))
+            pixels = rng.integers(0, 256, (side, side, 3)).astype(np.uint8)
+            pixels[..., 0] = label * 60
+            folder = root / split / f"class_{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return root
+
+
+def streamed_folder(root, split="train", size=None, **loader):
+    """A listed image-folder split as a `StreamedDataset` (nothing decoded yet)."""
+    from swin_flax.data.folder_listing import list_image_folder
+    from swin_flax.data.sources import ImageFolderSource
+    from swin_flax.data.stream import StreamedDataset
+
+    source = ImageFolderSource(list_image_folder(root, split), size)
+    return StreamedDataset(source, range(len(source)), **loader)
+
+
+def run_tiny_stage(
+    stage_dir, *, stop_after=None, mesh=None, steps_epochs=2.0, teacher=None, data=None
+):
+    """Two epochs of swin_pico_n on 48 32x32 images (`data`: tiny_dataset()'s, or another
+    4-class set of that size, resident or streamed), checkpoints every 4 steps."""
+    data = tiny_dataset() if data is None else data
     model = swin_flax.create_model("swin_pico_n", num_classes=4)
     loss = LossSettings(joint="weighted_harmonic" if teacher else "hard_only", w_d=13.0, w_s=1.0)
     return train_stage(

@@ -46,6 +46,7 @@ assert "jax" not in sys.modules or {jax_ok}, "imported jax"
         ("benchmarks.roofline", True),
         ("benchmarks.attention_variants", True),
         ("benchmarks.profile_kernels", True),
+        ("benchmarks.data_memory", False),
     ],
 )
 @pytest.mark.multiprocess
@@ -126,6 +127,47 @@ def test_kernel_profile_reads_back_the_trace(tmp_path):
         if line.strip().endswith("%") and not line.strip()[0].isdigit()
     }
     assert "gemm" in shares and 99.0 <= sum(shares.values()) <= 101.0
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_data_memory_measures_both_placements_and_the_loader(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from tests.helpers import tiny_image_folder
+
+    root = tiny_image_folder(tmp_path / "images", n=40, side=16)
+    rows = run_script(
+        "benchmarks/data_memory.py",
+        "epoch",
+        "--root",
+        str(root),
+        "--images",
+        "20",
+        "--stored-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--placements",
+        "device,stream",
+    )
+    epochs = [json.loads(line) for line in rows.splitlines()]
+    assert [(r["placement"], r["images"]) for r in epochs] == [("device", 20), ("stream", 20)]
+    assert all(r["peak_rss_mb"] >= r["peak_rss_added_mb"] > 0 and r["epoch_s"] > 0 for r in epochs)
+    loader = json.loads(
+        run_script(
+            "benchmarks/data_memory.py",
+            "loader",
+            "--root",
+            str(root),
+            "--stored-size",
+            "8",
+            "--batch-size",
+            "4",
+            "--workers",
+            "2",
+        )
+    )
+    assert loader["images"] == 36 and loader["images_per_s"] > 0  # 10 batches, first untimed
 
 
 def test_roofline_traffic_model_counts_swin_t_by_hand():

@@ -13,6 +13,7 @@ which the loaders (`tfds_source`, `digits`) use to turn decoded images into one 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 
@@ -38,6 +39,9 @@ class ArrayDataset:
     # Files of the source that could not be read and were left out (load_image_folder
     # with skip_bad=True), so that a run can record what it did not train on.
     skipped_files: tuple[str, ...] = ()
+    # What names the data without its pixels (`swin_flax.data.sources.fingerprint`) when it
+    # was decoded from a listed source; None: `data_fingerprint` hashes the pixels.
+    fingerprint: str | None = None
 
     def __post_init__(self):
         images, labels = self.images, self.labels
@@ -76,7 +80,34 @@ class ArrayDataset:
 
     def take(self, indices: np.ndarray) -> ArrayDataset:
         """The examples at `indices`, with the same classes (for splits and subsets)."""
-        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
+        return dataclasses.replace(
+            self,
+            images=self.images[indices],
+            labels=self.labels[indices],
+            fingerprint=subset_fingerprint(self.fingerprint, indices),
+        )
+
+
+def subset_fingerprint(fingerprint: str | None, indices: np.ndarray) -> str | None:
+    """The fingerprint of the examples `indices` of a data set named by `fingerprint`."""
+    if fingerprint is None:
+        return None
+    digest = hashlib.sha256(fingerprint.encode())
+    digest.update(np.ascontiguousarray(indices, np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def data_fingerprint(data) -> str:
+    """What names a data set's examples: its source's listing when it has one (computed the
+    same whether it is resident or streamed), else sha256 of its pixels and labels."""
+    if data.fingerprint is not None:
+        return data.fingerprint
+    digest = hashlib.sha256()
+    for array in (data.images, data.labels):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.shape}|{array.dtype}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def class_label(ds: ArrayDataset, label: int) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from swin_flax.data.image_folder import IMAGE_EXTENSIONS
+from swin_flax.data.folder_listing import IMAGE_EXTENSIONS
 from swin_flax.errors import UserInputError
 
 SPLITS = ("train", "test")

@@ -1,4 +1,6 @@
-"""A `root/<split>/<class>/*.jpg` tree -> `ArrayDataset` (`load_image_folder`).
+"""A `root/<split>/<class>/*.jpg` tree -> `ArrayDataset` (`load_image_folder`): listed
+(`list_image_folder`: sorted files and labels, nothing decoded), then decoded
+(`decode_listing`, all of it or the rows a subset keeps).
 
 Images are decoded (`swin_flax.data.images.decode_image`) by a pool of threads straight
 into one preallocated array, one image at a time per thread, so the peak memory is the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -23,106 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from swin_flax import cli
 from swin_flax.data.dataset import ArrayDataset
-from swin_flax.data.images import RESIZE_ADVICE, decode_image, header_size
+from swin_flax.data.folder_listing import FolderListing, broken_link_reason, list_image_folder
+from swin_flax.data.images import RESIZE_ADVICE, decode_image
 from swin_flax.errors import BadImagesError, UserInputError
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-
-
-def _class_dirs(directory: Path) -> list[str]:
-    return sorted(
-        entry.name
-        for entry in directory.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".")
-    )
-
-
-def _reference_classes(root: Path, split: str) -> tuple[str, ...]:
-    """The class list every split is labelled with: the train split's folders if there
-    is one, so that label i means the same class in train and test."""
-    reference_dir = root / "train" if (root / "train").is_dir() else root / split
-    classes = _class_dirs(reference_dir)
-    if not classes:
-        raise UserInputError(f"no class folders in {reference_dir}")
-    return tuple(classes)
-
-
-def _image_file(path: Path) -> bool:
-    """A file with an image suffix, or a broken symbolic link with one: it is read like
-    the others and, unreadable, reported (or skipped) like them."""
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        return False
-    return path.is_file() or (path.is_symlink() and not path.exists())
-
-
-def _broken_link_reason(path: Path) -> str | None:
-    """Why a symbolic link cannot be read ('a broken symbolic link to X'), or None."""
-    if not path.is_symlink():
-        return None
-    target = os.readlink(path)
-    try:
-        path.stat()
-    except FileNotFoundError:
-        return f"a broken symbolic link to {target} (no such file)"
-    except OSError:
-        return f"a symbolic link to {target} that loops"
-    return None
-
-
-def _class_files(class_dir: Path) -> tuple[list[Path], list[Path]]:
-    """(image files, other entries) of a class folder, each sorted. Subfolders and files
-    without an image suffix are not read; hidden entries (.DS_Store) are not even listed."""
-    entries = sorted(path for path in class_dir.iterdir() if not path.name.startswith("."))
-    files = [p for p in entries if _image_file(p)]
-    others = [p for p in entries if not _image_file(p)]
-    if not files:
-        raise UserInputError(
-            f"class folder {class_dir} holds no images "
-            f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
-    return files, others
-
-
-def first_image_size(root: str | Path, split: str) -> tuple[int, int] | None:
-    """(width, height) of the first image of `root/split` (sorted classes, sorted files),
-    read from its header alone; None when there is none or no header among the first few
-    files opens. Without data.stored_size every image must have this size (the load checks),
-    so it is the size of the split, known without decoding it."""
-    split_dir = Path(root) / split
-    if not split_dir.is_dir():
-        return None
-    for class_name in _class_dirs(split_dir):
-        entries = sorted(p for p in (split_dir / class_name).iterdir() if p.is_file())
-        for path in [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS][:5]:
-            size = header_size(path)
-            if size is not None:
-                return size
-    return None
-
-
-# Entries named in the note about what a split's class folders hold besides images.
-_MAX_LISTED_IGNORED = 5
-
-
-def _note_ignored(split_dir: Path, ignored: Sequence[Path]) -> None:
-    """One line for what the class folders hold besides images: nested folders are not
-    searched, so a user who nested the images learns it here, not from a smaller data set."""
-    if not ignored:
-        return
-    names = [
-        f"{p.relative_to(split_dir).as_posix()}{'/' if p.is_dir() else ''}"
-        for p in ignored[:_MAX_LISTED_IGNORED]
-    ]
-    more = len(ignored) - len(names)
-    cli.note(
-        f"{len(ignored)} entries in the class folders of {split_dir} are not read (folders, "
-        f"and files without an image suffix): {', '.join(names)}"
-        + (f" and {more} more" if more else "")
-    )
 
 
 class _SizeMismatch(Exception):
@@ -149,19 +58,26 @@ def _read_or_reason(path: Path, size: int | None) -> tuple[np.ndarray | None, st
     try:
         return decode_image(path, size), None
     except BadImagesError as err:
-        return None, _broken_link_reason(path) or err.bad_files[0][1]
+        return None, broken_link_reason(path) or err.bad_files[0][1]
 
 
 def _read_into(
-    out: np.ndarray, files: Sequence[Path], indices: range, size: int | None
+    out: np.ndarray,
+    files: Sequence[Path],
+    indices: range,
+    size: int | None,
+    stop: threading.Event | None = None,
 ) -> list[tuple[int, str]]:
-    """Decode `files[indices]` into the rows `out[indices]`, one image at a time.
+    """Decode `files[indices]` into the rows `out[indices]`, one image at a time, until
+    `stop` is set (the caller gave up: an error, a Ctrl-C).
 
     Returns the (index, reason) of each unreadable file (its row is left unwritten) and
     raises _SizeMismatch at the first image whose shape is not `out`'s row shape.
     """
     bad = []
     for index in indices:
+        if stop is not None and stop.is_set():
+            break
         image, reason = _read_or_reason(files[index], size)
         if reason is not None:
             bad.append((index, reason))
@@ -214,13 +130,17 @@ def _read_rest(
         for start in range(first + 1, len(files), _FILES_PER_TASK)
     ]
     bad = []
+    stop = threading.Event()
     pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="load_image_folder")
     try:
-        futures = [pool.submit(_read_into, out, files, task, size) for task in tasks]
+        futures = [pool.submit(_read_into, out, files, task, size, stop) for task in tasks]
         for future in futures:
             bad.extend(future.result())
     finally:
-        # After an error or Ctrl-C, start no more tasks (a plain `with` would run them all).
+        # After an error or Ctrl-C (`preemption.stop_at_once` raises here), start no more
+        # tasks and end the running ones after their current image: a plain `with` would
+        # decode the whole split first.
+        stop.set()
         pool.shutdown(cancel_futures=True)
     return bad
 
@@ -287,64 +207,31 @@ def _without_rows(array: np.ndarray, rows: Sequence[int]) -> np.ndarray:
     return array[: len(keep)]
 
 
-def load_image_folder(
-    root: str | Path,
-    split: str,
+def decode_listing(
+    listing: FolderListing,
+    rows: Sequence[int] | None = None,
     image_size: int | None = None,
     *,
-    class_names: Sequence[str] | None = None,
     skip_bad: bool = False,
     workers: int | None = None,
 ) -> ArrayDataset:
-    """Read `root/<split>/<class>/*.{jpg,png,...}` into an `ArrayDataset`.
+    """The files `rows` of a listing (all when None) decoded into an `ArrayDataset` by
+    `workers` threads (default min(8, CPUs)), each resized to `image_size` if it is set;
+    without it they must all have the first image's size.
 
-    Classes are the sorted folder names of `root/train` (or of the split itself when
-    there is no train split), or `class_names` when given, so labels agree across
-    splits; a split may lack a class, but a class folder unknown to that list is an
-    error. Images are decoded to RGB with PIL by `workers` threads (default
-    min(8, CPUs)) and resized to `image_size` if it is set; without it they must all
-    have the first image's size.
-
-    Every file is decoded in full, so truncated and corrupt files are found here.
-    After the whole split is read, unreadable files raise one `BadImagesError` that
-    lists them, or with `skip_bad=True` are left out with a warning and recorded in
-    `skipped_files`. Images over PIL.Image.MAX_IMAGE_PIXELS count as unreadable.
+    Every file is decoded in full, so truncated and corrupt files are found here. After
+    all are read, unreadable files raise one `BadImagesError` that lists them, or with
+    `skip_bad=True` are left out with a warning and recorded in `skipped_files`.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder root {root} does not exist")
-    split_dir = root / split
-    if not split_dir.is_dir():
-        raise FileNotFoundError(
-            f"split folder {split_dir} does not exist; splits in {root}: {_class_dirs(root)}"
-        )
     if image_size is not None and image_size < 1:
         raise UserInputError(f"image_size must be a side in pixels or None, got {image_size}")
-    workers = _default_workers() if workers is None else workers
-    if workers < 1:
-        raise UserInputError(f"workers must be at least 1, got {workers}")
-    classes = tuple(class_names) if class_names is not None else _reference_classes(root, split)
-    unknown = sorted(set(_class_dirs(split_dir)) - set(classes))
-    if unknown:
-        raise UserInputError(
-            f"class folders {unknown} in {split_dir} are not among the known classes "
-            f"{list(classes)}"
-        )
-    files, labels, ignored = [], [], []
-    for label, class_name in enumerate(classes):
-        class_dir = split_dir / class_name
-        if not class_dir.is_dir():
-            continue
-        class_files, others = _class_files(class_dir)
-        files.extend(class_files)
-        labels.extend([label] * len(class_files))
-        ignored.extend(others)
-    if not files:
-        raise UserInputError(f"split folder {split_dir} holds no class folders")
-    _note_ignored(split_dir, ignored)
+    workers = _workers(workers)
+    rows = np.arange(len(listing)) if rows is None else np.asarray(rows, np.int64)
+    files = [listing.files[row] for row in rows]
+    split_dir = listing.split_dir
     start = time.monotonic()
     images, bad = _read_images(files, image_size, workers, str(split_dir))
-    labels = np.asarray(labels, dtype=np.int32)
+    labels = listing.labels[rows]
     bad_files = [(str(files[index]), reason) for index, reason in bad]
     if images is None or (bad and not skip_bad):
         # Reported only now, with the whole split read, so that one run names them all.
@@ -369,7 +256,30 @@ def load_image_folder(
     return ArrayDataset(
         images=images,
         labels=labels,
-        num_classes=len(classes),
-        class_names=classes,
-        skipped_files=tuple(path for path, _ in bad_files),
+        num_classes=len(listing.classes),
+        class_names=listing.classes,
+        skipped_files=tuple(path for path, _ in (*listing.skipped, *bad_files)),
     )
+
+
+def _workers(workers: int | None) -> int:
+    workers = _default_workers() if workers is None else workers
+    if workers < 1:
+        raise UserInputError(f"workers must be at least 1, got {workers}")
+    return workers
+
+
+def load_image_folder(
+    root: str | Path,
+    split: str,
+    image_size: int | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    skip_bad: bool = False,
+    workers: int | None = None,
+) -> ArrayDataset:
+    """Read `root/<split>/<class>/*.{jpg,png,...}` into an `ArrayDataset`: the listing of
+    `list_image_folder` decoded by `decode_listing` (labels, classes, unreadable files and
+    threads as those say). Images over PIL.Image.MAX_IMAGE_PIXELS count as unreadable."""
+    listing = list_image_folder(root, split, class_names=class_names)
+    return decode_listing(listing, None, image_size, skip_bad=skip_bad, workers=workers)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -88,16 +89,44 @@ def decode_image(
         ) from None
 
 
+def header_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a readable image judged from its header alone (empty, not an
+    image, over the pixel limit), or None. Opening a header costs a small read, not a
+    decode: how a streamed run leaves out bad files (data.skip_bad_images) before its first
+    step. A truncated file passes; its pixels fail later, in `decode_image`."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            # The limit is checked below with a reason; PIL's warning would only repeat it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            _check_pixel_count(image)
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, _TooManyPixels) as err:
+        return _bad_image_reason(path, err)
+    return None
+
+
+def image_size_from_header(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) as stored (before any EXIF rotation), from the header alone."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+    return height, width
+
+
 def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """(width, height) as stored, from the file's header alone (nothing is decoded), or None
     when it is not an image PIL can open. EXIF rotation may swap the two after decoding."""
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            return image.size
+        height, width = image_size_from_header(path)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
+    return width, height
 
 
 def _decode(source: str | os.PathLike | bytes, size: int | None) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import socket
 import threading
 import time
@@ -24,7 +25,8 @@ import numpy as np
 
 from swin_flax._optional import require
 from swin_flax.data.dataset import ArrayDataset
-from swin_flax.data.images import stack_images
+from swin_flax.data.images import _resize_rgb, _to_rgb, stack_images
+from swin_flax.data.sources import decode_source, fingerprint, pillow_version, shape_error
 from swin_flax.errors import DatasetUnavailableError, UserInputError
 
 logger = logging.getLogger(__name__)
@@ -161,13 +163,108 @@ def _examples_with_tensorflow(tfds, builder, split: str) -> Iterator[dict]:
     return iter(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
 
 
-def _tfds_examples(tfds, builder, split: str) -> Iterator[dict]:
-    """Examples of `split` as dicts of numpy values, in the stored order."""
-    try:
-        source = builder.as_data_source(split=split)
-    except NotImplementedError:  # no random-access (array_record) files on disk
-        return _examples_with_tensorflow(tfds, builder, split)
-    return (source[i] for i in range(len(source)))
+def open_tfds(
+    name: str,
+    data_dir: str | None = None,
+    *,
+    download: bool = True,
+    image_key: str = "image",
+    label_key: str = "label",
+):
+    """The builder of a TFDS image-classification data set, checked and prepared in
+    `data_dir` (TFDS's default when None) if needed: DatasetUnavailableError within seconds
+    when it is not there and cannot be downloaded, UserInputError for an unknown name or
+    missing features."""
+    # A dependency of swin_flax itself: ImportError (a broken install) rather than a
+    # user's mistake.
+    tfds = require("tensorflow_datasets", "load_tfds", error=ImportError)
+    builder = _tfds_builder(tfds, name, data_dir)
+    _check_features(builder, image_key, label_key)
+    if not builder.is_prepared():
+        _prepare(tfds, builder, name, download)
+    return builder
+
+
+class TfdsSource:
+    """A TFDS split through `tfds.data_source`: random access to array_record files, with
+    no TensorFlow at read time. Labels are read per example (a label pass over a big split
+    would read every record); `labels` reads them all, without decoding the images, only
+    when asked (a class-balanced subset)."""
+
+    kind = "tfds"
+
+    def __init__(self, builder, split: str, size: int | None, *, image_key: str, label_key: str):
+        self.builder, self.split, self.size = builder, split, size
+        self.image_key, self.label_key = image_key, label_key
+        try:
+            self._source = builder.as_data_source(split=split)
+        except NotImplementedError:  # stored as tfrecord: only TensorFlow reads it
+            raise DatasetUnavailableError(
+                f"TFDS data set '{builder.name}' in {builder.data_dir} is stored as "
+                f"{builder.info.file_format}, which cannot be read by index: prepare it again "
+                f"with `tfds build {builder.name} --data_dir=DIR --file_format=array_record`"
+            ) from None
+        label_feature = builder.info.features[label_key]
+        self.num_classes = int(label_feature.num_classes)
+        self.class_names = tuple(label_feature.names) if label_feature.names else None
+        self.skipped_files: tuple[str, ...] = ()
+        self._labels: np.ndarray | None = None
+        self._shape: tuple | None = (size, size, 3) if size else None
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            tfds = require("tensorflow_datasets", "reading TFDS labels", error=ImportError)
+            undecoded = self.builder.as_data_source(
+                split=self.split, decoders={self.image_key: tfds.decode.SkipDecoding()}
+            )
+            values = [undecoded[i][self.label_key] for i in range(len(undecoded))]
+            self._labels = np.asarray(values, np.int32)
+        return self._labels
+
+    def image_shape(self) -> tuple[int, int, int]:
+        if self._shape is None:
+            self._shape = self._pixels(0).shape
+        return self._shape
+
+    def pixels_per_image(self) -> int:
+        """H x W, from the features' metadata when the images have one size."""
+        if self.size:
+            return self.size * self.size
+        shape = self.builder.info.features[self.image_key].shape
+        if shape[0] and shape[1]:
+            return int(shape[0]) * int(shape[1])
+        height, width, _ = self.image_shape()
+        return height * width
+
+    def _pixels(self, index: int) -> np.ndarray:
+        image = _to_rgb(self._source[index][self.image_key])
+        return _resize_rgb(image, self.size) if self.size else image
+
+    def read(self, index: int) -> tuple[np.ndarray, int]:
+        example = self._source[index]
+        image = _to_rgb(example[self.image_key])
+        if self.size:
+            image = _resize_rgb(image, self.size)
+        elif image.shape != self.image_shape():
+            name = f"{self.builder.name}[{self.split}] example {index}"
+            raise shape_error(name, image.shape, self.image_shape())
+        return image, int(example[self.label_key])
+
+    def identity(self) -> dict:
+        import tensorflow_datasets as tfds
+
+        return {
+            "source": self.kind,
+            "name": self.builder.info.full_name,
+            "split": self.split,
+            "count": len(self),
+            "stored_size": self.size or 0,
+            "decoder": f"tensorflow_datasets {tfds.__version__}, Pillow {pillow_version()}",
+        }
 
 
 def load_tfds(
@@ -182,29 +279,40 @@ def load_tfds(
 ) -> ArrayDataset:
     """A whole TFDS split (e.g. 'train', 'test', 'train[:90%]') as an `ArrayDataset`.
 
-    Prepares the data set in `data_dir` (TFDS's default when None) if needed. Raises
-    `DatasetUnavailableError` within seconds when it is not there and cannot be
-    downloaded, and ValueError for an unknown name or missing features. Grayscale images
-    become 3-channel; `image_size` resizes every image (needed when sizes vary).
+    Prepares the data set as `open_tfds` does. Grayscale images become 3-channel;
+    `image_size` resizes every image (needed when sizes vary). Array_record files are read
+    by index straight into one preallocated array (`TfdsSource`); tfrecord files, which
+    only TensorFlow reads, example by example.
     """
-    # A dependency of swin_flax itself: ImportError (a broken install) rather than a
-    # user's mistake.
     tfds = require("tensorflow_datasets", "load_tfds", error=ImportError)
-    builder = _tfds_builder(tfds, name, data_dir)
-    _check_features(builder, image_key, label_key)
-    if not builder.is_prepared():
-        _prepare(tfds, builder, name, download)
-    images, labels = [], []
-    for example in _tfds_examples(tfds, builder, split):
-        images.append(example[image_key])
-        labels.append(example[label_key])
-    label_feature = builder.info.features[label_key]
-    names = tuple(label_feature.names) if label_feature.names else None
+    builder = open_tfds(name, data_dir, download=download, image_key=image_key, label_key=label_key)
+    keys = {"image_key": image_key, "label_key": label_key}
+    try:
+        source = TfdsSource(builder, split, image_size, **keys)
+    except DatasetUnavailableError:
+        return _load_with_tensorflow(tfds, builder, split, image_size, **keys)
+    indices = np.arange(len(source))
+    images, labels = decode_source(source, indices, workers=min(8, os.cpu_count() or 1))
     dataset = ArrayDataset(
-        images=stack_images(images, image_size, f"{name}[{split}]"),
-        labels=np.asarray(labels, dtype=np.int32),
-        num_classes=int(label_feature.num_classes),
-        class_names=names,
+        images=images,
+        labels=labels,
+        num_classes=source.num_classes,
+        class_names=source.class_names,
+        fingerprint=fingerprint(source, indices),
     )
     logger.info("Read %d examples of %s[%s] from %s", len(dataset), name, split, builder.data_dir)
     return dataset
+
+
+def _load_with_tensorflow(tfds, builder, split, image_size, *, image_key, label_key):
+    images, labels = [], []
+    for example in _examples_with_tensorflow(tfds, builder, split):
+        images.append(example[image_key])
+        labels.append(example[label_key])
+    label_feature = builder.info.features[label_key]
+    return ArrayDataset(
+        images=stack_images(images, image_size, f"{builder.name}[{split}]"),
+        labels=np.asarray(labels, dtype=np.int32),
+        num_classes=int(label_feature.num_classes),
+        class_names=tuple(label_feature.names) if label_feature.names else None,
+    )

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from swin_flax import cli
-from swin_flax.data.image_folder import IMAGE_EXTENSIONS
+from swin_flax.data.folder_listing import IMAGE_EXTENSIONS
 from swin_flax.data.images import decode_image
 from swin_flax.deploy.runners import preprocess_images
 from swin_flax.errors import BadImagesError, UserInputError

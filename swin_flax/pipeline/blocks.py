@@ -153,6 +153,8 @@ def measure(
             f"{model.num_classes}: measure it on images of its own task"
         )
     params = jax.device_get(params)  # host copies (a mesh-replicated teacher's too), as evaluate
+    if not isinstance(data, ArrayDataset):  # streamed: the (small) split decoded here
+        data = data.resident()
     logits_of = _logits_fn(model, min(batch_size, len(data)))
     full = logits_of(params, data.images)
     log_p = _log_softmax(full)

@@ -9,13 +9,12 @@ relates several settings, or a setting to the world (files, models, devices).
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import jax
 
-from swin_flax.data.dataset import ArrayDataset
+from swin_flax.data import placement
 from swin_flax.errors import UserInputError
 from swin_flax.model import presets
 from swin_flax.model.swin import SwinTransformer, model_config
@@ -27,11 +26,6 @@ from swin_flax.weights import checkpoint, transfer
 
 # The fields a transferred student must share with its teacher (only depths may differ).
 TRANSFER_SHARED_FIELDS = ("embed_dim", "num_heads", "window_size", "patch_size", "mlp_ratio")
-
-# Each device holds the whole data set (replicated) beside the model, optimizer state and
-# activations; beyond this fraction of its memory the run would fail mid-way with an
-# out-of-memory error from deep inside XLA.
-MAX_DATA_FRACTION_OF_DEVICE = 0.5
 
 
 def load_settings(config) -> RunSettings:
@@ -257,8 +251,8 @@ def check_workdir_writable(workdir: Path) -> None:
 def check_data(
     settings: RunSettings,
     variants: list[StudentVariant],
-    train_data: ArrayDataset,
-    eval_data: ArrayDataset,
+    train_data,
+    eval_data,
 ) -> None:
     check_batch_sizes_fit(settings, variants, len(train_data))
     for row in sweeps.sweep_rows(settings):
@@ -284,27 +278,7 @@ def check_batch_sizes_fit(settings: RunSettings, variants, num_train: int) -> No
             )
 
 
-def device_memory_bytes() -> tuple[int, str]:
-    """(bytes one device can hold, what that is): the accelerator's limit, or on CPU the
-    host's physical memory shared by its local devices."""
-    device = jax.local_devices()[0]
-    stats = device.memory_stats() or {}
-    if stats.get("bytes_limit"):
-        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return physical // jax.local_device_count(), "host memory per CPU device"
-
-
-def check_data_fits_devices(train_data: ArrayDataset, eval_data: ArrayDataset) -> None:
-    """The replicated uint8 data sets must leave room for the model on every device."""
-    needed = train_data.images.nbytes + eval_data.images.nbytes
-    available, what = device_memory_bytes()
-    if needed > MAX_DATA_FRACTION_OF_DEVICE * available:
-        side = train_data.images.shape[1]
-        raise UserInputError(
-            f"the data sets take {needed / 2**30:.2f} GiB ({len(train_data) + len(eval_data)} "
-            f"images of {side}x{side}) on every device, more than "
-            f"{MAX_DATA_FRACTION_OF_DEVICE:.0%} of the {available / 2**30:.2f} GiB of {what}; "
-            "store the images smaller with data.stored_size (e.g. 32 or 64: the resize to "
-            "data.image_size happens on the device), or use fewer images"
-        )
+def check_data_fits_devices(train_data, eval_data) -> None:
+    """Resident data sets must leave room for the model on every device (the rule
+    data.placement=auto decides by, before decoding: `swin_flax.data.placement`)."""
+    placement.check_fits_devices([train_data, eval_data])

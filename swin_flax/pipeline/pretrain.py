@@ -17,12 +17,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from swin_flax.data.image_folder import load_image_folder
+from swin_flax.data.load import open_splits
 from swin_flax.model import presets
 from swin_flax.model.swin import init_params
 from swin_flax.pipeline import stages
 from swin_flax.settings import RunSettings
-from swin_flax.training import optim
+from swin_flax.training import optim, preemption
 from swin_flax.training.evaluate import top1_accuracy
 from swin_flax.training.loop import train_stage
 
@@ -55,9 +55,20 @@ def pretrain_teacher(
     p, data = settings.pretrain, settings.data
     stage_dir = Path(workdir) / STAGE
     stages.check_stage_config(stage_dir, fingerprint(settings))
-    size = data.stored_size or None
-    train = load_image_folder(p.root, "train", image_size=size, skip_bad=data.skip_bad_images)
-    test = load_image_folder(p.root, "test", image_size=size, skip_bad=data.skip_bad_images)
+    # The source task's folder, placed as data.placement says (resident or streamed).
+    source = dataclasses.replace(
+        data,
+        source="image_folder",
+        root=p.root,
+        train_split="train",
+        test_split="test",
+        train_subset=0,
+        test_subset=0,
+        validation_fraction=0.0,
+    )
+    with preemption.stop_at_once("reading the source task's images"):
+        splits = open_splits(source, seed=settings.seed)
+    train, test = splits.train, splits.test
     steps = optim.steps_from_epochs(p.epochs, len(train) // p.batch_size)
     if stages.finished_model_available(stage_dir):
         model, params = stages.load_finished_model(stage_dir, dtype)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from swin_flax import cli
 from swin_flax._files import write_text
-from swin_flax.data import Splits, load_splits
+from swin_flax.data import Splits, open_splits
 from swin_flax.data.augment import AugmentConfig
 from swin_flax.data.dataset import ArrayDataset
 from swin_flax.data.load import resized_crop
@@ -72,7 +72,8 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
         sweep = sweeps.sweep_rows(settings)
         for row in sweep:
             preflight.check_settings(row.settings(settings), variants)
-        splits = load_splits(settings.data, seed=settings.data.split_seed)
+        with preemption.stop_at_once("reading the data"):  # nothing to save yet
+            splits = open_splits(settings.data, seed=settings.data.split_seed)
         preflight.check_data(settings, variants, splits.train, splits.test)
         record_skipped_images(workdir, *(d for d in vars(splits).values() if d is not None))
         rows = []

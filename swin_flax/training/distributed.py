@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from swin_flax.data.feed import put_global  # defined with the data's feed; used from here too
 from swin_flax.errors import UserInputError
 
 DATA_AXIS = "data"
@@ -38,12 +39,6 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
             f"batch_size {batch_size} must be divisible by the number of devices ({devices}) "
             f"for data parallelism; use e.g. {max(devices, batch_size // devices * devices)}"
         )
-
-
-def put_global(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """A global array from a numpy value that every process holds in full."""
-    value = np.asarray(value)
-    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def put_replicated(tree, mesh: Mesh):

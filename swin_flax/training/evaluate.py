@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from swin_flax.data.batches import eval_batches
 from swin_flax.data.dataset import ArrayDataset
+from swin_flax.data.feed import DataFeed
+from swin_flax.data.stream import StreamedDataset
 from swin_flax.model.swin import SwinTransformer
 from swin_flax.training.distributed import (
     batch_sharded,
     make_mesh,
-    put_global,
     put_replicated,
     replicated,
 )
@@ -26,31 +26,33 @@ NOISY_IQR = 0.2  # the benchmarks' threshold too (benchmarks/common.py)
 
 
 def make_top1_fn(
-    model: SwinTransformer, dataset: ArrayDataset, *, batch_size: int, mesh=None
+    model: SwinTransformer,
+    dataset: ArrayDataset | StreamedDataset,
+    *,
+    batch_size: int,
+    mesh=None,
 ) -> Callable[[Any], float]:
     """`top1(params)`: exact top-1 over every example (the last batch padded and masked).
 
-    Compiled and given the data once, so that evaluating every epoch costs only the
-    forward passes.
+    Compiled once, and a resident split is put on the devices once, so that evaluating
+    every epoch costs only the forward passes (a streamed split is read again each time).
     """
     mesh = mesh if mesh is not None else make_mesh()
     devices = mesh.devices.size
     batch_size = -(-batch_size // devices) * devices  # padded examples are masked out anyway
     eval_step = make_eval_step(model, image_size=model.img_size, mesh=mesh)
-    images = put_global(dataset.images, replicated(mesh))
-    labels = put_global(dataset.labels, replicated(mesh))
-    sharding = batch_sharded(mesh)
-    batches = [
-        (put_global(idx.astype(np.int32), sharding), put_global(mask, sharding))
-        for idx, mask in zip(*eval_batches(len(dataset), batch_size))
-    ]
+    feed = DataFeed(dataset, sharding=batch_sharded(mesh), replicated=replicated(mesh))
 
     def top1(params) -> float:
         params = put_replicated(jax.device_get(params), mesh)
-        correct = total = 0
-        for idx, mask in batches:
-            c, n = eval_step(params, images, labels, idx, mask)
-            correct, total = correct + int(c), total + int(n)
+        counts = []
+        batches = feed.evaluation(batch_size)
+        try:
+            for images, labels, mask in batches:
+                counts.append(eval_step(params, images, labels, mask))
+        finally:
+            batches.close()
+        correct, total = (sum(int(c[i]) for c in counts) for i in (0, 1))
         return correct / total
 
     return top1

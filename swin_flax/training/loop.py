@@ -3,12 +3,17 @@
 The loop is resumable by construction: the batch order of an epoch is a function of
 (seed, epoch), the step's randomness is `fold_in(seed key, step)`, and the train state
 is checkpointed by orbax. Re-running an interrupted stage restores the newest checkpoint
-and replays exactly the steps an uninterrupted run would have taken.
+and replays exactly the steps an uninterrupted run would have taken, whether the data is
+resident or streamed (`swin_flax.data.feed`; a streamed pipeline starts at the resumed
+step). The stage keeps its training data's fingerprint in data.json: a resume on data that
+changed says so. A batch that cannot be read (a file damaged mid-run, a failed decoding
+thread) saves the steps before it and ends in one error line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +22,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from swin_flax import cli
+from swin_flax._files import write_json
 from swin_flax.data.augment import AugmentConfig
-from swin_flax.data.batches import epoch_batches
-from swin_flax.data.dataset import ArrayDataset
-from swin_flax.errors import TrainingDivergedError, UserInputError
+from swin_flax.data.dataset import ArrayDataset, data_fingerprint
+from swin_flax.data.feed import DataFeed
+from swin_flax.data.stream import StreamedDataset
+from swin_flax.errors import DataLoaderError, TrainingDivergedError, UserInputError
 from swin_flax.model.swin import SwinTransformer
 from swin_flax.settings import LoopSettings, LossSettings, OptimSettings
 from swin_flax.training import optim, preemption
@@ -28,6 +36,7 @@ from swin_flax.training.checkpoints import TrainCheckpointer
 from swin_flax.training.distributed import (
     batch_sharded,
     check_batch_size,
+    is_main_process,
     make_mesh,
     put_global,
     put_replicated,
@@ -53,7 +62,7 @@ def train_stage(
     stage_dir: str | Path,
     model: SwinTransformer,
     init_params,
-    train_data: ArrayDataset,
+    train_data: ArrayDataset | StreamedDataset,
     optim_config: OptimSettings,
     loss_config: LossSettings,
     augment: AugmentConfig,
@@ -130,8 +139,7 @@ def train_stage(
         round_teacher_logits_to=teacher_logits.round_to if teacher_logits is not None else None,
         ema_decay=optim_config.ema_decay,
     )
-    images = put_global(train_data.images, replicated(mesh))
-    labels = put_global(train_data.labels, replicated(mesh))
+    check_data_unchanged(stage_dir, name, train_data, start_step)
     base_rng = put_replicated(jax.random.PRNGKey(seed), mesh)
     index_sharding = batch_sharded(mesh)
 
@@ -149,25 +157,30 @@ def train_stage(
         if evaluate is not None and evaluate_every_epochs > 0
         else 0
     )
-    order, order_epoch = None, -1
+    feed = DataFeed(train_data, sharding=index_sharding, replicated=replicated(mesh))
+    batches = feed.train(seed=seed, batch_size=batch_size, start_step=start_step, stop_step=stop_at)
     stopped_by = None
     try:
         for step in range(start_step, stop_at):
-            epoch, position = divmod(step, steps_per_epoch)
-            if epoch != order_epoch:
-                order, order_epoch = (
-                    epoch_batches(len(train_data), batch_size, seed=seed, epoch=epoch),
-                    epoch,
-                )
-            indices = put_global(order[position].astype(np.int32), index_sharding)
+            try:
+                images, labels = next(batches)
+            except Exception as err:  # noqa: BLE001 (every failure of the input is one line)
+                if pending:
+                    writer.write(
+                        step,
+                        {
+                            **_drain(pending, name, step, checkpointer),
+                            "epoch": step / steps_per_epoch,
+                        },
+                    )
+                saved = _save_before_failure(step, state, checkpointer, writer, teacher_logits)
+                raise data_failure(err, name, step, saved) from err
             teacher_input = (
                 teacher_logits.step_input(step, lambda x: put_global(x, index_sharding))
                 if teacher_logits is not None
                 else None
             )
-            state, metrics, logits = step_fn(
-                state, teacher_input, images, labels, indices, base_rng
-            )
+            state, metrics, logits = step_fn(state, teacher_input, images, labels, base_rng)
             if teacher_logits is not None:
                 teacher_logits.after_step(step, teacher_input, logits)
             pending.append(metrics)
@@ -198,6 +211,7 @@ def train_stage(
                 stopped_by = preemption.pending_signal()
                 break
     finally:
+        batches.close()
         summary = teacher_logits.close() if teacher_logits is not None else None
         if summary:
             print(summary, flush=True)
@@ -214,6 +228,65 @@ def train_stage(
         final_metrics=last_metrics,
         stopped_by=stopped_by,
     )
+
+
+def _save_before_failure(step: int, state, checkpointer, writer, teacher_logits) -> str:
+    """The steps done before a batch failed to arrive, saved (none lost); says what is kept.
+
+    With several processes only the one whose share failed is here: a save (a collective
+    write) would wait for the others forever, so the last periodic checkpoint is what stays.
+    """
+    writer.flush()
+    if teacher_logits is not None:
+        teacher_logits.flush()
+    last = checkpointer.latest_step()
+    if step > 0 and last != step and jax.process_count() == 1:
+        checkpointer.save(step, state)
+        last = step
+    if last is None:
+        return "no checkpoint was written yet"
+    if last == step:
+        return f"the {step} steps before it are saved in {checkpointer.directory}"
+    return f"the checkpoint of step {last} is kept in {checkpointer.directory}"
+
+
+def data_failure(err: Exception, stage: str, step: int, saved: str) -> Exception:
+    """One line for a batch that could not be read: what failed, what is saved, what next."""
+    what = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if not isinstance(err, UserInputError):
+        what = f"the data loader failed ({type(err).__name__}: {what})"
+    message = (
+        f"stage {stage!r}: the batch of step {step + 1} could not be read: {what}; {saved}. "
+        "Fix the data, then run the same command again to resume"
+    )
+    return UserInputError(message) if isinstance(err, UserInputError) else DataLoaderError(message)
+
+
+DATA_FILE = "data.json"
+
+
+def check_data_unchanged(stage_dir: Path, stage: str, data, start_step: int) -> None:
+    """Keep the training data's fingerprint (its listing, or its pixels) beside the stage;
+    a stage resumed on other data says so (the batches from then on differ from an
+    uninterrupted run's), once."""
+    path = Path(stage_dir) / DATA_FILE
+    current = {"fingerprint": data_fingerprint(data), "examples": len(data)}
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        before = None
+    if before == current:
+        return
+    if before is not None and start_step > 0 and is_main_process():
+        cli.note(
+            f"the training data of stage {stage!r} changed since it started "
+            f"({before.get('examples')} examples then, {len(data)} now): it resumes at step "
+            f"{start_step} on the data as it is now, so the batches from there on differ from "
+            "an uninterrupted run's"
+        )
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, current)
 
 
 def kept(state):

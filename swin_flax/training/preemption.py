@@ -6,7 +6,8 @@ raised wherever the interpreter happens to be, even inside a JAX callback that s
 loses every step since the last periodic checkpoint. Here the first signal only sets a
 flag; the training loop reads it after each step (`stop_requested()`), saves a
 checkpoint and raises `RunPreempted`, which `cli.run` turns into exit code 75.
-A second SIGINT aborts at once.
+A second SIGINT aborts at once. Before there is anything to save (while the data is
+decoded, `stop_at_once`), the first signal stops the run at once instead (exit 75 too).
 
 Several processes (`jax.distributed`) must stop at the same step, or the ones that go on
 wait forever in the next collective. There JAX's own preemption notifier owns SIGTERM: it
@@ -25,7 +26,9 @@ import threading
 
 import jax
 
-_state = {"signal": None, "sync_calls": 0}
+from swin_flax.errors import RunPreempted
+
+_state = {"signal": None, "sync_calls": 0, "at_once": None}
 
 
 def _multi_process() -> bool:
@@ -42,9 +45,15 @@ def _on_signal(signum, frame) -> None:
             flush=True,
         )
         os._exit(128 + signum)
+    phase = _state["at_once"]
+    if phase is not None and not _multi_process():
+        _state["signal"] = name
+        print(f"\n{name} received while {phase}: stopping now", file=sys.stderr, flush=True)
+        raise RunPreempted(f"stopped by {name} while {phase}; nothing to save, nothing lost")
     if _state["signal"] is None:
+        doing = f"{phase}, then at the first step" if phase else "the current step"
         print(
-            f"\n{name} received: finishing the current step, then saving a checkpoint "
+            f"\n{name} received: finishing {doing}, then saving a checkpoint "
             "(Ctrl-C again aborts at once)",
             file=sys.stderr,
             flush=True,
@@ -72,6 +81,20 @@ def handle_stop_signals():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def stop_at_once(phase: str):
+    """Within this block (work with nothing to save: `phase`, e.g. 'decoding the data') the
+    first SIGINT/SIGTERM raises `RunPreempted` at once, wherever the main thread waits (a
+    pool of decoding threads stops starting work), instead of waiting for a step. With
+    several processes the signal still takes the agreed path: all stop at the first step."""
+    before = _state["at_once"]
+    _state["at_once"] = phase
+    try:
+        yield
+    finally:
+        _state["at_once"] = before
 
 
 def stop_requested() -> bool:

@@ -1,9 +1,9 @@
 """The jitted train and eval steps: one pure function each, data parallel over the mesh.
 
-A step receives the whole (replicated, uint8) data set and a batch of indices sharded
-over the "data" axis; it gathers, augments and resizes the images on the device, runs
-the frozen teacher (when distilling) and the student on the same augmented batch,
-and updates the student. Only the student is differentiated; the teacher's parameters
+A step receives a uint8 image batch and its labels, sharded over the "data" axis (from a
+resident split or a streamed one: `swin_flax.data.feed`); it augments and resizes the
+images on the device, runs the frozen teacher (when distilling) and the student on the
+same augmented batch, and updates the student. Only the student is differentiated; the teacher's parameters
 live outside the optimizer and the checkpoints (as in big_vision's distill trainer).
 """
 
@@ -60,10 +60,10 @@ def update_ema(ema_params, params, step: jax.Array, decay: float):
 class TrainStep:
     """One train step, compiled once per kind of teacher input (see `make_train_step`).
 
-    `step(state, teacher_input, images, labels, indices, rng) -> (state, metrics, teacher_out)`
+    `step(state, teacher_input, images, labels, rng) -> (state, metrics, teacher_out)`
     where `teacher_input` is None (no teacher), `{"params": teacher_params}` (the teacher runs
     inside the step) or `{"logits": stored}` (recorded logits, (global batch, classes),
-    sharded like `indices`). `teacher_out` is the float32 teacher logits the loss used (None
+    sharded like the batch). `teacher_out` is the float32 teacher logits the loss used (None
     without a teacher): what a recording stores.
     """
 
@@ -78,17 +78,17 @@ class TrainStep:
             teacher_sharding = {"params": rep, "logits": data}.get(kind, rep)
             self._compiled[kind] = jax.jit(
                 self._step,
-                in_shardings=(rep, teacher_sharding, rep, rep, data, rep),
+                in_shardings=(rep, teacher_sharding, data, data, rep),
                 out_shardings=(rep, rep, data),
                 donate_argnums=(0,),
             )
         return self._compiled[kind]
 
-    def __call__(self, state, teacher_input, images, labels, indices, rng):
-        return self.jitted(teacher_input)(state, teacher_input, images, labels, indices, rng)
+    def __call__(self, state, teacher_input, images, labels, rng):
+        return self.jitted(teacher_input)(state, teacher_input, images, labels, rng)
 
-    def lower(self, state, teacher_input, images, labels, indices, rng):
-        return self.jitted(teacher_input).lower(state, teacher_input, images, labels, indices, rng)
+    def lower(self, state, teacher_input, images, labels, rng):
+        return self.jitted(teacher_input).lower(state, teacher_input, images, labels, rng)
 
 
 def _input_kind(teacher_input: dict) -> str:
@@ -113,8 +113,8 @@ def make_train_step(
     round_teacher_logits_to=None,
     ema_decay: float = 0.0,
 ) -> TrainStep:
-    """The stage's `TrainStep`: augment the gathered batch, get the teacher's logits, update
-    the student.
+    """The stage's `TrainStep`: augment the batch, get the teacher's logits, update the
+    student.
 
     Where the teacher's logits come from is the caller's `TeacherLogits` business; the step
     only sees its `step_input` (live params or stored logits). `round_teacher_logits_to` (a
@@ -122,8 +122,8 @@ def make_train_step(
     that a step reading them back from a recording in that dtype computes exactly the same.
 
     `total_steps` is the stage's length (the linear alpha schedule runs over it).
-    `images`/`labels` are the full replicated data set, `indices` (global batch,) int32
-    sharded over the mesh, `rng` the run's base key: the step folds in its own number so a
+    `images` (global batch, H, W, 3) uint8 and `labels` (global batch,) int32 are sharded
+    over the mesh, `rng` the run's base key: the step folds in its own number so a
     resumed run draws exactly the same augmentation and stochastic depth. With
     `augment.mixes`, teacher and student see the same Mixup/CutMix batch and the hard-label
     loss uses the mixed targets; with `ema_decay` > 0 the state's `ema_params` follow.
@@ -147,11 +147,11 @@ def make_train_step(
             out = out.astype(round_teacher_logits_to)
         return jax.lax.stop_gradient(out.astype(jnp.float32))
 
-    def step(state: TrainState, teacher_input, images, labels, indices, rng):
+    def step(state: TrainState, teacher_input, images, batch_labels, rng):
         rng = jax.random.fold_in(rng, state.step)
         augment_rng, dropout_rng, mix_rng = jax.random.split(rng, 3)
         batch = augment_batch(
-            images[indices],
+            images,
             augment_rng,
             out_size=augment.out_size,
             crop_padding=augment.crop_padding,
@@ -159,7 +159,6 @@ def make_train_step(
             resized_crop=augment.resized_crop,
             dtype=student.dtype,
         )
-        batch_labels = labels[indices]
         targets = None
         if augment.mixes:
             targets = losses.label_targets(
@@ -222,20 +221,21 @@ def make_train_step(
 
 
 def make_eval_step(model: SwinTransformer, *, image_size: int, mesh: Mesh):
-    """Returns `eval_step(params, images, labels, indices, mask) -> (correct, count)`."""
+    """Returns `eval_step(params, images, labels, mask) -> (correct, count)` of a uint8
+    batch sharded over the mesh (rows where `mask` is False are padding)."""
     data_sharding = batch_sharded(mesh)
 
-    def eval_step(params, images, labels, indices, mask):
-        batch = preprocess_eval(images[indices], out_size=image_size, dtype=model.dtype)
+    def eval_step(params, images, labels, mask):
+        batch = preprocess_eval(images, out_size=image_size, dtype=model.dtype)
         batch = jax.lax.with_sharding_constraint(batch, data_sharding)
         logits = model.apply({"params": params}, batch, train=False)
-        correct = (jnp.argmax(logits, -1) == labels[indices]) & mask
+        correct = (jnp.argmax(logits, -1) == labels) & mask
         return jnp.sum(correct), jnp.sum(mask)
 
     rep = replicated(mesh)
     return jax.jit(
         eval_step,
-        in_shardings=(rep, rep, rep, data_sharding, data_sharding),
+        in_shardings=(rep, data_sharding, data_sharding, data_sharding),
         out_shardings=(rep, rep),
     )
 

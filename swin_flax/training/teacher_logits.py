@@ -14,10 +14,11 @@ the step and the loop only ask this object):
 Why a recording can stand in for the teacher: a step's teacher logits depend only on the
 teacher's weights, the training images, the augmentation and the batch schedule, because
 batch order and augmentation are a pure function of (seed, step) (`epoch_batches(seed,
-epoch)`, `fold_in(rng, step)`) - and on what decides how those functions compute: JAX's PRNG
-implementation and its partitionable-threefry switch, the matmul precision, the JAX, jaxlib
-and swin_flax versions, the device kind and count. All of it is the recording's
-fingerprint; a recording made under any other value is never read.
+epoch)`, `fold_in(rng, step)`), the same whether the images are resident or streamed -
+and on what decides how those functions compute: JAX's PRNG implementation and its
+partitionable-threefry switch, the matmul precision, the JAX, jaxlib and swin_flax
+versions, the device kind and count. All of it is the recording's fingerprint (the images
+by their listing, `data_hash`); a recording made under any other value is never read.
 
 Exactness: logits are stored in the dtype the teacher produces them in ('auto': its compute
 dtype), so a student trained from a recording equals one trained live bit for bit (on CPU
@@ -38,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from swin_flax.data.dataset import data_fingerprint
 from swin_flax.errors import UserInputError
 from swin_flax.training import optim
 from swin_flax.training.logit_store import (
@@ -172,8 +174,11 @@ def tree_hash(tree) -> str:
 
 
 def data_hash(data) -> str:
-    """sha256 of a training set's images and labels (the pixels the teacher sees)."""
-    return tree_hash({"images": data.images, "labels": data.labels})
+    """What names the training set (the examples the teacher sees): its source's listing
+    (relative paths, file sizes, labels, stored size, decoder version, the subset kept),
+    computed alike for a resident and a streamed split and without decoding a pixel; the
+    pixels' sha256 for a data set that has no listing (digits, arrays made in code)."""
+    return data_fingerprint(data)
 
 
 class TeacherLogitsPlan:

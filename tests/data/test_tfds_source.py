@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 
@@ -160,3 +161,39 @@ def test_offline_dataset_error_is_immediate(tmp_path, monkeypatch):
     with pytest.raises(DatasetUnavailableError, match="cifar100.*data_dir"):
         run_pipeline(config, tmp_path / "work")
     assert time.monotonic() - start < 30
+
+
+def test_a_tfds_split_streams_the_pixels_and_labels_load_tfds_decodes(
+    tfds, tiny_gray_builder, tmp_path
+):
+    builder = tfds.builder(tiny_gray_builder, data_dir=tmp_path)
+    builder.download_and_prepare(file_format="array_record")
+    resident = tfds_source.load_tfds(
+        tiny_gray_builder, "train", data_dir=str(tmp_path), download=False, image_size=4
+    )
+    opened = tfds_source.open_tfds(tiny_gray_builder, str(tmp_path), download=False)
+    source = tfds_source.TfdsSource(opened, "train", 4, image_key="image", label_key="label")
+    assert len(source) == 12 and source.num_classes == 3 and source._labels is None
+    streamed = [source.read(i) for i in range(len(source))]
+    np.testing.assert_array_equal(np.stack([im for im, _ in streamed]), resident.images)
+    assert [label for _, label in streamed] == resident.labels.tolist() == source.labels.tolist()
+    identity = source.identity()
+    assert identity["count"] == 12 and identity["split"] == "train" and identity["stored_size"] == 4
+    assert resident.fingerprint == tfds_source.fingerprint(source, np.arange(12))
+
+
+def test_mock_cifar100_streams_as_it_is_decoded(tfds, monkeypatch):
+    from swin_flax.data import StreamedDataset, open_splits
+    from swin_flax.settings import DataSettings
+
+    monkeypatch.setattr(tfds_source, "network_available", lambda timeout=None: True)
+    config = DataSettings(data_dir="/nonexistent/tfds", test_subset=4, stored_size=16)
+    with tfds.testing.mock_data(num_examples=10):
+        streamed = open_splits(dataclasses.replace(config, placement="stream"), seed=0)
+        resident = open_splits(dataclasses.replace(config, placement="device"), seed=0)
+        assert isinstance(streamed.test, StreamedDataset) and len(streamed.test) == 4
+        for split in ("train", "test"):
+            decoded = getattr(streamed, split).resident()
+            np.testing.assert_array_equal(decoded.images, getattr(resident, split).images)
+            np.testing.assert_array_equal(decoded.labels, getattr(resident, split).labels)
+            assert decoded.fingerprint == getattr(resident, split).fingerprint

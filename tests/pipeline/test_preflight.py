@@ -8,6 +8,7 @@ import pytest
 
 import swin_flax
 from configs import demo
+from swin_flax.data import placement
 from swin_flax.errors import UserInputError
 from swin_flax.pipeline import preflight
 from swin_flax.pipeline.run import run_pipeline
@@ -167,12 +168,12 @@ def test_an_unwritable_workdir_is_one_clear_error(tmp_path):
 
 
 def test_a_data_set_too_large_for_the_device_is_reported_before_training(tmp_path, monkeypatch):
-    monkeypatch.setattr(preflight, "device_memory_bytes", lambda: (4 * 2**20, "test memory"))
+    monkeypatch.setattr(placement, "device_memory_bytes", lambda: (4 * 2**20, "test memory"))
     config = demo.get_config("smoke")
     with pytest.raises(
         UserInputError,
-        match=r"more than 50% of the 0.00 GiB of test memory; "
-        r"store the images smaller with data.stored_size",
+        match=r"more than 50% of the 4.0 MiB of test memory; stream them from disk with "
+        r"data.placement=stream \(or auto\), store the images smaller with data.stored_size",
     ):
         run_pipeline(config, tmp_path)
     assert not (tmp_path / "teacher").exists()

@@ -1,11 +1,13 @@
 """The data-parallel mesh (`swin_flax.training.distributed`): arrays placed on it, batch
 sizes checked against it, and training on four devices or two processes of two devices
-equal to training on one."""
+equal to training on one, with resident data or streamed (each process decoding only its
+half of every batch)."""
 
 import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from types import SimpleNamespace
 
 import jax
@@ -13,9 +15,10 @@ import numpy as np
 import pytest
 
 import swin_flax
+from swin_flax.data.batches import epoch_batches, eval_batches
 from swin_flax.errors import UserInputError
 from swin_flax.training import distributed
-from tests.helpers import REPO, finish, start_processes
+from tests.helpers import REPO, finish, free_port, start_processes, tiny_image_folder
 
 MULTI_DEVICE_SCRIPT = r"""
 import sys, jax, numpy as np
@@ -103,3 +106,116 @@ def test_a_batch_that_does_not_divide_over_the_devices_names_a_fix():
         match=r"batch_size 10 must be divisible by the number of devices \(4\).*use e.g. 8",
     ):
         distributed.check_batch_size(10, four_devices)
+
+
+STREAM_SCRIPT = r"""
+import json, sys
+import jax
+repo, root, out, stage_dir, count, index, address = sys.argv[1:8]
+sys.path.insert(0, repo)
+count, index = int(count), int(index)
+if count > 1:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(address, count, index)
+import numpy as np
+from swin_flax.data import sources
+from swin_flax.data.augment import AugmentConfig
+from swin_flax.settings import LoopSettings, LossSettings, OptimSettings
+from swin_flax.training.evaluate import make_top1_fn
+from swin_flax.training.loop import train_stage
+import swin_flax
+from tests.helpers import streamed_folder, tiny_model
+
+reads = {"train": [], "test": []}
+read = sources.ImageFolderSource.read
+def recorded(self, i):
+    reads[self.listing.split_dir.name].append(int(i))
+    return read(self, i)
+sources.ImageFolderSource.read = recorded
+
+model = tiny_model(num_classes=4)
+scores = []
+top1 = make_top1_fn(model, streamed_folder(root, "test", workers=2), batch_size=8)
+def evaluate(params):
+    scores.append(top1(params))
+    return scores[-1]
+result = train_stage(
+    name="tiny", stage_dir=stage_dir, model=model, init_params=swin_flax.init_params(model, 0),
+    train_data=streamed_folder(root, "train", workers=2),
+    optim_config=OptimSettings(epochs=1.5, batch_size=8, peak_lr=1e-3, warmup_epochs=0.5),
+    loss_config=LossSettings(joint="hard_only"), augment=AugmentConfig(out_size=8),
+    loop=LoopSettings(log_every_steps=3, checkpoint_every_steps=4, progress_bar=False),
+    seed=0, evaluate=evaluate, evaluate_every_epochs=1.0,
+)
+params = jax.tree_util.tree_leaves(result.params)
+np.savez(f"{out}/params{index}.npz", *[np.asarray(x.addressable_data(0)) for x in params])
+with open(f"{out}/run{index}.json", "w") as f:
+    json.dump({"reads": reads, "scores": scores, "steps": result.steps}, f)
+"""
+
+
+def start_stream_processes(root, out, count, devices_each):
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+        + f" --xla_force_host_platform_device_count={devices_each}",
+    )
+    address = f"localhost:{free_port()}"
+    out.mkdir(parents=True)
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                STREAM_SCRIPT,
+                str(REPO),
+                str(root),
+                str(out),
+                str(out / "stage"),
+                str(count),
+                str(i),
+                address,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(count)
+    ]
+
+
+def rows_read(batches, rows: slice, repeat: int = 1) -> Counter:
+    """How often each example is read when a process reads `rows` of every batch."""
+    return Counter(int(i) for _ in range(repeat) for batch in batches for i in batch[rows])
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_streaming_processes_read_disjoint_halves_and_match_one_process(tmp_path):
+    """2 processes x 2 devices streaming an image folder: each decodes only its half of
+    every global batch (train and test), and the parameters and scores equal those of one
+    process x 4 devices."""
+    root = tiny_image_folder(tmp_path / "images", n=48, classes=4, side=8)
+    procs = start_stream_processes(root, tmp_path / "one", 1, 4)
+    procs += start_stream_processes(root, tmp_path / "two", 2, 2)
+    for code, stderr in finish(procs, timeout=600):
+        assert code == 0, stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "run0.json").read_text())
+    two = [json.loads((tmp_path / "two" / f"run{i}.json").read_text()) for i in (0, 1)]
+    assert one["steps"] == two[0]["steps"] == two[1]["steps"] == 9  # 1.5 epochs of 6 steps
+    train = [*epoch_batches(48, 8, seed=0, epoch=0), *epoch_batches(48, 8, seed=0, epoch=1)[:3]]
+    test = eval_batches(48, 8)[0]
+    for process, rows in zip(two, (slice(0, 4), slice(4, 8))):
+        assert Counter(process["reads"]["train"]) == rows_read(train, rows)
+        assert Counter(process["reads"]["test"]) == rows_read(test, rows, repeat=2)  # 2 evals
+    # Disjoint halves that together are every batch: what one process reads alone.
+    assert Counter(one["reads"]["train"]) == rows_read(train, slice(0, 8))
+    assert one["scores"] == two[0]["scores"] == two[1]["scores"] and len(one["scores"]) == 2
+    single = np.load(tmp_path / "one" / "params0.npz")
+    for index in (0, 1):
+        double = np.load(tmp_path / "two" / f"params{index}.npz")
+        diff = max(float(np.max(np.abs(single[k] - double[k]))) for k in single.files)
+        assert diff < 1e-5  # the tolerance of the 4-vs-1 device test

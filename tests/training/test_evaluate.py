@@ -1,5 +1,5 @@
 """Evaluation (`swin_flax.training.evaluate`): exact top-1 over every example of a split,
-whatever the batch size, and the throughput measurement's report."""
+whatever the batch size, resident or streamed, and the throughput measurement's report."""
 
 import jax
 import numpy as np
@@ -8,8 +8,9 @@ import pytest
 import swin_flax
 from swin_flax.data.augment import preprocess_eval
 from swin_flax.data.dataset import ArrayDataset
+from swin_flax.data.image_folder import load_image_folder
 from swin_flax.training import evaluate
-from tests.helpers import tiny_model
+from tests.helpers import streamed_folder, tiny_image_folder, tiny_model
 
 
 def predictions(model, params, dataset) -> np.ndarray:
@@ -50,3 +51,19 @@ def test_throughput_reports_the_median_with_its_spread(model_params_data):
     assert result["images_per_second"] > 0 and isinstance(result["noisy"], bool)
     assert (result["batch_size"], result["dtype"]) == (2, "float32")
     assert result["device"] == jax.devices()[0].device_kind
+
+
+@pytest.mark.parametrize("batch_size", [3, 16])
+def test_a_streamed_split_scores_as_its_resident_copy(model_params_data, tmp_path, batch_size):
+    model, params, _ = model_params_data
+    root = tiny_image_folder(tmp_path, n=10, classes=3, side=8, splits=("test",))
+    resident = load_image_folder(root, "test")
+    streamed = streamed_folder(root, "test", workers=2)
+    expected = float(np.mean(predictions(model, params, resident) == resident.labels))
+    top1 = evaluate.make_top1_fn(model, streamed, batch_size=batch_size)
+    assert (
+        top1(params)
+        == expected
+        == evaluate.top1_accuracy(model, params, resident, batch_size=batch_size)
+    )
+    assert top1(params) == expected  # a streamed split is read again for every evaluation

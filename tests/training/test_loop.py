@@ -1,29 +1,39 @@
 """One training stage (`swin_flax.training.loop`): resumable bit for bit, whether it was
-interrupted by the test, by a stop request or by kill -9; NaN stops it with the last good
-checkpoint kept; impossible batch sizes are refused before anything compiles."""
+interrupted by the test, by a stop request or by kill -9; the same parameters whether its
+data is resident or streamed; a batch that cannot be read (a damaged file, a failed thread)
+saves the steps before it and is one error; a resume on changed data says so; NaN stops it
+with the last good checkpoint kept; impossible batch sizes are refused before anything
+compiles."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+import numpy as np
 import pytest
 
 import swin_flax
+from swin_flax.data import sources
 from swin_flax.data.augment import AugmentConfig
-from swin_flax.errors import UserInputError
+from swin_flax.data.batches import epoch_batches
+from swin_flax.data.image_folder import load_image_folder
+from swin_flax.errors import DataLoaderError, UserInputError
 from swin_flax.settings import LoopSettings, LossSettings, OptimSettings
 from swin_flax.training import preemption
-from swin_flax.training.loop import train_stage
+from swin_flax.training.loop import check_data_unchanged, train_stage
 from tests.helpers import (
     REPO,
     assert_trees_equal,
     checkpoint_steps,
     run_tiny_stage,
     run_train_py,
+    streamed_folder,
     tiny_dataset,
+    tiny_image_folder,
 )
 
 
@@ -159,3 +169,92 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_anything_trains(
             seed=0,
         )
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """48 32x32 PNGs of 4 classes (train and test), for resident-vs-streamed stages."""
+    return tiny_image_folder(tmp_path_factory.mktemp("images"), n=48, side=32)
+
+
+@pytest.mark.slow
+def test_a_streamed_stage_equals_a_resident_one_and_its_resume_is_identical(tmp_path, photo_folder):
+    resident = run_tiny_stage(tmp_path / "resident", data=load_image_folder(photo_folder, "train"))
+    streamed = run_tiny_stage(tmp_path / "streamed", data=streamed_folder(photo_folder, workers=2))
+    assert resident.completed and streamed.completed and streamed.steps == 12
+    assert_trees_equal(resident.params, streamed.params)
+
+    # Stopped after step 6 (the newest checkpoint is step 4), then resumed from there.
+    partial = run_tiny_stage(tmp_path / "resumed", stop_after=6, data=streamed_folder(photo_folder))
+    assert partial.steps == 6 and not partial.completed
+    resumed = run_tiny_stage(tmp_path / "resumed", data=streamed_folder(photo_folder))
+    assert resumed.completed and resumed.steps == 12
+    assert_trees_equal(streamed.params, resumed.params)
+
+
+def first_used_at(step_wanted: int, n=48, batch=8, seed=0) -> int:
+    """An example first read at step `step_wanted` of run_tiny_stage's first epoch."""
+    order = epoch_batches(n, batch, seed=seed, epoch=0)
+    seen = set(order[:step_wanted].ravel())
+    return int(next(i for i in order[step_wanted] if i not in seen))
+
+
+@pytest.mark.slow
+def test_a_file_unreadable_mid_run_saves_the_steps_before_it_and_the_fix_resumes(
+    tmp_path, photo_folder
+):
+    full = run_tiny_stage(tmp_path / "full", data=streamed_folder(photo_folder))
+    data = streamed_folder(photo_folder)
+    victim = data.source.listing.files[first_used_at(5)]
+    content = victim.read_bytes()
+    victim.write_bytes(b"")  # becomes unreadable after the run has listed it
+    try:
+        with pytest.raises(UserInputError) as info:
+            run_tiny_stage(tmp_path / "run", data=data)
+    finally:
+        victim.write_bytes(content)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"the batch of step 6 could not be read: {victim}: not a readable image" in message
+    assert "the 5 steps before it are saved" in message and "run the same command again" in message
+    assert checkpoint_steps(tmp_path / "run") == [4, 5]  # periodic 4, then the failure's 5
+    resumed = run_tiny_stage(tmp_path / "run", data=streamed_folder(photo_folder))
+    assert resumed.completed
+    assert_trees_equal(full.params, resumed.params)
+
+
+@pytest.mark.slow
+def test_a_decoding_thread_that_fails_is_one_error_and_loses_nothing(
+    tmp_path, photo_folder, monkeypatch
+):
+    read = sources.ImageFolderSource.read
+    poisoned = first_used_at(3)
+
+    def failing(self, index):
+        if index == poisoned:
+            raise RuntimeError("worker died")
+        return read(self, index)
+
+    monkeypatch.setattr(sources.ImageFolderSource, "read", failing)
+    with pytest.raises(
+        DataLoaderError,
+        match=r"step 4 could not be read: the data loader failed "
+        r"\(RuntimeError: worker died\); the 3 steps before it are saved",
+    ):
+        run_tiny_stage(tmp_path, data=streamed_folder(photo_folder, workers=2))
+    assert checkpoint_steps(tmp_path) == [3]
+    assert not [t for t in threading.enumerate() if t.name.startswith("grain")]
+
+
+def test_a_stage_resumed_on_changed_data_says_so_once(tmp_path, capsys):
+    data = tiny_dataset()
+    check_data_unchanged(tmp_path, "tiny", data, start_step=0)
+    check_data_unchanged(tmp_path, "tiny", data, start_step=4)  # the same data: silent
+    assert capsys.readouterr().err == ""
+    changed = data.take(np.arange(40))
+    check_data_unchanged(tmp_path, "tiny", changed, start_step=4)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("note: the training data of stage 'tiny' changed since it started")
+    assert "(48 examples then, 40 now): it resumes at step 4" in line
+    check_data_unchanged(tmp_path, "tiny", changed, start_step=6)
+    assert capsys.readouterr().err == ""  # said once: the new fingerprint is kept

@@ -1,6 +1,8 @@
 """Stopping cleanly on SIGTERM / SIGINT (`swin_flax.training.preemption`): the first signal
 only requests a stop, the stage saves at the step it was on and exits 75 with the command
-that resumes; two jax.distributed processes agree on the step."""
+that resumes (streamed data too, its decoding threads gone); two jax.distributed processes
+agree on the step; while the data is still being decoded, there is nothing to save and the
+run stops at once."""
 
 import json
 import os
@@ -25,6 +27,7 @@ from tests.helpers import (
     run_train_py,
     start_processes,
     start_train_py,
+    tiny_image_folder,
 )
 
 TEACHER_STEPS = 2 * (1347 // 64)  # digits train split / batch size, two epochs
@@ -141,3 +144,114 @@ def test_a_signal_inside_the_block_is_a_stop_request_and_the_handlers_come_back(
             time.sleep(0.01)  # the handler runs in the main thread at the next bytecode
         assert preemption.stop_requested() and preemption.pending_signal() == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+DECODING_SCRIPT = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from configs import demo
+from swin_flax import cli
+from swin_flax.data import image_folder
+from swin_flax.pipeline.run import run_pipeline
+from swin_flax.training import preemption
+
+decode, log = image_folder.decode_image, open(sys.argv[3], "a", buffering=1)
+
+
+def slow_decode(path, size=None):  # 300 files, 20 ms each: about 3 s of decoding
+    log.write("x\n")
+    time.sleep(0.02)
+    return decode(path, size)
+
+
+image_folder.decode_image = slow_decode
+config = demo.get_config("smoke")
+config.runs, config.data.source, config.data.root = "", "image_folder", sys.argv[2]
+config.data.placement, config.data.workers = "device", 2
+
+
+def main():
+    with preemption.handle_stop_signals():
+        run_pipeline(config, sys.argv[4])
+
+
+sys.exit(cli.run(main, resume_hint=lambda: "resume with: the same command"))
+"""
+
+
+@pytest.mark.multiprocess
+def test_ctrl_c_while_the_data_is_decoded_stops_at_once_with_nothing_to_lose(tmp_path):
+    """The whole-split decoding of a resident run: the first SIGINT ends it within a few
+    images (not after the split), exit 75, and no word of a step that does not exist."""
+    root = tiny_image_folder(tmp_path / "images", n=150, splits=("train", "test"))
+    decoded = tmp_path / "decoded.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            DECODING_SCRIPT,
+            str(REPO),
+            str(root),
+            str(decoded),
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if decoded.exists() and len(decoded.read_text().split()) >= 10:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == cli.PREEMPTED_EXIT_CODE, stderr[-2000:]
+    assert "SIGINT received while reading the data: stopping now" in stderr
+    assert "stopped by SIGINT while reading the data; nothing to save, nothing lost" in stderr
+    assert "finishing the current step" not in stderr and "Traceback" not in stderr
+    assert len(decoded.read_text().split()) < 100  # of 300: it did not decode on
+    assert not (tmp_path / "work" / "teacher").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_sigint_while_a_stream_decodes_saves_exits_75_and_leaves_no_process(tmp_path):
+    root = tiny_image_folder(tmp_path / "images", n=128, side=32)
+    args = [
+        *TEACHER_ONLY,
+        "--config.data.source=image_folder",
+        f"--config.data.root={root}",
+        "--config.data.placement=stream",
+        "--config.data.workers=2",
+        "--config.finetune.batch_size=8",
+    ]
+    workdir = tmp_path / "run"
+    proc = start_train_py(*args, "--workdir", str(workdir))
+    wait_for_training(workdir / "teacher", proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == cli.PREEMPTED_EXIT_CODE, stderr[-2000:]
+    assert "SIGINT received: finishing the current step" in stderr
+    stopped_at = int(stderr.split("after step ")[1].split(";")[0])
+    assert stopped_at in checkpoint_steps(workdir / "teacher")
+    assert _processes_naming(workdir) == []  # no decoding worker outlives the run
+
+    resumed = run_train_py(*args, "--workdir", str(workdir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    steps = [json.loads(l)["step"] for l in (workdir / "teacher" / "metrics.jsonl").open()]
+    assert steps == list(range(1, 2 * 128 // 8 + 1))  # every step logged once
+
+
+def _processes_naming(text) -> list[int]:
+    """Live processes whose command line mentions `text` (here: the run's workdir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(text) in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found

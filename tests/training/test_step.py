@@ -39,7 +39,7 @@ def setup(joint="hard_only"):
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (6, 8, 8, 3)).astype(np.uint8))
     labels = jnp.asarray(np.array([0, 1, 2, 0, 1, 2], np.int32))
-    data = (images, labels, jnp.arange(BATCH, dtype=jnp.int32), jax.random.PRNGKey(0))
+    data = (images[:BATCH], labels[:BATCH], jax.random.PRNGKey(0))  # the step's uint8 batch
     return model, state, train_step, data
 
 
@@ -103,12 +103,11 @@ def test_the_eval_step_counts_only_the_unmasked_examples():
     predict = step.make_predict_fn(model)
     predicted = np.argmax(np.asarray(predict(params, preprocess_eval(images, out_size=8))), -1)
     labels = jnp.asarray(predicted.astype(np.int32))  # every example right ...
-    indices = jnp.arange(4, dtype=jnp.int32)
     mask = jnp.asarray([True, True, True, False])  # ... but the last is padding
-    correct, count = eval_step(params, images, labels, indices, mask)
+    correct, count = eval_step(params, images, labels, mask)
     assert (int(correct), int(count)) == (3, 3)
     wrong = jnp.asarray(((predicted + 1) % 3).astype(np.int32))
-    assert int(eval_step(params, images, wrong, indices, mask)[0]) == 0
+    assert int(eval_step(params, images, wrong, mask)[0]) == 0
 
 
 def make_step(loss: LossSettings, *, augment=None, ema_decay=0.0):

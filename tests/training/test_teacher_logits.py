@@ -1,6 +1,7 @@
 """Teacher once, students many: the teacher-logit cache is exact, never read when its
 fingerprint differs, and a damaged shard falls back to the live teacher."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -8,12 +9,19 @@ import numpy as np
 import pytest
 
 import swin_flax
+from swin_flax.data import open_splits
 from swin_flax.data.augment import AugmentConfig
 from swin_flax.pipeline.run import run_pipeline
-from swin_flax.settings import LoopSettings, LossSettings, OptimSettings
+from swin_flax.settings import DataSettings, LoopSettings, LossSettings, OptimSettings
 from swin_flax.training import logit_store, teacher_logits
 from swin_flax.training.loop import train_stage
-from tests.helpers import assert_trees_equal, demo_config, random_teacher, tiny_dataset
+from tests.helpers import (
+    assert_trees_equal,
+    demo_config,
+    random_teacher,
+    tiny_dataset,
+    tiny_image_folder,
+)
 
 AUGMENT = AugmentConfig(out_size=32)
 OPTIM = OptimSettings(epochs=1.0, batch_size=8, peak_lr=1e-3, warmup_epochs=0.5)
@@ -25,8 +33,8 @@ def teachers():
     return model, swin_flax.init_params(model, 3), swin_flax.init_params(model, 4)
 
 
-def open_cache(directory, teacher, params, mode, store_dtype="float32"):
-    data = tiny_dataset()
+def open_cache(directory, teacher, params, mode, store_dtype="float32", data=None):
+    data = tiny_dataset() if data is None else data
     spe = len(data) // OPTIM.batch_size
     fp = teacher_logits.fingerprint(
         teacher=teacher,
@@ -42,14 +50,14 @@ def open_cache(directory, teacher, params, mode, store_dtype="float32"):
     return logit_store.LogitStore(directory, fp, mode=mode, num_classes=4)
 
 
-def distil(stage_dir, teacher, params, cache=None):
+def distil(stage_dir, teacher, params, cache=None, data=None):
     model = swin_flax.create_model("swin_pico_n", num_classes=4)
     return train_stage(
         name="tiny",
         stage_dir=stage_dir,
         model=model,
         init_params=swin_flax.init_params(model, 0),
-        train_data=tiny_dataset(),
+        train_data=tiny_dataset() if data is None else data,
         optim_config=OPTIM,
         loss_config=LossSettings(joint="weighted_harmonic"),
         augment=AUGMENT,
@@ -201,3 +209,22 @@ def test_the_fingerprint_names_the_versions_and_the_device():
     assert env["swin_flax"] == swin_flax.__version__
     assert env["device_kind"] == jax.devices()[0].device_kind
     assert {"prng_impl", "threefry_partitionable", "matmul_precision"} <= set(env)
+
+
+@pytest.mark.slow
+def test_a_recording_made_on_resident_photos_serves_a_streamed_student(tmp_path, teachers):
+    """The data's fingerprint is its listing, the same in both placements: logits recorded
+    while the images were resident are read, exactly, by a student that streams them."""
+    teacher, params, _ = teachers
+    root = tiny_image_folder(tmp_path / "images", n=48, side=32, splits=("train", "test"))
+    config = DataSettings(source="image_folder", root=str(root), test_subset=8)
+    resident = open_splits(dataclasses.replace(config, placement="device"), seed=0).train
+    streamed = open_splits(dataclasses.replace(config, placement="stream"), seed=0).train
+    assert teacher_logits.data_hash(resident) == teacher_logits.data_hash(streamed)
+    live = distil(tmp_path / "live", teacher, params, data=streamed)
+    recording = open_cache(tmp_path / "logits", teacher, params, "record", data=resident)
+    distil(tmp_path / "record", teacher, params, recording, data=resident)
+    reading = open_cache(tmp_path / "logits", teacher, params, "cached", data=streamed)
+    cached = distil(tmp_path / "cached", teacher, params, reading, data=streamed)
+    assert reading.hits == 6 and reading.misses == 0
+    assert_trees_equal(live.params, cached.params)
