@@ -9,11 +9,13 @@ normalises and resizes to the model's img_size on the device (`preprocess_eval`:
     pre = Preprocessing(img_size=32, stored_size=64)  # from the checkpoint or the export
     batch = pre([pre.decode(path) for path in files])  # (N, 32, 32, 3) float32
 
-Resizing the original once to img_size, as deployment did before, differs from that path
-whenever stored_size differs from img_size (mean |pixel difference| 0.14 normalised units
-at 64 vs 56). A checkpoint or export that does not record a stored size (converted weights,
-files written before it was recorded) goes straight to img_size, as training does with
-data.stored_size=0.
+Resizing the original once to img_size, as deployment did before, is another input
+whenever stored_size differs from img_size: for a 3-class CIFAR-10 swin_micro trained at
+stored_size 64, img_size 32, the 900 test photos differ by 0.087 normalised units on average,
+46 predictions change and the top-1 is 69.11% instead of training's 70.22% (this path gives
+70.22%, pixel-equal inputs). A checkpoint or export that does not record a stored size
+(converted weights, files written before it was recorded) goes straight to img_size, as
+training does with data.stored_size=0.
 """
 
 from __future__ import annotations
