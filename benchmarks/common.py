@@ -296,6 +296,41 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+# AMD's CPU families by microarchitecture: the cores' FMA width decides the fp32 GEMM
+# ceilings of XLA (AVX-512) and of torch's MKL (AVX2 on AMD), and so the CPU flax / eager
+# ratio; lscpu names them all "AMD EPYC".
+_AMD_FAMILIES = {23: "Zen 1/2", 25: "Zen 3/4", 26: "Zen 5"}  # 0x17, 0x19, 0x1A
+
+
+def cpu_identity() -> dict:
+    """Vendor, family, model and stepping from /proc/cpuinfo, AVX-512 support, and for AMD
+    the microarchitecture (family 25 is Zen 3 or, with AVX-512, Zen 4)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break  # the first processor is enough
+    except OSError:
+        return {"name": platform.processor() or None}
+    family, model = int(fields.get("cpu family", -1)), int(fields.get("model", -1))
+    identity = {
+        "name": fields.get("model name"),
+        "vendor": fields.get("vendor_id"),
+        "family": family,
+        "model": model,
+        "stepping": fields.get("stepping"),
+        "avx512f": "avx512f" in fields.get("flags", "").split(),
+    }
+    if identity["vendor"] == "AuthenticAMD" and family in _AMD_FAMILIES:
+        zen = _AMD_FAMILIES[family]
+        if family == 25:
+            zen = "Zen 4" if identity["avx512f"] else "Zen 3"
+        identity["microarchitecture"] = zen
+    return identity
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(

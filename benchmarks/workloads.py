@@ -34,6 +34,7 @@ from benchmarks.common import (
     WEIGHT_DECAY,
     available_cores,
     cost_flops,
+    cpu_identity,
     cpu_model,
     flax_dtype,
     forward_flops,
@@ -557,6 +558,7 @@ def environment(
         "host": platform.node(),
         "python": platform.python_version(),
         "cpu": cpu_model(),
+        "cpu_identity": cpu_identity(),
         "cpu_count": os.cpu_count(),
         "cpu_threads": cpu_threads,
         "cpu_affinity": sorted(os.sched_getaffinity(0))

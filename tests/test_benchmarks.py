@@ -47,6 +47,7 @@ assert "jax" not in sys.modules or {jax_ok}, "imported jax"
         ("benchmarks.attention_variants", True),
         ("benchmarks.profile_kernels", True),
         ("benchmarks.data_memory", False),
+        ("benchmarks.cpu_gemm", False),
     ],
 )
 @pytest.mark.multiprocess
@@ -60,6 +61,31 @@ def test_importing_a_benchmark_module_has_no_side_effects(module, jax_ok):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_cpu_is_named_by_its_microarchitecture(monkeypatch, tmp_path):
+    """lscpu says "AMD EPYC" for Zen 4 and Zen 5 alike, whose fp32 GEMM ceilings differ 2x."""
+    from benchmarks import common
+
+    def cpuinfo(family, model, flags):
+        text = (
+            f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\n"
+            f"model\t\t: {model}\nmodel name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: {flags}\n\n"
+            "processor\t: 1\n"
+        )
+        (tmp_path / "cpuinfo").write_text(text)
+        real = Path
+
+        def fake_path(name):
+            return real(tmp_path / "cpuinfo") if name == "/proc/cpuinfo" else real(name)
+
+        monkeypatch.setattr(common, "Path", fake_path)
+        return common.cpu_identity()
+
+    zen4 = cpuinfo(25, 17, "fma avx2 avx512f avx512_bf16")
+    assert zen4["microarchitecture"] == "Zen 4" and zen4["avx512f"] and zen4["model"] == 17
+    assert cpuinfo(25, 1, "fma avx2")["microarchitecture"] == "Zen 3"
+    assert cpuinfo(26, 2, "fma avx2 avx512f")["microarchitecture"] == "Zen 5"
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from swin_flax.deploy.image_sets import EvaluationSet
+from swin_flax.deploy.preprocess import Preprocessing
 from swin_flax.deploy.runners import load_model
 
 LATENCY_BATCHES = (1, 32)
@@ -59,22 +60,31 @@ class Evaluation:
         )
 
 
-def flax_predictions(model, params, eval_set: EvaluationSet, batch_size: int = 64) -> np.ndarray:
-    """The Flax checkpoint's top-1 class per image (float32, exact matmuls)."""
+def flax_predictions(
+    model,
+    params,
+    eval_set: EvaluationSet,
+    batch_size: int = 64,
+    *,
+    preprocessing: Preprocessing | None = None,
+) -> np.ndarray:
+    """The Flax checkpoint's top-1 class per image (float32, exact matmuls), preprocessed
+    as `preprocessing` says (the checkpoint's; default: no stored size)."""
+    pre = preprocessing or Preprocessing(model.img_size)
     with jax.default_matmul_precision("highest"):
         forward = jax.jit(lambda x: model.apply({"params": params}, x))
         return np.concatenate(
             [
                 np.asarray(forward(images)).argmax(1)
-                for images, _ in eval_set.batches(model.img_size, batch_size)
+                for images, _ in eval_set.batches(pre, batch_size)
             ]
         )
 
 
 def file_predictions(runner, eval_set: EvaluationSet, batch_size: int = 64) -> np.ndarray:
-    return np.concatenate(
-        [runner(images).argmax(1) for images, _ in eval_set.batches(runner.img_size, batch_size)]
-    )
+    """The file's top-1 class per image, preprocessed as its metadata says."""
+    batches = eval_set.batches(runner.preprocessing, batch_size)
+    return np.concatenate([runner(images).argmax(1) for images, _ in batches])
 
 
 def median_latency_ms(run, images: np.ndarray) -> float:
@@ -115,7 +125,7 @@ def evaluate_file(
     runner = load_model(path, kind=fmt)  # accuracy: the runtime's own thread count
     got = file_predictions(runner, eval_set)
     labels = eval_set.labels
-    sample = next(eval_set.batches(runner.img_size, max(LATENCY_BATCHES)))[0]
+    sample = next(eval_set.batches(runner.preprocessing, max(LATENCY_BATCHES)))[0]
     return Evaluation(
         images=len(labels),
         top1=percent(got == labels),

@@ -16,10 +16,17 @@ calibration images, or a deterministic synthetic batch (with a note).
 
 int8 and int8-weights (ONNX, LiteRT) are calibrated on `calibration` (a folder of images,
 `calibration_count` of them chosen with `calibration_seed`; int8-weights needs none) and
-checked by their relative logit error; the report lists which ops run in int8 and which
-stay float. With `evaluate` (a folder of class folders, or tfds:NAME[:SPLIT]) the file is
-then run over every image: its top-1 next to the Flax checkpoint's, their agreement, the
-file's size and CPU latency (`swin_flax.deploy.evaluate`).
+checked by their relative logit error, on images it was not calibrated on (of `evaluate`,
+else further images of the calibration folder; a folder with no others is said so); the
+report lists which ops run in int8 and which stay float. With `evaluate` (a folder of class
+folders, or tfds:NAME[:SPLIT]) the file is then run over every image: its top-1 next to the
+Flax checkpoint's, their agreement, the file's size and CPU latency
+(`swin_flax.deploy.evaluate`). int8 calibrated on images `evaluate` scores is refused.
+
+Refused before any work: an OUT that cannot be written, a training stage that has not
+finished (`swin_flax.deploy.stage_dirs`), too few calibration images for one batch.
+Images are preprocessed as training evaluated them (`swin_flax.deploy.preprocess`: the
+checkpoint's stored size, then its img_size), and the file's metadata says how.
 """
 
 from __future__ import annotations
@@ -33,14 +40,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from swin_flax import cli
 from swin_flax._files import replacing
-from swin_flax.data.images import decode_image
 from swin_flax.deploy import image_sets
 from swin_flax.deploy.evaluate import Evaluation, evaluate_file, flax_predictions
-from swin_flax.deploy.formats import ExportFailedError, litert_refusal
+from swin_flax.deploy.formats import ExportFailedError
+from swin_flax.deploy.inputs import ExportInputs, check_arguments, export_inputs
+from swin_flax.deploy.preprocess import Preprocessing
 from swin_flax.deploy.quantize import QUANTIZED_PRECISIONS, describe_op_kinds
-from swin_flax.deploy.runners import FORMATS, PRECISIONS, load_model, preprocess_images
+from swin_flax.deploy.runners import FORMATS, load_model
 from swin_flax.errors import UserInputError
 
 # max |logit difference| against the float32 Flax model.
@@ -52,7 +59,6 @@ FP16_RELATIVE_TOLERANCE = 2e-2
 # near 0.02 (int8 weights) to 0.1 (int8); a file above 0.5 computes mostly noise (e.g. a
 # broken calibration or a 16x8 scheme) and fails the check.
 INT8_RELATIVE_RMS_TOLERANCE = 0.5
-CHECK_IMAGES_FROM_DATA = 10  # images of the user's data the parity check runs on
 
 
 @dataclass
@@ -95,42 +101,6 @@ class ExportReport:
         if self.evaluation is not None:
             lines.append(self.evaluation.summary())
         return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------
-# Check images.
-
-
-def synthetic_images(img_size: int, count: int = 8) -> list[np.ndarray]:
-    """Deterministic smooth colour images (gradients plus a little noise), uint8 HWC."""
-    rng = np.random.default_rng(0)
-    grid = np.linspace(0.0, 1.0, img_size)
-    yy, xx = np.meshgrid(grid, grid, indexing="ij")
-    images = []
-    for _ in range(count):
-        a, b, c = rng.uniform(-1, 1, 3), rng.uniform(-1, 1, 3), rng.uniform(0.2, 0.8, 3)
-        image = (
-            c + a * yy[..., None] + b * xx[..., None] + rng.normal(0, 0.05, (img_size,) * 2 + (3,))
-        )
-        images.append((np.clip(image, 0, 1) * 255).astype(np.uint8))
-    return images
-
-
-def load_check_images(img_size: int, paths=None, user_images=None) -> tuple[np.ndarray, str]:
-    """(preprocessed NHWC float32 batch, description of where it came from): the given
-    files, else `user_images` ((batch, description) from the user's evaluation or
-    calibration data), else a synthetic batch."""
-    if paths:
-        return preprocess_images(
-            [decode_image(p) for p in paths], img_size
-        ), f"{len(paths)} given image file(s)"
-    if user_images is not None:
-        return user_images
-    cli.note(
-        "no check images given (--check-images, --evaluate or --calibration): checking "
-        "on a deterministic synthetic batch"
-    )
-    return preprocess_images(synthetic_images(img_size), img_size), "synthetic images"
 
 
 def flax_reference(model, params, images: np.ndarray) -> np.ndarray:
@@ -184,38 +154,9 @@ def compare(
 # The whole export.
 
 
-def _check_arguments(fmt: str, out: Path, batch: int | None, precision: str, calibration) -> None:
-    """Everything that refuses an export before the checkpoint is even read."""
-    if fmt not in FORMATS:
-        raise UserInputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if precision not in PRECISIONS:
-        raise UserInputError(
-            f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
-        )
-    if precision not in FORMATS[fmt].precisions:
-        supported = [f for f, spec in FORMATS.items() if precision in spec.precisions]
-        raise UserInputError(
-            f"{fmt} exports {' or '.join(FORMATS[fmt].precisions)} only; {precision} is "
-            f"exported to {' and '.join(supported)}"
-        )
-    if batch is not None and batch < 1:
-        raise UserInputError(f"batch size must be at least 1, got {batch}")
-    if fmt == "litert":
-        refusal = litert_refusal(batch, precision)
-        if refusal:
-            raise UserInputError(refusal)
-    if precision == "int8" and calibration is None:
-        raise UserInputError(
-            "int8 needs representative images to calibrate its activation ranges: "
-            "--calibration DIR (e.g. the training images; a few hundred are used)"
-        )
-    if out.is_dir():
-        raise UserInputError(f"{out} is a directory; give the path of the file to write")
-    if not out.parent.is_dir():
-        raise UserInputError(f"{out.parent} does not exist; create it first")
-
-
-def export_metadata(model, fmt: str, batch: int | None, precision: str, class_names) -> dict:
+def export_metadata(
+    model, fmt: str, batch: int | None, precision: str, class_names, pre: Preprocessing
+) -> dict:
     from swin_flax import __version__
     from swin_flax.data.augment import IMAGENET_MEAN, IMAGENET_STD
     from swin_flax.model.swin import model_config
@@ -231,8 +172,9 @@ def export_metadata(model, fmt: str, batch: int | None, precision: str, class_na
         "input_dtype": "float32",
         "batch_size": batch,
         "img_size": size,
+        "stored_size": pre.stored_size,
         "num_classes": model.num_classes,
-        "preprocessing": "RGB, bilinear resize to img_size, (x/255 - mean) / std",
+        "preprocessing": pre.describe(),
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "model_config": model_config(model),
@@ -257,58 +199,39 @@ def export_checkpoint(
     evaluate=None,
     threads: int | None = None,
 ) -> ExportReport:
-    """Write `checkpoint` (a `swin_flax.load_checkpoint` directory) as `fmt` to the file
-    `out` (batch None: any batch size), check it and, with `evaluate`, measure it; see the
-    module docstring. The user's folders are read (and refused) before anything is
-    exported."""
-    from swin_flax.weights.checkpoint import load_checkpoint, load_class_names
-
+    """Write `checkpoint` (a `swin_flax.load_checkpoint` directory, or a finished training
+    stage) as `fmt` to the file `out` (batch None: any batch size), check it and, with
+    `evaluate`, measure it; see the module docstring. The output folder and the user's
+    folders are checked (and refused) before anything is exported."""
     out = Path(os.fspath(out))
-    _check_arguments(fmt, out, batch, precision, calibration)
-    model, params = load_checkpoint(checkpoint)
-    class_names = load_class_names(checkpoint)
-    eval_set = (
-        image_sets.evaluation_set(evaluate, class_names, model.num_classes) if evaluate else None
+    check_arguments(fmt, out, batch, precision, calibration)
+    inputs = export_inputs(
+        checkpoint,
+        precision=precision,
+        batch=batch,
+        check_images=check_images,
+        calibration=calibration,
+        calibration_count=calibration_count,
+        calibration_seed=calibration_seed,
+        evaluate=evaluate,
     )
-    calibration_images = calibration_source = None
-    if calibration is not None:  # other precisions take only the parity check's images
-        count = calibration_count if precision == "int8" else CHECK_IMAGES_FROM_DATA
-        calibration_images, calibration_source = image_sets.calibration_images(
-            calibration, model.img_size, count, calibration_seed
+    report = write_checked(inputs, out, fmt, batch, precision)
+    if inputs.eval_set is not None:
+        flax = flax_predictions(
+            inputs.model, inputs.params, inputs.eval_set, preprocessing=inputs.preprocessing
         )
-    images, source = load_check_images(
-        model.img_size, check_images, user_check_images(model, eval_set, calibration_images)
-    )
-    if precision != "int8":
-        calibration_images = calibration_source = None
-    report = write_checked(
-        model, params, out, fmt, batch, precision, class_names, images, source, calibration_images
-    )
-    report.calibration_source = calibration_source
-    if eval_set is not None:
-        flax = flax_predictions(model, params, eval_set)
-        report.evaluation = evaluate_file(out, fmt, eval_set, flax, threads=threads)
+        report.evaluation = evaluate_file(out, fmt, inputs.eval_set, flax, threads=threads)
     return report
 
 
-def user_check_images(model, eval_set, calibration_images) -> tuple[np.ndarray, str] | None:
-    """The parity check's images from the user's data: the first images of each class of
-    the evaluation set, else the first calibration images."""
-    if eval_set is not None:
-        count = CHECK_IMAGES_FROM_DATA
-        return eval_set.sample(model.img_size, count), f"first images of {eval_set.description}"
-    if calibration_images is not None:
-        count = min(CHECK_IMAGES_FROM_DATA, len(calibration_images))
-        return calibration_images[:count], f"{count} calibration images"
-    return None
-
-
-def write_checked(
-    model, params, out, fmt, batch, precision, class_names, images, source, calibration
-) -> ExportReport:
+def write_checked(inputs: ExportInputs, out, fmt, batch, precision) -> ExportReport:
     """Write the file beside `out`, check it, and rename it over `out` once it passed: a
     failed or interrupted export never leaves a half-written or unchecked file at `out`."""
-    metadata = export_metadata(model, fmt, batch, precision, class_names)
+    model, params, images = inputs.model, inputs.params, inputs.check_images
+    int8 = precision == "int8" and inputs.calibration is not None
+    metadata = export_metadata(
+        model, fmt, batch, precision, inputs.class_names, inputs.preprocessing
+    )
     with replacing(out) as temporary:
         info = FORMATS[fmt].write(
             model,
@@ -317,7 +240,7 @@ def write_checked(
             batch=batch,
             precision=precision,
             metadata=metadata,
-            calibration=calibration,
+            calibration=inputs.calibration.images if int8 else None,
         )
         if fmt == "litert" and precision in QUANTIZED_PRECISIONS:
             _check_litert_prepares(temporary, out)
@@ -329,8 +252,8 @@ def write_checked(
             os.replace(temporary, failed)
             raise UserInputError(
                 f"the {fmt} {precision} export does not match the Flax model on {len(images)} "
-                f"images ({source}): {'; '.join(problems)}. The file is kept as {failed} for "
-                "inspection"
+                f"images ({inputs.check_source}): {'; '.join(problems)}. The file is kept as "
+                f"{failed} for inspection"
             )
     return ExportReport(
         out,
@@ -338,13 +261,14 @@ def write_checked(
         precision,
         batch,
         metadata["input_layout"],
-        source,
+        inputs.check_source,
         len(images),
         diff,
         tolerance,
         float(np.mean(reference.argmax(1) == got.argmax(1))),
         info,
         relative_rms=relative_rms(reference, got),
+        calibration_source=inputs.calibration.description if int8 else None,
     )
 
 

@@ -25,7 +25,8 @@ from swin_flax import cli
 from swin_flax._files import write_json, write_text
 from swin_flax.deploy import image_sets
 from swin_flax.deploy.evaluate import LATENCY_BATCHES, evaluate_file, flax_predictions, percent
-from swin_flax.deploy.export import load_check_images, user_check_images, write_checked
+from swin_flax.deploy.export import write_checked
+from swin_flax.deploy.inputs import check_writable_folder, export_inputs
 from swin_flax.deploy.runners import FORMATS
 from swin_flax.errors import UserInputError
 
@@ -55,26 +56,23 @@ def deployment_rows(
     threads: int | None = 1,
 ) -> tuple[list[dict], dict]:
     """(one row per export, the table's context: Flax top-1, data, calibration)."""
-    from swin_flax.weights.checkpoint import load_checkpoint, load_class_names
-
-    model, params = load_checkpoint(checkpoint)
-    class_names = load_class_names(checkpoint)
-    eval_set = image_sets.evaluation_set(evaluate, class_names, model.num_classes)
-    calibration_images = calibration_source = None
-    if calibration is not None:
-        calibration_images, calibration_source = image_sets.calibration_images(
-            calibration, model.img_size, calibration_count, calibration_seed
-        )
-    images, source = load_check_images(
-        model.img_size, None, user_check_images(model, eval_set, calibration_images)
+    inputs = export_inputs(
+        checkpoint,
+        precision="int8" if calibration is not None else "fp32",
+        batch=batch,
+        calibration=calibration,
+        calibration_count=calibration_count,
+        calibration_seed=calibration_seed,
+        evaluate=evaluate,
     )
-    flax = flax_predictions(model, params, eval_set)
+    model, eval_set = inputs.model, inputs.eval_set
+    flax = flax_predictions(model, inputs.params, eval_set, preprocessing=inputs.preprocessing)
     context = {
         "checkpoint": str(checkpoint),
         "model": model.config.describe(),
         "evaluation": eval_set.description,
         "flax_top1": percent(flax == eval_set.labels),
-        "calibration": calibration_source,
+        "calibration": inputs.calibration.description if inputs.calibration else None,
         "batch": batch,
         "threads": threads,
     }
@@ -84,10 +82,7 @@ def deployment_rows(
         print(f"exporting {fmt} {precision} -> {path}", flush=True)
         row = {"format": fmt, "precision": precision, "file": path.name}
         try:
-            report = write_checked(
-                model, params, path, fmt, batch, precision, class_names, images, source,
-                calibration_images,
-            )  # fmt: skip
+            report = write_checked(inputs, path, fmt, batch, precision)
             evaluation = evaluate_file(path, fmt, eval_set, flax, threads=threads)
         except UserInputError as err:  # a converter or a parity check said no: the row says why
             rows.append({**row, "error": str(err)})
@@ -234,7 +229,11 @@ def main(argv) -> int:
     out_dir = Path(os.fspath(args.out))
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"--out {out_dir} is a file; give a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserInputError(f"cannot create --out {out_dir} ({err.strerror or err})") from None
+    check_writable_folder(out_dir, "give an --out folder you can write to")
     rows, context = deployment_rows(
         args.checkpoint,
         out_dir,

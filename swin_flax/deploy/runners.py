@@ -1,10 +1,10 @@
 """Run an exported Swin (ONNX, LiteRT, StableHLO) or a checkpoint on preprocessed images.
 
 `load_model(path)` returns a `Runner`: `runner(images)` maps a float32 NHWC batch,
-preprocessed as in training (`preprocess_images`), to float32 logits, whatever the file's
-input layout and batch size; `runner.metadata` is what the exporter stored (input layout,
-shape, class names, ...). The export libraries are imported inside the functions: `pip
-install -e ".[export]"` brings them.
+preprocessed as in training (`runner.preprocessing`, `swin_flax.deploy.preprocess`), to
+float32 logits, whatever the file's input layout and batch size; `runner.metadata` is what
+the exporter stored (input layout, shape, class names, stored size, ...). The export
+libraries are imported inside the functions: `pip install -e ".[export]"` brings them.
 
 `FORMATS` is the one table of the export formats: per format its writer
 (`swin_flax.deploy.formats`), its loader (here), its input layout and file suffix.
@@ -34,22 +34,9 @@ from swin_flax.deploy.formats import (
     write_onnx,
     write_stablehlo,
 )
+from swin_flax.deploy.preprocess import Preprocessing
+from swin_flax.deploy.stage_dirs import model_directory
 from swin_flax.errors import CheckpointError, UserInputError
-
-# --------------------------------------------------------------------------------------
-# Images: preprocessed exactly as in training and evaluation (decoded by
-# `swin_flax.data.images.decode_image`, as the image-folder loader decodes them).
-
-
-def preprocess_images(images_uint8: list[np.ndarray], img_size: int) -> np.ndarray:
-    """(N, img_size, img_size, 3) float32: bilinear resize and ImageNet mean/std, as in
-    training (`swin_flax.data.augment.preprocess_eval`), one image at a time (sizes differ)."""
-    from swin_flax.data.augment import preprocess_eval
-
-    return np.stack(
-        [np.asarray(preprocess_eval(image[None], out_size=img_size)[0]) for image in images_uint8]
-    ).astype(np.float32)
-
 
 # --------------------------------------------------------------------------------------
 # Runners.
@@ -71,6 +58,11 @@ class Runner:
     @property
     def class_names(self) -> list[str] | None:
         return self.metadata.get("class_names")
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How images become this model's input: training's evaluation path."""
+        return Preprocessing.from_metadata(self.metadata)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images, np.float32)
@@ -175,12 +167,13 @@ def load_checkpoint_runner(path: Path) -> Runner:
     import jax
 
     from swin_flax.model.swin import model_config
-    from swin_flax.weights.checkpoint import load_checkpoint, load_class_names
+    from swin_flax.weights.checkpoint import load_checkpoint, load_class_names, load_preprocessing
 
     model, params = load_checkpoint(path)
     forward = jax.jit(lambda x: model.apply({"params": params}, x))
     metadata = {
         "img_size": model.img_size,
+        "stored_size": load_preprocessing(path)["stored_size"],
         "input_layout": "NHWC",
         "batch_size": None,
         "class_names": load_class_names(path),
@@ -280,7 +273,7 @@ def load_model(
 ) -> Runner:
     """A Runner for a checkpoint directory or a file written by export.py (`kind`: its
     format when known, else detected from the content)."""
-    path = Path(os.fspath(path))
+    path = model_directory(path)  # a training stage: its final_model/, or why there is none
     if not path.exists():
         raise CheckpointError(f"{path}: no such model file or checkpoint directory")
     kind = kind or detect_format(path)

@@ -93,7 +93,7 @@ def pretrain_teacher(
             loop=settings.loop,
             seed=settings.seed,
         )
-        stages.finish_stage(stage_dir, model, result)
+        stages.finish_stage(stage_dir, model, result, train, data)
         params = result.params
     top1 = 100.0 * top1_accuracy(model, params, test, batch_size=eval_batch_size)
     return Pretrained(

@@ -319,7 +319,7 @@ class CompressionRun:
             evaluate=self.top1_fn(model),
             evaluate_every_epochs=self.s.eval.every_epochs,
         )
-        stages.finish_stage(stage_dir, model, result)
+        stages.finish_stage(stage_dir, model, result, self.train_data, self.s.data)
         return model, result.params, init_label(t.init)
 
     # --- steps 2-4: build the student, copy the teacher's first blocks, distil -------------
@@ -376,7 +376,7 @@ class CompressionRun:
             evaluate=self.top1_fn(student),
             evaluate_every_epochs=self.s.eval.every_epochs,
         )
-        stages.finish_stage(stage_dir, student, result)
+        stages.finish_stage(stage_dir, student, result, self.train_data, self.s.data)
         return student, result.params
 
     def teacher_steps(self) -> int:

@@ -153,9 +153,15 @@ def load_finished_model(stage_dir: Path, dtype):
         ) from None
 
 
-def finish_stage(stage_dir: Path, model: SwinTransformer, result) -> None:
+def finish_stage(
+    stage_dir: Path, model: SwinTransformer, result, train_data=None, data_settings=None
+) -> None:
     """Keep the finished model as a `load_checkpoint` directory and as timm .safetensors,
     then mark the stage done; or stop the run when the stage stopped early.
+
+    final_model/ also stores the class names of `train_data` and data.stored_size (from
+    `data_settings`), so that export.py and predict.py name the classes and preprocess
+    images as training did.
 
     The .safetensors file is what users deploy: timm's `SwinTransformer(**kwargs)` (kwargs
     in the file's metadata) loads it with strict=True, for PyTorch or ONNX export.
@@ -174,7 +180,14 @@ def finish_stage(stage_dir: Path, model: SwinTransformer, result) -> None:
     model = model.clone(dtype=jnp.float32)
     params = jax.device_get(result.params)
     # Every process joins orbax's save (it writes from the primary host only).
-    checkpoint.save_checkpoint(stage_dir / FINAL_MODEL_DIR, model, params, overwrite=True)
+    checkpoint.save_checkpoint(
+        stage_dir / FINAL_MODEL_DIR,
+        model,
+        params,
+        overwrite=True,
+        class_names=None if train_data is None else train_data.class_names,
+        stored_size=None if data_settings is None else data_settings.stored_size or None,
+    )
     if is_main_process():
         save_timm_safetensors(params, stage_dir / TIMM_EXPORT_FILE, model=model)
         # Written last, atomically, once everything the stage produces is on disk.

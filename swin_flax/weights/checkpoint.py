@@ -2,8 +2,11 @@
 
 `save_checkpoint` / `load_checkpoint`: one directory has two items, 'params' (the parameter
 pytree, `StandardSave`) and 'model_config' (the architecture, `JsonSave` of
-`model_config(model)`), and optionally a third, 'class_names' (`JsonSave` of a list: the
-classifier's label names, e.g. from a transformers config.json). Any orbax user can read it;
+`model_config(model)`), and optionally 'class_names' (`JsonSave` of a list: the classifier's
+label names, from the training data or a transformers config.json) and 'preprocessing'
+(`JsonSave` of {"stored_size": N}: training resized every image to N x N when it loaded
+the data, before the on-device resize to the model's img_size, so deployment does the same;
+`load_preprocessing`). Any orbax user can read it;
 `load_checkpoint(path)` is all swin_flax users need:
 
     model, params = swin_flax.load_checkpoint("swin_t_in1k")
@@ -36,6 +39,7 @@ from swin_flax.model.swin import SwinTransformer, abstract_params, model_config,
 PARAMS_ITEM = "params"
 CONFIG_ITEM = "model_config"
 CLASS_NAMES_ITEM = "class_names"
+PREPROCESSING_ITEM = "preprocessing"
 
 
 def _absolute(path: str | os.PathLike) -> Path:
@@ -80,9 +84,9 @@ def _shape_problems(params, abstract) -> list[str]:
     return problems
 
 
-def checkpoint_args(model: SwinTransformer, params, class_names=None):
+def checkpoint_args(model: SwinTransformer, params, class_names=None, stored_size=None):
     """`ocp.args.Composite` saving `params` and the model configuration (for managers too),
-    and the class names if given."""
+    and the class names and the stored size if given."""
     import orbax.checkpoint as ocp
 
     items = {
@@ -91,6 +95,8 @@ def checkpoint_args(model: SwinTransformer, params, class_names=None):
     }
     if class_names is not None:
         items[CLASS_NAMES_ITEM] = ocp.args.JsonSave([str(name) for name in class_names])
+    if stored_size is not None:
+        items[PREPROCESSING_ITEM] = ocp.args.JsonSave({"stored_size": int(stored_size)})
     return ocp.args.Composite(**items)
 
 
@@ -101,9 +107,11 @@ def save_checkpoint(
     *,
     overwrite: bool = False,
     class_names=None,
+    stored_size: int | None = None,
 ) -> Path:
     """Write `params` and `model_config(model)` to the orbax checkpoint directory `path`,
-    and `class_names` (one per output of the classifier) if given."""
+    and `class_names` (one per output of the classifier) and `stored_size` (the side
+    training resized its images to when loading them; None: kept as stored) if given."""
     import orbax.checkpoint as ocp
 
     path = _absolute(path)
@@ -112,6 +120,8 @@ def save_checkpoint(
     problems = _shape_problems(params, abstract_params(model))
     if class_names is not None and len(class_names) != model.num_classes:
         problems.append(f"{len(class_names)} class names for {model.num_classes} classes")
+    if stored_size is not None and (isinstance(stored_size, bool) or int(stored_size) < 1):
+        problems.append(f"stored_size must be a side in pixels or None, got {stored_size!r}")
     if problems:
         raise CheckpointError("params do not match the model:\n  " + "\n  ".join(problems))
     check_writable(path, overwrite=overwrite)
@@ -121,7 +131,9 @@ def save_checkpoint(
         try:
             with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
                 checkpointer.save(
-                    path, args=checkpoint_args(model, params, class_names), force=path.exists()
+                    path,
+                    args=checkpoint_args(model, params, class_names, stored_size),
+                    force=path.exists(),
                 )
         except BaseException:
             _remove_partial_saves(path)
@@ -146,6 +158,22 @@ def load_class_names(path: str | os.PathLike) -> list[str] | None:
     if not isinstance(names, list):
         raise _damaged(path, f"its '{CLASS_NAMES_ITEM}' item is not a list of names")
     return names
+
+
+def load_preprocessing(path: str | os.PathLike) -> dict:
+    """How training preprocessed the images, as far as deployment must repeat it:
+    {"stored_size": N or None}. None when the checkpoint does not say (converted weights,
+    checkpoints written before it was stored): images then go straight to img_size."""
+    import orbax.checkpoint as ocp
+
+    path = _require_checkpoint(path)
+    if not (path / PREPROCESSING_ITEM).is_dir():
+        return {"stored_size": None}
+    stored = _restore(path, PREPROCESSING_ITEM, ocp.args.JsonRestore())
+    size = stored.get("stored_size") if isinstance(stored, dict) else "no dict"
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise _damaged(path, f"its '{PREPROCESSING_ITEM}' item holds stored_size {size!r}")
+    return {"stored_size": size}
 
 
 def load_model_config(path: str | os.PathLike) -> dict:
@@ -257,10 +285,12 @@ __all__ = [
     "load_checkpoint",
     "load_model_config",
     "load_class_names",
+    "load_preprocessing",
     "checkpoint_args",
     "check_writable",
     "is_checkpoint",
     "PARAMS_ITEM",
     "CONFIG_ITEM",
     "CLASS_NAMES_ITEM",
+    "PREPROCESSING_ITEM",
 ]

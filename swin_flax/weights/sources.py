@@ -134,16 +134,19 @@ def _read_torch(path: Path, use_ema: bool = False) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises pickle, zip, EOF and runtime errors alike
-        hint = ""
         if "weights_only" in str(e) or "Unsupported global" in str(e):
-            hint = (
-                " It holds Python objects other than tensors (e.g. a training config); "
-                "save only the state_dict: torch.save(model.state_dict(), path)."
-            )
+            # torch's whole hint, on one line: its options come with the caveat that they
+            # are for files from a trusted source, which a first line alone would drop.
+            raise ConversionError(
+                f"{path} holds Python objects other than tensors (e.g. a training config), "
+                "which swin_flax never unpickles; save only the state_dict: "
+                "torch.save(model.state_dict(), path). torch.load(weights_only=True) said: "
+                f"{_one_line(e)}"
+            ) from None
         raise ConversionError(
             f"{path} could not be read as a PyTorch checkpoint ({type(e).__name__}: "
             f"{_first_line(e)}); expected a file written by torch.save holding a state_dict "
-            f"or {{'model': state_dict}}.{hint}"
+            "or {'model': state_dict}."
         ) from None
     if not isinstance(obj, Mapping):
         raise ConversionError(
@@ -199,6 +202,13 @@ def _check_tensors(state: Mapping[str, np.ndarray], path: Path) -> dict[str, np.
     if not state:
         raise ConversionError(f"{path} holds no tensors; expected the weights of a Swin model")
     return dict(state)
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's whole message as one line: terminal escapes (torch's bold) removed,
+    line breaks and tabs folded into single spaces."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    return " ".join(text.split())
 
 
 def _first_line(e: BaseException) -> str:

@@ -11,7 +11,9 @@ from PIL import Image
 
 import swin_flax
 from swin_flax.deploy import evaluate, image_sets
-from swin_flax.deploy.runners import Runner, preprocess_images
+from swin_flax.deploy.preprocess import preprocess_images
+from swin_flax.deploy.runners import Runner
+from swin_flax.errors import UserInputError
 from swin_flax.weights.checkpoint import save_checkpoint
 from tests.helpers import tiny_model
 
@@ -96,3 +98,31 @@ def test_latency_is_the_median_of_timed_calls_after_a_warm_up():
     ms = evaluate.median_latency_ms(run, np.zeros((4, 1)))
     assert 1.5 <= ms < 40  # the 50 ms warm-up is not counted
     assert evaluate._MIN_REPEATS + 1 <= len(calls) <= evaluate._MAX_REPEATS + 1
+
+
+def test_a_folder_with_a_subset_of_the_classes_is_scored_by_name(tmp_path, capsys):
+    """Issue 29's case: a cat/dog/ship model, a folder with cat/ship only. By name the
+    top-1 is 5 of 16 (31.25%); by position (ship taken as dog) it would be 18.75%."""
+    names = ["cat", "dog", "ship"]
+    model = tiny_model(num_classes=3)
+    params = jax.tree_util.tree_map(lambda p: p * 4.0, swin_flax.init_params(model, 1))
+    pixels = np.random.default_rng(1).integers(0, 256, (400, 8, 8, 3), dtype=np.uint8)
+    with jax.default_matmul_precision("highest"):
+        logits = model.apply({"params": params}, preprocess_images(list(pixels), 8))
+    predicted = np.asarray(logits).argmax(1)
+    by_class = {c: list(pixels[predicted == c]) for c in (0, 2)}
+    assert len(by_class[0]) >= 9 and len(by_class[2]) >= 7  # the seed gives both
+    # cat: 3 predicted cat (right), 5 predicted ship; ship: 2 predicted ship (right), 6 cat
+    folders = {
+        "cat": by_class[0][:3] + by_class[2][:5],
+        "ship": by_class[2][5:7] + by_class[0][3:9],
+    }
+    for name, images in folders.items():
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(tmp_path / "eval" / name / f"{i:02d}.png")
+    eval_set = image_sets.evaluation_set(tmp_path / "eval", names, 3)
+    flax = evaluate.flax_predictions(model, params, eval_set)
+    assert evaluate.percent(flax == eval_set.labels) == 31.25
+    with pytest.raises(UserInputError, match="has 2 classes but the model has 3 outputs"):
+        image_sets.evaluation_set(tmp_path / "eval", None, 3)  # no names: refused, not 18.75%

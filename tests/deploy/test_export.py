@@ -163,24 +163,6 @@ def test_failed_check_keeps_the_file_aside_and_errors(pico, tmp_path, monkeypatc
     assert not out.exists() and (tmp_path / "m.stablehlo.failed-check").is_file()
 
 
-def test_check_images_are_the_given_files_then_the_users_data_then_synthetic(tmp_path, capsys):
-    from PIL import Image
-
-    from swin_flax.deploy import export
-
-    images, source = export.load_check_images(32)
-    assert source == "synthetic images" and images.shape == (8, 32, 32, 3)
-    assert "synthetic" in capsys.readouterr().err
-    np.testing.assert_array_equal(images, export.load_check_images(32)[0])  # deterministic
-    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(tmp_path / "a.png")
-    images, source = export.load_check_images(32, [tmp_path / "a.png"])
-    assert images.shape == (1, 32, 32, 3) and "given" in source
-    users = (np.zeros((3, 32, 32, 3), np.float32), "3 calibration images")
-    capsys.readouterr()
-    assert export.load_check_images(32, None, users) is users
-    assert capsys.readouterr().err == ""  # no synthetic-batch note when the user's data is there
-
-
 def run_cli(argv, capsys):
     spec = importlib.util.spec_from_file_location("export_cli", ROOT / "export.py")
     module = importlib.util.module_from_spec(spec)
@@ -200,6 +182,23 @@ def test_cli_bad_input_is_one_error_line(pico, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as stop:  # argparse: usage + one error line, exit 2
         run_cli([str(pico), str(tmp_path / "m"), "--format", "tensorrt"], capsys)
     assert stop.value.code == 2 and "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", ["the stage", "its checkpoints", "its final_model"])
+def test_cli_exporting_an_unfinished_stage_says_to_finish_it(given, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SWIN_FLAX_DEBUG", raising=False)
+    stage = tmp_path / "runs" / "student_transfer_kd"
+    (stage / "checkpoints" / "300").mkdir(parents=True)
+    (stage / "stage_config.json").write_text("{}")
+    path = {
+        "the stage": stage,
+        "its checkpoints": stage / "checkpoints",
+        "its final_model": stage / "final_model",
+    }[given]
+    code, out = run_cli([str(path), str(tmp_path / "m.onnx"), "--format", "onnx"], capsys)
+    assert code == 2 and out.err.count("\n") == 1, out.err
+    assert out.err.startswith(f"error: the training stage {stage} has not finished")
+    assert "Rerun train.py with the same --config and --workdir to finish it" in out.err
 
 
 def test_litert_dynamic_batch_is_refused_up_front(window7, tmp_path):
@@ -295,7 +294,7 @@ def small_swin(tmp_path_factory):
     folders: calibration images and evaluation images."""
     from PIL import Image
 
-    from swin_flax.deploy.export import synthetic_images
+    from swin_flax.deploy.inputs import synthetic_images
 
     root = tmp_path_factory.mktemp("int8")
     model = swin_flax.create_model(

@@ -99,9 +99,29 @@ def test_the_parity_sample_takes_each_class_in_turn(train_dir):
 
 
 def test_without_class_names_sorted_folders_are_the_classes_and_it_is_said(train_dir, capsys):
-    eval_set = image_sets.evaluation_set(train_dir, None, 10)
+    eval_set = image_sets.evaluation_set(train_dir, None, 3)
     assert eval_set.labels.tolist() == [0] * 6 + [1] * 4 + [2] * 2
-    assert "stores no class names: class 'cat'" in capsys.readouterr().err
+    assert "stores no class names: the classes of" in capsys.readouterr().err
+
+
+def test_without_class_names_a_subset_of_the_classes_is_refused(train_dir):
+    """Which output a folder is cannot be known without names: positions would score a
+    cat/ship folder of a cat/dog/ship model against cat/dog (issue 29: 18.75% for 31.25%)."""
+    with pytest.raises(UserInputError) as caught:
+        image_sets.evaluation_set(train_dir, None, 10)
+    message = str(caught.value)
+    assert "has 3 classes but the model has 10 outputs, and the checkpoint stores no class" in (
+        message
+    )
+    assert "evaluate on all 10 classes, or store the names" in message
+
+
+def test_with_class_names_a_subset_of_the_classes_is_matched_by_name(train_dir):
+    for p in (train_dir / "dog").iterdir():
+        p.unlink()
+    (train_dir / "dog").rmdir()
+    eval_set = image_sets.evaluation_set(train_dir, ["cat", "dog", "emu"], 3)
+    assert eval_set.labels.tolist() == [0] * 6 + [2] * 2  # emu is output 2, not 1
 
 
 @pytest.mark.parametrize(

@@ -104,24 +104,83 @@ def test_exported_onnx_predicts_like_the_checkpoint(setup, tmp_path, capsys):
     assert code == 0 and same_top5(out.out, reference.out)
 
 
-@pytest.mark.parametrize("case", ["corrupt image", "missing image", "not a model"])
+@pytest.mark.parametrize("case", ["missing image", "not a model", "empty folder"])
 def test_bad_input_is_one_error_line(case, setup, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SWIN_FLAX_DEBUG", raising=False)
     root, images = setup
+    (tmp_path / "empty").mkdir()
     argv = {
-        "corrupt image": [root / "ckpt", images[0], root / "corrupt.jpg"],
         "missing image": [root / "ckpt", tmp_path / "nope.jpg"],
         "not a model": [tmp_path, images[0]],
+        "empty folder": [root / "ckpt", tmp_path / "empty"],
     }[case]
     code, out = run_predict(argv, capsys)
     assert code == 2 and out.out == ""
     assert out.err.startswith("error:") and out.err.count("\n") == 1
     expected = {
-        "corrupt image": "corrupt.jpg: not a readable image",
         "missing image": "nope.jpg: no such image file",
         "not a model": "not a swin_flax checkpoint",
+        "empty folder": "empty holds no images",
     }[case]
     assert expected in out.err
+
+
+def test_an_unreadable_image_is_one_line_and_the_others_are_still_predicted(setup, capsys):
+    root, images = setup
+    code, out = run_predict([root / "ckpt", images[0], root / "corrupt.jpg", images[1]], capsys)
+    assert code == 2  # one image failed: the exit code says so, after the others' output
+    assert list(top5(out.out)) == [str(images[0]), str(images[1])]
+    assert out.err.count("\n") == 1
+    assert out.err.startswith("error: ") and "corrupt.jpg: not a readable image" in out.err
+
+
+def test_a_folder_stands_for_every_image_under_it(setup, tmp_path, capsys):
+    root, images = setup
+    folder = tmp_path / "photos"
+    (folder / "b").mkdir(parents=True)
+    (folder / ".hidden").mkdir()
+    (folder / "b" / "two.png").write_bytes(images[0].read_bytes())
+    (folder / "one.jpg").write_bytes(images[1].read_bytes())
+    (folder / ".hidden" / "x.png").write_bytes(images[0].read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    code, out = run_predict([root / "ckpt", folder], capsys)
+    assert code == 0, out.err
+    assert list(top5(out.out)) == [str(folder / "b" / "two.png"), str(folder / "one.jpg")]
+
+
+def test_a_model_without_class_names_prints_indices_and_says_so(tmp_path, capsys):
+    model = swin_flax.create_model("swin_pico", num_classes=3)
+    save_checkpoint(tmp_path / "ckpt", model, swin_flax.init_params(model, 0))
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    code, out = run_predict([tmp_path / "ckpt", tmp_path / "a.png", "--top", "3"], capsys)
+    assert code == 0 and "stores no class names: classes are shown by their index" in out.err
+    assert sorted(re.findall(r"%  class (\d)$", out.out, re.M)) == ["0", "1", "2"]
+
+
+def test_a_finished_training_stage_predicts_with_its_class_names(tmp_path, capsys):
+    """What train.py leaves: STAGE/final_model/ with the training data's class names, and
+    the stage directory itself accepted; an unfinished stage is named as such."""
+    from swin_flax.data.dataset import ArrayDataset
+    from swin_flax.pipeline import stages
+    from swin_flax.settings import DataSettings
+    from swin_flax.training.loop import StageResult
+
+    model = swin_flax.create_model("swin_pico", num_classes=3)
+    train = ArrayDataset(
+        np.zeros((3, 8, 8, 3), np.uint8), np.arange(3, dtype=np.int32), 3, ("cat", "dog", "ship")
+    )
+    result = StageResult(swin_flax.init_params(model, 1), 5, True, {})
+    stages.finish_stage(tmp_path / "teacher", model, result, train, DataSettings())
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    for given in (tmp_path / "teacher" / "final_model", tmp_path / "teacher"):
+        code, out = run_predict([given, tmp_path / "a.png", "--top", "3"], capsys)
+        assert code == 0, out.err
+        rows = top5(out.out)[str(tmp_path / "a.png")]
+        assert sorted(name for _, name, _ in rows) == ["cat", "dog", "ship"]
+    (tmp_path / "student" / "checkpoints" / "40").mkdir(parents=True)
+    code, out = run_predict([tmp_path / "student", tmp_path / "a.png"], capsys)
+    assert code == 2 and "the training stage" in out.err and "has not finished" in out.err
+    assert "newest train-state checkpoint is step 40" in out.err and "Rerun train.py" in out.err
 
 
 def test_a_file_that_is_not_an_export_is_refused(setup, tmp_path, capsys):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import swin_flax
-from swin_flax.data.images import decode_image
 from swin_flax.deploy import formats, runners
 from swin_flax.errors import CheckpointError, UserInputError
 from swin_flax.weights import checkpoint
@@ -73,20 +72,6 @@ def test_top_k_gives_the_most_probable_classes_with_softmax_probabilities():
     [best] = runners.top_k(logits, k=2)
     assert best[0] == (1, pytest.approx(0.6)) and best[1][1] == pytest.approx(0.2)
     assert best[1][0] in (0, 2)
-
-
-def test_images_are_decoded_and_preprocessed_as_in_evaluation(tmp_path):
-    from PIL import Image
-
-    from swin_flax.data.augment import preprocess_eval
-
-    pixels = np.random.default_rng(0).integers(0, 256, (20, 30, 3)).astype(np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "a.png")
-    decoded = decode_image(tmp_path / "a.png")  # the decoder's own tests: data/test_images.py
-    np.testing.assert_array_equal(decoded, pixels)
-    batch = runners.preprocess_images([decoded, pixels[:10]], 16)
-    assert batch.shape == (2, 16, 16, 3) and batch.dtype == np.float32
-    np.testing.assert_allclose(batch[0], preprocess_eval(pixels[None], out_size=16)[0], atol=1e-6)
 
 
 def test_a_checkpoint_runs_with_its_class_names(tmp_path):

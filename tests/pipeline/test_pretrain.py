@@ -66,6 +66,11 @@ def test_pretrain_writes_a_timm_file_the_teacher_starts_from_and_later_runs_reus
     model = swin_flax.create_model("cifar_swin_t_p4", num_classes=2)
     start = initial_teacher_params(f"timm:{timm_file}", model, seed=0)
     assert start["head"]["kernel"].shape == (384, 2)
+    # Each final_model/ names its own task's classes: the source's, and the target's.
+    from swin_flax.weights.checkpoint import load_class_names
+
+    assert load_class_names(workdir / "pretrain" / "final_model") == ["a", "b", "c"]
+    assert load_class_names(workdir / "teacher" / "final_model") == ["d", "e"]
     np.testing.assert_array_equal(
         start["layers_2"]["blocks_3"]["mlp"]["fc1"]["kernel"],
         pretrained_params["layers_2"]["blocks_3"]["mlp"]["fc1"]["kernel"],

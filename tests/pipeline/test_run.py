@@ -78,6 +78,13 @@ def test_seeds_give_one_student_per_seed_with_curves_and_a_report(tmp_path):
     ]
     # Throughput is measured once per architecture: both students share one measurement.
     assert rows[1]["images_per_second"] == rows[2]["images_per_second"]
+    # Every stage's final_model/ names its classes and the size training stored images at.
+    from swin_flax.weights.checkpoint import load_class_names, load_preprocessing
+
+    for stage in ("teacher", "student_random_seed0", "student_random_seed1"):
+        final = tmp_path / stage / "final_model"
+        assert load_class_names(final) == [str(d) for d in range(10)]
+        assert load_preprocessing(final) == {"stored_size": 32}
     assert isinstance(rows[1]["throughput_noisy"], bool)
     curve = [json.loads(l) for l in (tmp_path / "student_random_seed1" / "metrics.jsonl").open()]
     evals = [l for l in curve if "eval_top1" in l]

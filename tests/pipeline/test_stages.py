@@ -122,6 +122,32 @@ def test_a_finished_stage_is_written_for_flax_and_timm_and_marked_done_last(tmp_
     }
 
 
+def test_final_model_stores_the_training_data_class_names_and_stored_size(tmp_path):
+    """export.py and predict.py read them: classes matched by name, images resized as in
+    training (issue 29: no stage stored them)."""
+    import numpy as np
+
+    from swin_flax.data.dataset import ArrayDataset
+    from swin_flax.settings import DataSettings
+    from swin_flax.weights import checkpoint
+
+    model = swin_flax.create_model("swin_pico", num_classes=3)
+    result = StageResult(
+        params=swin_flax.init_params(model, 0), steps=3, completed=True, final_metrics={}
+    )
+    train = ArrayDataset(
+        np.zeros((3, 8, 8, 3), np.uint8), np.arange(3, dtype=np.int32), 3, ("cat", "dog", "ship")
+    )
+    stages.finish_stage(tmp_path / "a", model, result, train, DataSettings(stored_size=64))
+    final = tmp_path / "a" / stages.FINAL_MODEL_DIR
+    assert checkpoint.load_class_names(final) == ["cat", "dog", "ship"]
+    assert checkpoint.load_preprocessing(final) == {"stored_size": 64}
+    stages.finish_stage(tmp_path / "b", model, result, train, DataSettings(stored_size=0))
+    assert checkpoint.load_preprocessing(tmp_path / "b" / stages.FINAL_MODEL_DIR) == {
+        "stored_size": None
+    }
+
+
 @pytest.mark.parametrize("progress", ["checkpoint", "finished"])
 def test_a_stage_with_progress_but_no_stage_config_is_not_reused_under_any_settings(
     tmp_path, progress

@@ -75,6 +75,17 @@ def test_class_names_and_the_model_config_are_stored_beside_the_params(tmp_path)
     assert checkpoint.load_class_names(tmp_path / "plain") is None
 
 
+def test_the_stored_size_of_training_is_kept_for_deployment(tmp_path):
+    model = tiny_model(num_classes=2)
+    params = swin_flax.init_params(model, 0)
+    save_checkpoint(tmp_path / "ckpt", model, params, stored_size=64)
+    assert checkpoint.load_preprocessing(tmp_path / "ckpt") == {"stored_size": 64}
+    save_checkpoint(tmp_path / "plain", model, params)  # converted weights, older runs
+    assert checkpoint.load_preprocessing(tmp_path / "plain") == {"stored_size": None}
+    with pytest.raises(CheckpointError, match="stored_size must be a side in pixels"):
+        save_checkpoint(tmp_path / "bad", model, params, stored_size=0)
+
+
 # --- damaged checkpoints: one CheckpointError naming the directory, whatever orbax raises
 
 

@@ -111,8 +111,17 @@ def test_torch_checkpoint_with_non_tensor_objects(tmp_path):
     import argparse
 
     torch.save({"model": {"w": torch.zeros(2)}, "config": argparse.Namespace(lr=0.1)}, path)
-    with pytest.raises(C.ConversionError, match="train_state.pth could not be read .*state_dict"):
+    with pytest.raises(C.ConversionError) as caught:
         sources.load_state_dict(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path} holds Python objects other than tensors")
+    assert "torch.save(model.state_dict(), path)" in message
+    # torch's hint whole, on one line: both options and the trusted-source caveat, no escapes
+    assert "\n" not in message and "\x1b" not in message
+    assert "do those steps only if you trust the source of the checkpoint" in message
+    assert "(1)" in message and "(2)" in message
+    assert "Do it only if you got the file from a trusted source" in message
+    assert "Unsupported global: GLOBAL argparse.Namespace" in message
 
 
 def test_training_checkpoints_are_unwrapped_as_timm_does(timm_models, tmp_path):
