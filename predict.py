@@ -40,7 +40,7 @@ def parse_args(argv):
 
 def image_paths(arguments: list[str]) -> list[Path]:
     """The files given, with every folder replaced by the image files under it."""
-    from swin_flax.data.image_folder import IMAGE_EXTENSIONS
+    from swin_flax.data.folder_listing import IMAGE_EXTENSIONS
     from swin_flax.errors import UserInputError
 
     paths = []
