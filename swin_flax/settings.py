@@ -20,6 +20,10 @@ from swin_flax import _options
 from swin_flax._options import finite, one_of, option
 from swin_flax.errors import UserInputError
 
+# How window attention is computed (a run choice like the compute dtype, the same numbers in
+# float32) is declared with the model that computes it; the option below offers its names.
+from swin_flax.model.attention import ATTENTION_IMPLEMENTATIONS
+
 # Valid ranges (check, what it expects) that several fields share or that are long to write.
 _INT_GE_0 = (lambda v: v >= 0, "an int >= 0")
 _INT_GE_1 = (lambda v: v >= 1, "an int >= 1")
@@ -51,9 +55,6 @@ _SWEEP = (
 )
 
 
-# How window attention is computed (swin_flax/model/attention.py, which imports this): a run
-# choice like the compute dtype, the same numbers in float32.
-ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn", "pallas")
 # Where the data comes from (swin_flax/data/load.py, which imports this, loads each).
 DATA_SOURCES = ("tfds", "image_folder", "digits")
 # How the student's blocks after the cut start (swin_flax/weights/transfer.py imports this).

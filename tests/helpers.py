@@ -69,13 +69,15 @@ def tiny_model(num_classes: int = 3) -> swin_flax.SwinTransformer:
     """The smallest Swin that still shifts its windows (a 4x4 map in 2x2 windows): it
     compiles in about a second, for tests of the step and evaluation code around it."""
     return swin_flax.SwinTransformer(
-        img_size=8,
-        patch_size=2,
-        embed_dim=8,
-        depths=(2,),
-        num_heads=(1,),
-        window_size=2,
-        num_classes=num_classes,
+        swin_flax.SwinConfig(
+            img_size=8,
+            patch_size=2,
+            embed_dim=8,
+            depths=(2,),
+            num_heads=(1,),
+            window_size=2,
+            num_classes=num_classes,
+        )
     )
 
 

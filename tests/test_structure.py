@@ -17,8 +17,8 @@ MAX_MODULE_LINES = 400
 LAYERS = [
     {"errors"},
     {"_optional", "_files", "_options", "cli"},
+    {"model"},  # the architecture owns its config: it never reads the run's settings
     {"settings"},
-    {"model"},
     {"weights"},
     {"data"},
     {"deploy"},
@@ -129,6 +129,15 @@ def test_deployment_never_imports_training_or_the_pipeline():
     assert deploy, "no deploy modules found"
     for module, deps in deploy.items():
         assert not {d for d in deps if d.split(".")[1:2] in (["training"], ["pipeline"])}, module
+
+
+def test_the_model_never_imports_the_run_settings():
+    graph = import_graph()
+    model = {m: deps for m, deps in graph.items() if m.startswith("swin_flax.model")}
+    assert model, "no model modules found"
+    for module, deps in model.items():
+        assert "swin_flax.settings" not in deps, module
+    assert "swin_flax.model.attention" in graph["swin_flax.settings"]  # the reverse is fine
 
 
 def test_errors_imports_nothing_of_ours():

@@ -85,16 +85,18 @@ def build_student(
             costs = importance.costs() if importance is not None else None
             kept = student_blocks.kept_blocks(settings, teacher.config, costs)
         depths = kept.depths if kept else student_blocks.target_depths(settings, teacher.config)
-        student = teacher.clone(
-            depths=depths, num_classes=num_classes, drop_path_rate=s.drop_path_rate, **run_options
+        config = teacher.config.replace(
+            depths=depths, num_classes=num_classes, drop_path_rate=s.drop_path_rate
         )
+        student = teacher.clone(config=config, **run_options)
         return student, kept
     if s.cut_points:
         p1, p2 = (int(x) for x in s.cut_points)
         depths = transfer.student_depths_from_cuts(tuple(teacher.depths), p1, p2)
-        student = teacher.clone(
-            depths=depths, num_classes=num_classes, drop_path_rate=s.drop_path_rate, **run_options
+        config = teacher.config.replace(
+            depths=depths, num_classes=num_classes, drop_path_rate=s.drop_path_rate
         )
+        student = teacher.clone(config=config, **run_options)
         return student, (p1, p2)
     student = presets.create_model(
         s.model,

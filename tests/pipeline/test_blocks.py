@@ -20,14 +20,16 @@ from swin_flax.weights import keep_blocks as kb
 def small_teacher(depths=(2, 3)):
     """16 px, 8x8 tokens in 4x4 windows: stage 0 shifts its windows, stage 1 (4x4) does not."""
     return swin_flax.SwinTransformer(
-        img_size=16,
-        patch_size=2,
-        embed_dim=8,
-        depths=depths,
-        num_heads=(1, 2),
-        window_size=4,
-        num_classes=4,
-        drop_path_rate=0.0,
+        swin_flax.SwinConfig(
+            img_size=16,
+            patch_size=2,
+            embed_dim=8,
+            depths=depths,
+            num_heads=(1, 2),
+            window_size=4,
+            num_classes=4,
+            drop_path_rate=0.0,
+        )
     )
 
 
@@ -74,7 +76,7 @@ def test_skipping_a_pair_is_the_student_that_drops_it(pair, kept):
     skipped = teacher.apply({"params": blocks.skipped_params(params, 0, pair)}, x)
     kept = kb.KeptBlocks(kb.parse_blocks(kept), copy_head=True)
     kb.check_blocks(kept.blocks, teacher.depths, kb.shifted_stages(teacher.config))
-    student = teacher.clone(depths=kept.depths)
+    student = teacher.clone(config=teacher.config.replace(depths=kept.depths))
     student_params = kb.transfer_kept(params, swin_flax.init_params(student, 3), kept)
     np.testing.assert_allclose(student.apply({"params": student_params}, x), skipped, atol=1e-6)
 
