@@ -60,7 +60,7 @@ DATA_SOURCES = ("tfds", "image_folder", "digits")
 # How the student's blocks after the cut start (swin_flax/weights/transfer.py imports this).
 TAIL_INITS = ("random", "teacher")
 # Which teacher blocks a student keeps, by name (swin_flax/weights/keep_blocks.py defines
-# each; auto: the recommended one, swin_flax/pipeline/student_blocks.py).
+# each; auto: the recommended one, swin_flax/pipeline/students.py).
 KEEP_POLICIES = ("first", "first+teacher_tail", "even", "importance", "auto")
 # student.budget: 'params:5.2M' (800k, 5200000) or 'latency:2.5ms' (per image, measured).
 BUDGET_PATTERN = r"(params):([0-9]*\.?[0-9]+(?:e[0-9]+)?)([kM]?)|(latency):([0-9]*\.?[0-9]+)(ms)?"
@@ -146,7 +146,7 @@ class StudentSettings:
         help="the blocks after the cut: random (paper) or copied; with keep_blocks: the head",
     )
     keep_blocks: str = option(
-        "", *_KEEP_BLOCKS, help="teacher blocks per stage, or a policy (pipeline/student_blocks)"
+        "", *_KEEP_BLOCKS, help="teacher blocks per stage, or a policy (pipeline/students.py)"
     )
     budget: str = option(
         "", *_BUDGET, help="the largest student within params:N or latency:Xms (this device)"

@@ -24,6 +24,7 @@ LAYERS = [
     {"deploy"},
     {"training"},
     {"pipeline"},
+    {"commands"},  # the programs: train, convert, export, predict
 ]
 
 
@@ -187,7 +188,7 @@ def readme_layout_modules(text: str) -> set[str]:
     return listed
 
 
-PACKAGES = ("model", "weights", "data", "deploy", "training", "pipeline")
+PACKAGES = ("model", "weights", "data", "deploy", "training", "pipeline", "commands")
 
 
 def test_the_readme_layout_names_every_module_of_the_tree_and_no_other():

@@ -247,6 +247,45 @@ def _without_rows(array: np.ndarray, rows: Sequence[int]) -> np.ndarray:
     return array[: len(keep)]
 
 
+def list_split(root: str | Path, split: str, class_names: Sequence[str] | None = None):
+    """`(split_dir, classes, files, labels, ignored)` of `root/<split>`: what
+    `load_image_folder` reads, listed without decoding anything (see its rules)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder root {root} does not exist")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(
+            f"split folder {split_dir} does not exist; splits in {root}: {_class_dirs(root)}"
+        )
+    classes = tuple(class_names) if class_names is not None else _reference_classes(root, split)
+    unknown = sorted(set(_class_dirs(split_dir)) - set(classes))
+    if unknown:
+        raise UserInputError(
+            f"class folders {unknown} in {split_dir} are not among the known classes "
+            f"{list(classes)}"
+        )
+    files, labels, ignored = [], [], []
+    for label, class_name in enumerate(classes):
+        class_dir = split_dir / class_name
+        if not class_dir.is_dir():
+            continue
+        class_files, others = _class_files(class_dir)
+        files.extend(class_files)
+        labels.extend([label] * len(class_files))
+        ignored.extend(others)
+    if not files:
+        raise UserInputError(f"split folder {split_dir} holds no class folders")
+    return split_dir, classes, files, labels, ignored
+
+
+def count_image_folder(root: str | Path, split: str) -> tuple[int, int]:
+    """(images, classes) of `root/<split>` from its file listing, without decoding: the
+    size `load_image_folder` gives unless unreadable files are skipped."""
+    _, classes, files, _, _ = list_split(root, split)
+    return len(files), len(classes)
+
+
 def load_image_folder(
     root: str | Path,
     split: str,
@@ -270,37 +309,12 @@ def load_image_folder(
     lists them, or with `skip_bad=True` are left out with a warning and recorded in
     `skipped_files`. Images over PIL.Image.MAX_IMAGE_PIXELS count as unreadable.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder root {root} does not exist")
-    split_dir = root / split
-    if not split_dir.is_dir():
-        raise FileNotFoundError(
-            f"split folder {split_dir} does not exist; splits in {root}: {_class_dirs(root)}"
-        )
     if image_size is not None and image_size < 1:
         raise UserInputError(f"image_size must be a side in pixels or None, got {image_size}")
     workers = _default_workers() if workers is None else workers
     if workers < 1:
         raise UserInputError(f"workers must be at least 1, got {workers}")
-    classes = tuple(class_names) if class_names is not None else _reference_classes(root, split)
-    unknown = sorted(set(_class_dirs(split_dir)) - set(classes))
-    if unknown:
-        raise UserInputError(
-            f"class folders {unknown} in {split_dir} are not among the known classes "
-            f"{list(classes)}"
-        )
-    files, labels, ignored = [], [], []
-    for label, class_name in enumerate(classes):
-        class_dir = split_dir / class_name
-        if not class_dir.is_dir():
-            continue
-        class_files, others = _class_files(class_dir)
-        files.extend(class_files)
-        labels.extend([label] * len(class_files))
-        ignored.extend(others)
-    if not files:
-        raise UserInputError(f"split folder {split_dir} holds no class folders")
+    split_dir, classes, files, labels, ignored = list_split(root, split, class_names)
     _note_ignored(split_dir, ignored)
     start = time.monotonic()
     images, bad = _read_images(files, image_size, workers, str(split_dir))

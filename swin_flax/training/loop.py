@@ -35,7 +35,7 @@ from swin_flax.training.distributed import (
 )
 from swin_flax.training.metrics import MetricsWriter, ProgressBar
 from swin_flax.training.step import create_train_state, make_train_step
-from swin_flax.training.teacher_logits import TeacherLogits
+from swin_flax.training.teacher_logits import TeacherLogitSource
 
 
 @dataclasses.dataclass
@@ -61,7 +61,7 @@ def train_stage(
     seed: int,
     teacher: SwinTransformer | None = None,
     teacher_params=None,
-    teacher_logits: TeacherLogits | None = None,
+    teacher_logits: TeacherLogitSource | None = None,
     mesh=None,
     evaluate: Callable[[Any], float] | None = None,
     evaluate_every_epochs: float = 0.0,
@@ -72,7 +72,7 @@ def train_stage(
     accuracy is logged as `eval_top1` (percent) at that interval and at the last step: the
     learning curve. It reads the parameters only, so resumed runs stay bit-identical.
 
-    A distilling stage gets its teacher as `teacher_logits` (a `TeacherLogits`: live, or
+    A distilling stage gets its teacher as `teacher_logits` (a `TeacherLogitSource`: live, or
     reading and writing a recording) or, for a live teacher, as `teacher` + `teacher_params`.
     """
     stage_dir = Path(stage_dir)
@@ -110,7 +110,7 @@ def train_stage(
     start_step = int(jax.device_get(state.step))
 
     if teacher_logits is None and teacher is not None:
-        teacher_logits = TeacherLogits(teacher, teacher_params)
+        teacher_logits = TeacherLogitSource(teacher, teacher_params)
     if teacher_logits is not None and not loss_config.uses_teacher:
         if teacher_logits.store is not None:
             raise ValueError(f"stage {name!r}: recorded teacher logits need a distillation loss")

@@ -116,7 +116,7 @@ def make_train_step(
     """The stage's `TrainStep`: augment the gathered batch, get the teacher's logits, update
     the student.
 
-    Where the teacher's logits come from is the caller's `TeacherLogits` business; the step
+    Where the teacher's logits come from is the caller's `TeacherLogitSource` business; the step
     only sees its `step_input` (live params or stored logits). `round_teacher_logits_to` (a
     dtype or None) rounds logits the teacher computes live before the loss uses them, so
     that a step reading them back from a recording in that dtype computes exactly the same.

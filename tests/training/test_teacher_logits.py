@@ -55,7 +55,7 @@ def distil(stage_dir, teacher, params, cache=None):
         augment=AUGMENT,
         loop=LoopSettings(log_every_steps=2, checkpoint_every_steps=4, progress_bar=False),
         seed=0,
-        teacher_logits=teacher_logits.TeacherLogits(teacher, params, cache),
+        teacher_logits=teacher_logits.TeacherLogitSource(teacher, params, cache),
     )
 
 
@@ -138,10 +138,10 @@ def test_live_and_auto_give_identical_results_for_two_kd_students(tmp_path, caps
 
 def test_teacher_logits_say_where_each_step_comes_from(tmp_path, teachers):
     teacher, params, _ = teachers
-    live = teacher_logits.TeacherLogits(teacher, params)
+    live = teacher_logits.TeacherLogitSource(teacher, params)
     assert live.mode == "live" and live.round_to is None and live.close() is None
     assert set(live.step_input(0, put_batch=None)) == {"params"}
-    recording = teacher_logits.TeacherLogits(
+    recording = teacher_logits.TeacherLogitSource(
         teacher, params, open_cache(tmp_path / "l", teacher, params, "record", "bfloat16")
     )
     assert recording.mode == "record" and recording.round_to == logit_store.STORE_DTYPES["bfloat16"]
@@ -150,7 +150,7 @@ def test_teacher_logits_say_where_each_step_comes_from(tmp_path, teachers):
     recording.after_step(1, {"logits": logits}, logits)  # read, not run: not recorded again
     recording.flush()
     assert [(s["start"], s["stop"]) for s in recording.store.shards] == [(0, 1)]
-    reading = teacher_logits.TeacherLogits(
+    reading = teacher_logits.TeacherLogitSource(
         teacher, params, open_cache(tmp_path / "l", teacher, params, "cached", "bfloat16")
     )
     assert reading.mode == "cached" and reading.round_to is None
