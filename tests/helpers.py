@@ -42,12 +42,12 @@ def run_tiny_stage(stage_dir, *, stop_after=None, mesh=None, steps_epochs=2.0, t
         model=model,
         init_params=swin_flax.init_params(model, 0),
         train_data=data,
-        optim_config=OptimSettings(
+        optim_settings=OptimSettings(
             epochs=steps_epochs, batch_size=8, peak_lr=1e-3, warmup_epochs=0.5
         ),
-        loss_config=loss,
+        loss_settings=loss,
         augment=AugmentConfig(out_size=32),
-        loop=LoopSettings(
+        loop_settings=LoopSettings(
             log_every_steps=2,
             checkpoint_every_steps=4,
             progress_bar=False,

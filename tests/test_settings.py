@@ -116,7 +116,7 @@ def test_every_student_build_computes_attention_as_configured(tmp_path, monkeypa
     monkeypatch.setattr(run, "train_stage", train_stage)
     monkeypatch.setattr(run.Execution, "initial_params", lambda *args: None)
     splits = types.SimpleNamespace(train=None, test=None)  # never read
-    execution = Execution(run_plan, tmp_path, splits, None, settings)
+    execution = Execution(run_plan, tmp_path, splits)
     for spec in run_plan.stages:
         with pytest.raises(StopIteration):
             execution.execute(spec)
@@ -155,9 +155,7 @@ def test_a_run_with_xla_attention_trains_like_einsum(tmp_path):
     # A finished teacher loaded again computes attention as the run says, not as stored.
     settings = RunSettings.from_config(tiny_demo_config("einsum"))
     run_plan = plan.build_plan(settings, runs["xla"])
-    loaded, _ = Execution(run_plan, runs["xla"], None, None, settings).execute(
-        run_plan.stage("teacher")
-    )
+    loaded, _ = Execution(run_plan, runs["xla"], None).execute(run_plan.stage("teacher"))
     assert loaded.attention == "einsum"
 
 

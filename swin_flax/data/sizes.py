@@ -47,6 +47,12 @@ def count_splits(data) -> SplitSizes:
     return _after_subsets(data, train, test, classes)
 
 
+def count_folder(root) -> SplitSizes:
+    """The train and test splits of an image folder as they are (a pretraining's source)."""
+    train, classes = count_image_folder(root, "train")
+    return SplitSizes(train, count_image_folder(root, "test")[0], classes)
+
+
 def sizes_of(splits) -> SplitSizes:
     """The sizes of loaded `Splits`."""
     validation = len(splits.validation) if splits.validation is not None else None

@@ -74,23 +74,33 @@ def config_problems(settings: RunSettings, rows, variants) -> list[str]:
     return problems or _world_problems(settings, rows, variants)
 
 
-def settings_problems(s: RunSettings) -> list[str]:
+def settings_problems(run_settings: RunSettings) -> list[str]:
     """Values out of range (declared in swin_flax/settings.py) and settings that contradict
     each other."""
-    problems = range_problems(s)
-    for name in ("pretrain", "finetune", "distill") if s.pretrain.root else ("finetune", "distill"):
-        problems += schedule_problems(name, getattr(s, name), s.loop.max_stage_steps)
-    problems += student_problems(s.student)
-    if s.data.source == "image_folder" and not s.data.root:
+    problems = range_problems(run_settings)
+    for name in (
+        ("pretrain", "finetune", "distill")
+        if run_settings.pretrain.root
+        else ("finetune", "distill")
+    ):
+        problems += schedule_problems(
+            name, getattr(run_settings, name), run_settings.loop.max_stage_steps
+        )
+    problems += student_problems(run_settings.student)
+    if run_settings.data.source == "image_folder" and not run_settings.data.root:
         problems.append(
             "data.root is empty: data.source='image_folder' reads data.root/<split>/<class>/*.jpg"
         )
-    if s.pretrain.root and s.teacher.finetuned:
+    if run_settings.pretrain.root and run_settings.teacher.finetuned:
         problems.append(
             "pretrain.root and teacher.finetuned both name a teacher: pretraining makes the "
             "teacher that is then fine-tuned; a finished teacher skips both. Set one of them"
         )
-    if s.distill.joint == "weighted_harmonic" and s.distill.w_d == 0 and s.distill.w_s == 0:
+    if (
+        run_settings.distill.joint == "weighted_harmonic"
+        and run_settings.distill.w_d == 0
+        and run_settings.distill.w_s == 0
+    ):
         problems.append("distill.w_d and distill.w_s are both 0: Eq. 4 needs a positive sum")
     return problems
 
@@ -170,61 +180,62 @@ def problems_of(check, *args) -> list[str]:
     return []
 
 
-def schedule_problems(name: str, stage: OptimSettings, max_steps: int) -> list[str]:
+def schedule_problems(name: str, optim_settings: OptimSettings, max_steps: int) -> list[str]:
     """A stage section's schedule: a warmup shorter than the stage, and (before the data's
     size gives the step count) epochs alone over loop.max_stage_steps."""
     problems = []
-    if stage.warmup_epochs >= stage.epochs:
+    if optim_settings.warmup_epochs >= optim_settings.epochs:
         problems.append(
-            f"{name}.warmup_epochs ({stage.warmup_epochs}) must be shorter than "
-            f"{name}.epochs ({stage.epochs}): the cosine decay needs steps after it"
+            f"{name}.warmup_epochs ({optim_settings.warmup_epochs}) must be shorter than "
+            f"{name}.epochs ({optim_settings.epochs}): the cosine decay needs steps after it"
         )
-    if max_steps and stage.epochs > max_steps:  # every epoch is at least one step
+    if max_steps and optim_settings.epochs > max_steps:  # every epoch is at least one step
         problems.append(
-            f"{name}.epochs {stage.epochs:g} gives at least {stage.epochs:,.0f} steps, more than "
-            f"loop.max_stage_steps {max_steps:,}; {LIFT_ADVICE}"
+            f"{name}.epochs {optim_settings.epochs:g} gives at least "
+            f"{optim_settings.epochs:,.0f} steps, more than loop.max_stage_steps {max_steps:,}; "
+            f"{LIFT_ADVICE}"
         )
     return problems
 
 
-def student_problems(student: StudentSettings) -> list[str]:
+def student_problems(student_settings: StudentSettings) -> list[str]:
     """Student settings that contradict each other (no teacher needed)."""
     problems = []
-    if student.cut_points and len(student.cut_points) != 2:
+    if student_settings.cut_points and len(student_settings.cut_points) != 2:
         problems.append(
             f"student.cut_points must be empty (derived from student.model) or two "
-            f"block indices (p1, p2), got {student.cut_points}"
+            f"block indices (p1, p2), got {student_settings.cut_points}"
         )
-    if not students.uses_keep_blocks(student):
+    if not students.uses_keep_blocks(student_settings):
         return problems
-    if student.cut_points:
+    if student_settings.cut_points:
         problems.append(
             "student.cut_points and student.keep_blocks / student.budget both choose the "
             "blocks to keep: set one"
         )
-    name = students.policy(student)
-    if name == "list" and student.budget:
+    name = students.policy(student_settings)
+    if name == "list" and student_settings.budget:
         problems.append(
-            f"student.budget picks the depths, student.keep_blocks={student.keep_blocks!r} names "
+            f"student.budget picks the depths, student.keep_blocks={student_settings.keep_blocks!r} names "
             "the blocks: set one, or give keep_blocks a policy (e.g. first, even)"
         )
-    if name == "first" and student.tail_init == "teacher":
+    if name == "first" and student_settings.tail_init == "teacher":
         problems.append(
             "student.keep_blocks=first is the paper's random tail (a budget without keep_blocks "
             "means first); for copied blocks use keep_blocks=first+teacher_tail "
             "(tail_init='teacher' then also copies the head)"
         )
     if name == "list":
-        problems += problems_of(kb.parse_blocks, student.keep_blocks)
+        problems += problems_of(kb.parse_blocks, student_settings.keep_blocks)
     return problems
 
 
-def path_problems(teacher: TeacherSettings, pretrain_root: str) -> list[str]:
+def path_problems(teacher_settings: TeacherSettings, pretrain_root: str) -> list[str]:
     """Checkpoints and folders the config names that are missing (before any data loads)."""
     problems = []
-    if teacher.finetuned and not Path(teacher.finetuned).exists():
+    if teacher_settings.finetuned and not Path(teacher_settings.finetuned).exists():
         problems.append(
-            f"teacher.finetuned {teacher.finetuned!r} does not exist; give the final_model "
+            f"teacher.finetuned {teacher_settings.finetuned!r} does not exist; give the final_model "
             "directory of a finished teacher run, or leave it empty to fine-tune one"
         )
     for split in ("train", "test") if pretrain_root else ():
@@ -234,7 +245,7 @@ def path_problems(teacher: TeacherSettings, pretrain_root: str) -> list[str]:
                 f"image folder: {pretrain_root}/train/<class>/*.jpg and "
                 f"{pretrain_root}/test/<class>/*.jpg"
             )
-    init = teacher.init
+    init = teacher_settings.init
     if pretrain_root or init == "random" or init.startswith("timm:") or Path(init).exists():
         return problems  # with pretraining the teacher starts from the pretraining's file
     return problems + [
@@ -244,35 +255,37 @@ def path_problems(teacher: TeacherSettings, pretrain_root: str) -> list[str]:
 
 
 def student_model_problems(
-    teacher_model: str, student: StudentSettings, teacher: SwinConfig, transfers: bool
+    teacher_model: str, student_settings: StudentSettings, teacher: SwinConfig, transfers: bool
 ) -> list[str]:
     """student.model (a known preset), its cut points or kept blocks against the teacher's
     architecture; `transfers`: whether a variant copies the teacher's blocks."""
-    if students.uses_keep_blocks(student):
-        if students.policy(student) == "list":
-            blocks = kb.parse_blocks(student.keep_blocks)
+    if students.uses_keep_blocks(student_settings):
+        if students.policy(student_settings) == "list":
+            blocks = kb.parse_blocks(student_settings.keep_blocks)
             return problems_of(kb.check_blocks, blocks, teacher.depths, kb.shifted_stages(teacher))
-        if student.budget:  # the depths are picked once the data's class count is known
+        if student_settings.budget:  # the depths are picked once the data's class count is known
             return []
-        problems = shared_field_problems(teacher_model, student.model, teacher)
+        problems = shared_field_problems(teacher_model, student_settings.model, teacher)
         try:
-            kb.check_depths(presets.preset_config(student.model).depths, teacher.depths)
+            kb.check_depths(presets.preset_config(student_settings.model).depths, teacher.depths)
         except UserInputError as err:
-            problems.append(f"student.model {student.model}: {err}")
+            problems.append(f"student.model {student_settings.model}: {err}")
         return problems[:1]
-    if student.cut_points:
-        p1, p2 = (int(x) for x in student.cut_points)
+    if student_settings.cut_points:
+        p1, p2 = (int(x) for x in student_settings.cut_points)
         return problems_of(transfer.validate_cut_points, teacher.depths, p1, p2)
     if not transfers:
         return []
-    problems = shared_field_problems(teacher_model, student.model, teacher)
+    problems = shared_field_problems(teacher_model, student_settings.model, teacher)
     if problems:
         return problems
     try:
-        transfer.cut_points_from_depths(teacher.depths, presets.preset_config(student.model).depths)
+        transfer.cut_points_from_depths(
+            teacher.depths, presets.preset_config(student_settings.model).depths
+        )
     except UserInputError as err:
         return [
-            f"student.model {student.model} cannot be cut from teacher.model {teacher_model}: {err}"
+            f"student.model {student_settings.model} cannot be cut from teacher.model {teacher_model}: {err}"
         ]
     return []
 
@@ -290,17 +303,17 @@ def shared_field_problems(teacher_model: str, student_model: str, teacher: SwinC
     return []
 
 
-def finetuned_teacher_problems(teacher: TeacherSettings, image_size: int) -> list[str]:
+def finetuned_teacher_problems(teacher_settings: TeacherSettings, image_size: int) -> list[str]:
     """teacher.finetuned must hold the architecture teacher.model names: results are
     labelled with that name, so a different one would be reported under a false name."""
-    where = teacher.finetuned
-    expected = presets.preset_config(teacher.model).replace(img_size=image_size).to_dict()
+    where = teacher_settings.finetuned
+    expected = presets.preset_config(teacher_settings.model).replace(img_size=image_size).to_dict()
     differing = students.architecture_differences(checkpoint.load_model_config(where), expected)
     if not differing:
         return []
     return [
         f"teacher.finetuned {where!r} holds a different architecture than teacher.model "
-        f"{teacher.model!r} at data.image_size {image_size} ({'; '.join(differing)}); set "
+        f"{teacher_settings.model!r} at data.image_size {image_size} ({'; '.join(differing)}); set "
         "teacher.model to the checkpoint's architecture"
     ]
 

@@ -1,15 +1,12 @@
 """The run as a plan: the config resolved once into typed stages, checked once.
 
-`build_plan(settings, workdir)` turns a run's settings and the sizes of its data into a
-`RunPlan`: every stage in the order it runs (the teacher pretrained on a source task, its
-fine-tuning, each student of each seed and sweep row), each a `StageSpec` holding all that
-decides what it trains, and the results rows the run will write. Every problem found on
-the way, of the settings and of every sweep row (checks.py), is reported in one error. A
-spec's `record` is what its stage_config.json holds (the fingerprint a rerun compares,
-stages.py); two rows that resolve to equal specs are one stage, trained once, whose
-results row appears under each. The loop (run.py) executes a plan; `train.py --plan`
-prints one (`describe`). The sizes are counted without decoding an image
-(swin_flax/data/sizes.py) unless the loaded ones are given.
+`build_plan(settings, workdir)` gives the `RunPlan`: each stage in the order it runs
+(pretraining, the teacher's fine-tuning, each student of each seed and sweep row) as a
+`StageSpec` holding all that decides what it trains, and the results rows the run writes;
+or one error listing every problem (checks.py). A spec's `record` is its stage_config.json
+(the fingerprint a rerun compares, stages.py). Two rows that resolve to equal specs are
+one stage, trained once, whose results row appears under each. The loop (run.py) runs a
+plan, `train.py --plan` prints one; data sizes are counted without decoding (data/sizes.py).
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from swin_flax.data.augment import AugmentConfig
-from swin_flax.data.image_folder import count_image_folder
-from swin_flax.data.sizes import SplitSizes, count_splits
+from swin_flax.data.sizes import SplitSizes, count_folder, count_splits
 from swin_flax.model import presets
 from swin_flax.model.config import SwinConfig
 from swin_flax.pipeline import checks, students
@@ -28,9 +24,12 @@ from swin_flax.pipeline.results import ResultRow
 from swin_flax.pipeline.stages import TIMM_EXPORT_FILE
 from swin_flax.pipeline.sweeps import StudentVariant, SweepRow, parse_variants, sweep_rows
 from swin_flax.settings import (
+    EvalSettings,
+    LoopSettings,
     LossSettings,
     OptimSettings,
     RunSettings,
+    StudentSettings,
     student_seeds,
 )
 from swin_flax.training.optim import steps_from_epochs
@@ -54,8 +53,8 @@ class Blocks:
 
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
-    """One stage, resolved. Equal specs are one stage: `name` (its directory), `title` (its
-    progress lines) and `record` (its stage_config.json) are where and how, not what."""
+    """One stage, resolved. Equal specs are one stage: `name` (its directory), `sweep_row`,
+    `title` (progress lines) and `record` (stage_config.json) say where and how, not what."""
 
     kind: str  # STAGE_KINDS
     seed: int  # of its batches, augmentation and random initialisation
@@ -71,6 +70,7 @@ class StageSpec:
     teacher_logits: tuple[str, str] | None = None  # a distilling student's (mode, dtype)
     given: str = ""  # a finished teacher loaded from this checkpoint, not trained
     name: str = dataclasses.field(default="", compare=False)
+    sweep_row: str = dataclasses.field(default="", compare=False)  # whose directory it is
     title: str = dataclasses.field(default="", compare=False)
     record: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -114,6 +114,12 @@ class RunPlan:
     data: SplitSizes
     source: SplitSizes | None  # the pretraining's images
     block_importance: bool  # measure the fine-tuned teacher's blocks after its fine-tuning
+    # How stages are run and scored, not what they train (free to change on resume):
+    eval_settings: EvalSettings
+    loop_settings: LoopSettings
+    attention: str
+    split_seed: int  # of the carve-out and subsets (block importance's training subset)
+    sweep: str  # the config's text: the sweep table's title
 
     def stage(self, name: str) -> StageSpec:
         return next(spec for spec in self.stages if spec.name == name)
@@ -149,7 +155,7 @@ def build_plan(
     if not problems and data is None:
         data = checks.counted(problems, count_splits, settings.data)
     if not problems and settings.pretrain.root and source is None:
-        source = checks.counted(problems, _count_source, settings.pretrain.root)
+        source = checks.counted(problems, count_folder, settings.pretrain.root)
     lengths = []
     if not problems:
         problems += checks.data_problems(settings, rows, variants, data, source)
@@ -161,12 +167,10 @@ def build_plan(
     importance = settings.teacher.block_importance or any(
         students.needs_importance(row_settings.student) for _, row_settings in rows
     )
-    return RunPlan(stages, results, tuple(lengths), data, source, importance)
-
-
-def _count_source(root: str) -> SplitSizes:
-    train, classes = count_image_folder(root, "train")
-    return SplitSizes(train, count_image_folder(root, "test")[0], classes)
+    return RunPlan(
+        stages, results, tuple(lengths), data, source, importance, settings.eval,
+        settings.loop, settings.attention, settings.data.split_seed, settings.sweep,
+    )  # fmt: skip
 
 
 def _row_settings(settings: RunSettings, row: SweepRow) -> RunSettings:
@@ -193,61 +197,63 @@ def _lengths(settings: RunSettings, rows, variants, data, source) -> list[StageL
     if needs_teacher and not settings.teacher.finetuned:
         lengths.append(_length("fine-tune teacher", "finetune", settings.finetune, data.train))
     long = " but the strong scratch baseline" if any(v.long for v in variants) else ""
-    for row, s in rows if variants else ():
+    for row, row_settings in rows if variants else ():
         label = f"each student{long}" + (f" of sweep row {row.name!r}" if row.name else "")
-        lengths.append(_length(label, "distill", s.distill, data.train))
+        lengths.append(_length(label, "distill", row_settings.distill, data.train))
         if long:
-            stretched = _strong_scratch(s, data, source).distill
+            stretched = _strong_scratch(row_settings, data, source).distill
             label = "the strong scratch baseline" + label[len(f"each student{long}") :]
             lengths.append(_length(label, "distill", stretched, data.train))
     return lengths
 
 
-def _length(label: str, key: str, stage: OptimSettings, num_train: int) -> StageLength:
-    return StageLength(label, key, stage.epochs, max(1, num_train // stage.batch_size))
+def _length(label: str, key: str, optim_settings: OptimSettings, num_train: int) -> StageLength:
+    steps_per_epoch = max(1, num_train // optim_settings.batch_size)
+    return StageLength(label, key, optim_settings.epochs, steps_per_epoch)
 
 
-def _strong_scratch(s: RunSettings, data: SplitSizes, source) -> RunSettings:
+def _strong_scratch(row_settings: RunSettings, data: SplitSizes, source) -> RunSettings:
     """The student recipe stretched to the teacher's budget (random+long): as many steps as
     the teacher had (pretraining and fine-tuning), at the students' batch size on this
     training set; the warmup is unchanged."""
-    f, p, d = s.finetune, s.pretrain, s.distill
+    f, p, d = row_settings.finetune, row_settings.pretrain, row_settings.distill
     teacher_steps = steps_from_epochs(f.epochs, data.train // f.batch_size)
     if source is not None:
         teacher_steps += steps_from_epochs(p.epochs, source.train // p.batch_size)
     epochs = max(d.epochs, teacher_steps / (data.train // d.batch_size))
-    return dataclasses.replace(s, distill=dataclasses.replace(d, epochs=epochs))
+    return dataclasses.replace(row_settings, distill=dataclasses.replace(d, epochs=epochs))
 
 
 class _Builder:
     """The stages of one checked run (settings, sizes), in the order they run."""
 
     def __init__(self, settings: RunSettings, workdir: Path, data: SplitSizes, source):
-        self.s, self.data, self.source = settings, data, source
-        self.teacher = students.teacher_architecture(
-            settings.teacher, settings.data.image_size, data.num_classes
-        )
+        self.settings, self.data, self.source = settings, data, source
+        image_size = settings.data.image_size
+        self.teacher = students.teacher_architecture(settings.teacher, image_size, data.num_classes)
         self.teacher_init = settings.teacher.init
         if settings.pretrain.root:  # the teacher starts from the pretraining's timm file
             self.teacher_init = f"timm:{workdir / 'pretrain' / TIMM_EXPORT_FILE}"
 
     def stages(self, rows, variants) -> tuple[tuple[StageSpec, ...], tuple[ResultRow, ...]]:
-        s, t = self.s, self.s.teacher
+        settings, model = self.settings, self.settings.teacher.model
         stages: list[StageSpec] = []
         results: list[ResultRow] = []
-        if s.pretrain.root:
+        if settings.pretrain.root:
             stages.append(self.pretrain())
-            label = f"{t.model} (teacher, source task)"
-            results.append(ResultRow("source-task", label, "random", False, s.seed, "pretrain"))
-        if s.evaluate_teacher or any(v.transfer or v.distill for v in variants):
+            label = f"{model} (teacher, source task)"
+            results.append(
+                ResultRow("source-task", label, "random", False, settings.seed, "pretrain")
+            )
+        if settings.evaluate_teacher or any(v.transfer or v.distill for v in variants):
             stages.append(self.fine_tune())
             init = "random" if self.teacher_init == "random" else "pretrained"
-            init = "given" if t.finetuned else init
-            if s.evaluate_teacher:
-                label = f"{t.model} (teacher)"
-                results.append(ResultRow("teacher", label, init, False, s.seed, "teacher"))
+            init = "given" if settings.teacher.finetuned else init
+            if settings.evaluate_teacher:
+                label = f"{model} (teacher)"
+                results.append(ResultRow("teacher", label, init, False, settings.seed, "teacher"))
         # A seed's rows and variants together: an early stop leaves whole seeds.
-        for seed in student_seeds(s):
+        for seed in student_seeds(settings):
             for row, row_settings in rows:
                 for variant in variants:
                     spec, result = self.student(row_settings, row, variant, seed)
@@ -256,135 +262,137 @@ class _Builder:
                     results.append(dataclasses.replace(result, stage=same.name))
         return tuple(stages), tuple(results)
 
-    def _augment(self, stage: OptimSettings) -> AugmentConfig:
-        d = self.s.data
-        return AugmentConfig(
-            out_size=d.image_size,
-            crop_padding=d.crop_padding,
-            flip=d.flip,
-            mixup_alpha=stage.mixup_alpha,
-            cutmix_alpha=stage.cutmix_alpha,
-        )
-
-    def _spec(self, kind, seed, model, init, stage, loss, **fields) -> StageSpec:
+    def _spec(self, kind, seed, model, init, optim_settings, loss, **fields) -> StageSpec:
         sizes = self.source if fields.get("data") == "source" else self.data
-        per_epoch = None if sizes.train is None else sizes.train // stage.batch_size
-        optim = OptimSettings(**{f.name: getattr(stage, f.name) for f in _OPTIM_FIELDS})
-        return StageSpec(
-            kind, seed, model, init, optim, loss, self._augment(stage), per_epoch,
-            self.s.compute_dtype, **fields,
-        )  # fmt: skip
+        per_epoch = None if sizes.train is None else sizes.train // optim_settings.batch_size
+        optim = OptimSettings(**{f.name: getattr(optim_settings, f.name) for f in _OPTIM_FIELDS})
+        data = self.settings.data
+        augment = AugmentConfig(
+            out_size=data.image_size,
+            crop_padding=data.crop_padding,
+            flip=data.flip,
+            mixup_alpha=optim_settings.mixup_alpha,
+            cutmix_alpha=optim_settings.cutmix_alpha,
+        )
+        dtype = self.settings.compute_dtype
+        return StageSpec(kind, seed, model, init, optim, loss, augment, per_epoch, dtype, **fields)
 
-    def _teacher_record(self, s: RunSettings) -> dict:
+    def _teacher_record(self, run_settings: RunSettings) -> dict:
         """Everything the fine-tuned teacher depends on (stage_config.json's keys)."""
-        teacher = dataclasses.replace(s.teacher, init=self.teacher_init)
+        teacher = dataclasses.replace(run_settings.teacher, init=self.teacher_init)
         return {
-            "seed": s.seed,
-            "compute_dtype": s.compute_dtype,
-            "data": dataclasses.asdict(s.data),
+            "seed": run_settings.seed,
+            "compute_dtype": run_settings.compute_dtype,
+            "data": dataclasses.asdict(run_settings.data),
             "teacher": dataclasses.asdict(teacher),
-            "finetune": dataclasses.asdict(s.finetune),
+            "finetune": dataclasses.asdict(run_settings.finetune),
         }
 
     def pretrain(self) -> StageSpec:
         """Only what the pretrained weights depend on (not the target data): every later
         run in the workdir, on any target, reuses them."""
-        s, p = self.s, self.s.pretrain
+        settings, p = self.settings, self.settings.pretrain
         record = {
-            "seed": s.seed,
-            "compute_dtype": s.compute_dtype,
-            "data": {k: getattr(s.data, k) for k in PRETRAIN_DATA_FIELDS},
-            "teacher": {"model": s.teacher.model, "drop_path": s.teacher.drop_path_rate},
+            "seed": settings.seed,
+            "compute_dtype": settings.compute_dtype,
+            "data": {k: getattr(settings.data, k) for k in PRETRAIN_DATA_FIELDS},
+            "teacher": {
+                "model": settings.teacher.model,
+                "drop_path": settings.teacher.drop_path_rate,
+            },
             "pretrain": dataclasses.asdict(p),
         }
         model = self.teacher.replace(num_classes=self.source.num_classes)
         return self._spec(
-            "pretrain", s.seed, model, "random", p, p.loss(), data="source",
+            "pretrain", settings.seed, model, "random", p, p.loss(), data="source",
             name="pretrain", title="pretrain teacher (source task)", record=record,
         )  # fmt: skip
 
     def fine_tune(self) -> StageSpec:
-        s, f = self.s, self.s.finetune
+        settings, f = self.settings, self.settings.finetune
         return self._spec(
-            "teacher", s.seed, self.teacher, self.teacher_init, f, f.loss(),
-            given=s.teacher.finetuned, name="teacher", title="fine-tune teacher",
-            record=self._teacher_record(s),
+            "teacher", settings.seed, self.teacher, self.teacher_init, f, f.loss(),
+            given=settings.teacher.finetuned, name="teacher", title="fine-tune teacher",
+            record=self._teacher_record(settings),
         )  # fmt: skip
 
-    def student(self, s: RunSettings, row: SweepRow, variant: StudentVariant, seed: int):
+    def student(self, row_settings: RunSettings, row: SweepRow, variant: StudentVariant, seed: int):
         """A student's stage and its results row (Algorithm 1's steps 2-4)."""
         kind = "strong_scratch" if variant.long else "student"
         if variant.long:
-            s = _strong_scratch(s, self.data, self.source)
-        model, blocks = self._student_model(s, variant.transfer)
-        loss = s.distill.loss()
+            row_settings = _strong_scratch(row_settings, self.data, self.source)
+        distill = row_settings.distill
+        model, blocks = self._student_model(row_settings, variant.transfer)
+        loss = distill.loss()
         if not variant.distill:  # a baseline: the same recipe on the labels alone
             loss = LossSettings(joint="hard_only", label_smoothing=loss.label_smoothing)
-        logits = (s.distill.teacher_logits, s.distill.teacher_logits_dtype)
         record = {
-            **self._teacher_record(s),
-            "student": dataclasses.asdict(s.student),
-            "distill": dataclasses.asdict(s.distill),
+            **self._teacher_record(row_settings),
+            "student": dataclasses.asdict(row_settings.student),
+            "distill": dataclasses.asdict(distill),
             "variant": variant.name,
             "student_seed": seed,
         }
-        name = "student_" + "_".join(
-            part for part in (variant.name, row.name, f"seed{seed}" if s.seeds else "") if part
-        )
+        seeded = f"seed{seed}" if row_settings.seeds else ""
+        name = "_".join(part for part in ("student", variant.name, row.name, seeded) if part)
+        logits = (distill.teacher_logits, distill.teacher_logits_dtype) if variant.distill else None
         spec = self._spec(
-            kind, seed, model, variant.init, s.distill, loss, blocks=blocks,
-            teacher_logits=logits if variant.distill else None,
-            name=name, title=f"student {variant.name}", record=record,
+            kind, seed, model, variant.init, distill, loss, blocks=blocks, teacher_logits=logits,
+            name=name, sweep_row=row.name, title=f"student {variant.name}", record=record,
         )  # fmt: skip
-        label = self._student_label(s.student, model)
+        label = self._student_label(row_settings.student, model)
         label += " (strong scratch)" if variant.long else ""
         result = ResultRow(
-            "student", label, variant.init, variant.distill, seed, name,
-            baseline="strong scratch" if variant.long else "",
-            student=label if row.name else "", sweep_row=(row.column or row.name),
+            "student", f"{label} [{row.column}]" if row.column else label, variant.init,
+            variant.distill, seed, name, baseline="strong scratch" if variant.long else "",
+            student=label if row.name else "", sweep_row=row.column or row.name,
         )  # fmt: skip
-        if row.column:  # distinct labels keep the rows apart in the report's grouping
-            result = dataclasses.replace(result, model=f"{label} [{row.column}]")
         return spec, result
 
-    def _student_model(self, s: RunSettings, transfers: bool) -> tuple[SwinConfig, Blocks | None]:
+    def _student_model(self, row_settings: RunSettings, transfers: bool):
         """The student's architecture and, when it transfers, what it takes from the teacher:
         the kept blocks (student.keep_blocks / budget), or Algorithm 1's cut points."""
-        student, teacher = s.student, self.teacher
-        run = {"num_classes": self.data.num_classes, "drop_path_rate": student.drop_path_rate}
-        if students.uses_keep_blocks(student):
-            timing = (s.eval.throughput_batch_size, s.eval.throughput_repeats, s.compute_dtype)
-            depths = students.target_depths(student, teacher, timing)
-            policy = students.policy(student)
+        student_settings, teacher = row_settings.student, self.teacher
+        tail_init = student_settings.tail_init
+        own = {
+            "num_classes": self.data.num_classes,
+            "drop_path_rate": student_settings.drop_path_rate,
+        }
+        if students.uses_keep_blocks(student_settings):
+            e = row_settings.eval
+            timing = (e.throughput_batch_size, e.throughput_repeats, row_settings.compute_dtype)
+            depths = students.target_depths(student_settings, teacher, timing)
+            policy = students.policy(student_settings)
             blocks = None
             if transfers:
-                keep = student.keep_blocks if policy == "list" else policy
+                keep = student_settings.keep_blocks if policy == "list" else policy
                 kept = None
-                if policy != "importance":  # chosen once the teacher's importance is measured
-                    kept = students.kept_blocks(keep, teacher, depths, student.tail_init)
+                if policy != "importance":  # else chosen once the teacher's importance is measured
+                    kept = students.kept_blocks(keep, teacher, depths, tail_init)
                     depths = kept.depths
-                blocks = Blocks(student.tail_init, kept=kept, policy=keep)
-            return teacher.replace(depths=depths, **run), blocks
-        if student.cut_points:
-            p1, p2 = (int(x) for x in student.cut_points)
+                blocks = Blocks(tail_init, kept=kept, policy=keep)
+            return teacher.replace(depths=depths, **own), blocks
+        if student_settings.cut_points:
+            p1, p2 = (int(x) for x in student_settings.cut_points)
             depths = transfer.student_depths_from_cuts(teacher.depths, p1, p2)
-            blocks = Blocks(student.tail_init, cut_points=(p1, p2)) if transfers else None
-            return teacher.replace(depths=depths, **run), blocks
-        model = presets.preset_config(student.model).replace(img_size=teacher.img_size, **run)
+            blocks = Blocks(tail_init, cut_points=(p1, p2)) if transfers else None
+            return teacher.replace(depths=depths, **own), blocks
+        model = presets.preset_config(student_settings.model)
+        model = model.replace(img_size=teacher.img_size, **own)
         if not transfers:
             return model, None
         cuts = transfer.cut_points_from_depths(teacher.depths, model.depths)
-        return model, Blocks(student.tail_init, cut_points=cuts)
+        return model, Blocks(tail_init, cut_points=cuts)
 
-    def _student_label(self, student, model: SwinConfig) -> str:
+    def _student_label(self, student_settings: StudentSettings, model: SwinConfig) -> str:
         """The configured student's name, or the depths when explicit cut points changed
         them; a keep-blocks student's name gives its blocks or its policy."""
-        teacher_model = self.s.teacher.model
-        if students.uses_keep_blocks(student):
-            return students.label(student, teacher_model, model.depths)
-        named = presets.preset_config(student.model)
+        teacher_model = self.settings.teacher.model
+        if students.uses_keep_blocks(student_settings):
+            return students.label(student_settings, teacher_model, model.depths)
+        named = presets.preset_config(student_settings.model)
         if named.depths == model.depths and named.embed_dim == model.embed_dim:
-            return student.model
+            return student_settings.model
         return f"{teacher_model} cut to depths {list(model.depths)}"
 
 

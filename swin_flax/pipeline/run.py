@@ -83,7 +83,7 @@ def run_pipeline(config, workdir: str | Path) -> list[dict]:
                 print(f"stage length: {length.describe()}", flush=True)
         check_data_fits_devices(splits.train, splits.test)
         record_skipped_images(workdir, *(d for d in vars(splits).values() if d is not None))
-        run = Execution(run_plan, workdir, splits, source, settings)
+        run = Execution(run_plan, workdir, splits, source)
         try:
             run.run()
         except stages.StageStopped as stop:
@@ -122,11 +122,14 @@ class Execution:
     finished, resumed or trained, then scored into its results rows (`rows`, in the plan's
     order; a stage two rows share is scored once)."""
 
-    def __init__(self, run_plan: plan.RunPlan, workdir: Path, splits, source, settings):
+    def __init__(self, run_plan: plan.RunPlan, workdir: Path, splits, source=None):
         self.plan, self.workdir, self.splits = run_plan, workdir, splits
         self.source = source  # the pretraining's (train, test), or None
-        self.eval, self.loop, self.sweep = settings.eval, settings.loop, settings.sweep
-        self.attention, self.split_seed = settings.attention, settings.data.split_seed
+        self.eval, self.loop, self.attention = (
+            run_plan.eval_settings,
+            run_plan.loop_settings,
+            run_plan.attention,
+        )
         self.scored: dict[int, ResultRow] = {}  # index in plan.rows -> the scored row
         self.speeds: dict = {}  # architecture -> measured throughput, shared by its rows
         self.teacher = self.importance = self.logits = self.teacher_val = None
@@ -147,7 +150,7 @@ class Execution:
             for index in mine:
                 self.scored[index] = self.score(self.plan.rows[index], model, params)
             if mine:  # written at once (a later stage may still fail), marked partial
-                write_results(self.workdir, self.rows, self.sweep, partial=True)
+                write_results(self.workdir, self.rows, self.plan.sweep, partial=True)
             if spec.kind == "student" and spec.blocks is not None and not spec.distills:
                 self.warn_if_student_beats_teacher(spec, model, params)
 
@@ -171,10 +174,10 @@ class Execution:
             model=model,
             init_params=self.initial_params(spec, model),
             train_data=self.source[0] if spec.data == "source" else self.splits.train,
-            optim_config=spec.optim,
-            loss_config=spec.loss,
+            optim_settings=spec.optim,
+            loss_settings=spec.loss,
             augment=spec.augment,
-            loop=self.loop,
+            loop_settings=self.loop,
             seed=spec.seed,
             teacher_logits=self.teacher_logits(spec),
             evaluate=evaluate,

@@ -63,15 +63,15 @@ def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
 
 
 def teacher_architecture(
-    teacher: TeacherSettings, image_size: int, num_classes: int | None = None
+    teacher_settings: TeacherSettings, image_size: int, num_classes: int | None = None
 ) -> SwinConfig:
     """The teacher's: teacher.finetuned's stored architecture, or teacher.model's preset at
     data.image_size with teacher.drop_path_rate; `num_classes`: the data's."""
-    if teacher.finetuned:
-        config = SwinConfig.from_dict(checkpoint.load_model_config(teacher.finetuned))
+    if teacher_settings.finetuned:
+        config = SwinConfig.from_dict(checkpoint.load_model_config(teacher_settings.finetuned))
     else:
-        config = presets.preset_config(teacher.model).replace(
-            img_size=image_size, drop_path_rate=teacher.drop_path_rate
+        config = presets.preset_config(teacher_settings.model).replace(
+            img_size=image_size, drop_path_rate=teacher_settings.drop_path_rate
         )
     return config if num_classes is None else config.replace(num_classes=num_classes)
 
@@ -116,37 +116,39 @@ def student_params(spec, model: SwinTransformer, teacher, teacher_params, import
 # --------------------------------------------------------- which blocks (keep_blocks, budget)
 
 
-def uses_keep_blocks(student: StudentSettings) -> bool:
-    return bool(student.keep_blocks or student.budget)
+def uses_keep_blocks(student_settings: StudentSettings) -> bool:
+    return bool(student_settings.keep_blocks or student_settings.budget)
 
 
-def policy(student: StudentSettings) -> str:
+def policy(student_settings: StudentSettings) -> str:
     """The policy that chooses the blocks ('auto' resolved), or 'list' for written blocks."""
-    written = student.keep_blocks or "first"
+    written = student_settings.keep_blocks or "first"
     if written == "auto":
         return AUTO_POLICY
     return written if written in KEEP_POLICIES else "list"
 
 
-def needs_importance(student: StudentSettings) -> bool:
-    return uses_keep_blocks(student) and policy(student) == "importance"
+def needs_importance(student_settings: StudentSettings) -> bool:
+    return uses_keep_blocks(student_settings) and policy(student_settings) == "importance"
 
 
-def target_depths(student: StudentSettings, teacher: SwinConfig, timing) -> tuple[int, ...]:
+def target_depths(
+    student_settings: StudentSettings, teacher: SwinConfig, timing
+) -> tuple[int, ...]:
     """The student's depths: the written lists', the budget's pick, or student.model's.
     `timing`: (batch size, repeats, compute dtype name) of a latency budget's measurements."""
-    if policy(student) == "list":
-        return tuple(len(stage) for stage in kb.parse_blocks(student.keep_blocks))
-    if student.budget:
+    if policy(student_settings) == "list":
+        return tuple(len(stage) for stage in kb.parse_blocks(student_settings.keep_blocks))
+    if student_settings.budget:
         batch_size, repeats, compute_dtype = timing
         return budgets.pick_depths(
-            budgets.parse_budget(student.budget),
+            budgets.parse_budget(student_settings.budget),
             teacher,
             batch_size=batch_size,
             repeats=repeats,
             dtype=budgets.measurement_dtype(compute_dtype),
         )
-    return presets.preset_config(student.model).depths
+    return presets.preset_config(student_settings.model).depths
 
 
 def kept_blocks(
@@ -176,13 +178,13 @@ def kept_blocks(
     return kb.KeptBlocks(blocks, keep, copy_tail=keep != "first", copy_head=copy_head)
 
 
-def label(student: StudentSettings, teacher_model: str, depths) -> str:
+def label(student_settings: StudentSettings, teacher_model: str, depths) -> str:
     """The results' name of a keep-blocks student (its policy in it: rows stay apart)."""
-    if policy(student) == "list":
-        blocks = kb.format_blocks(kb.parse_blocks(student.keep_blocks))
+    if policy(student_settings) == "list":
+        blocks = kb.format_blocks(kb.parse_blocks(student_settings.keep_blocks))
         return f"{teacher_model} keeping blocks {blocks}"
-    written = student.keep_blocks or "first"
-    how = f"keep_blocks={written}" + (f" = {policy(student)}" if written == "auto" else "")
-    if student.budget:
-        return f"{teacher_model} at depths {list(depths)} ({how}, budget {student.budget})"
-    return f"{student.model} ({how})"
+    written = student_settings.keep_blocks or "first"
+    how = f"keep_blocks={written}" + (f" = {policy(student_settings)}" if written == "auto" else "")
+    if student_settings.budget:
+        return f"{teacher_model} at depths {list(depths)} ({how}, budget {student_settings.budget})"
+    return f"{student_settings.model} ({how})"

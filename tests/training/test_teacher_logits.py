@@ -50,10 +50,10 @@ def distil(stage_dir, teacher, params, cache=None):
         model=model,
         init_params=swin_flax.init_params(model, 0),
         train_data=tiny_dataset(),
-        optim_config=OPTIM,
-        loss_config=LossSettings(joint="weighted_harmonic"),
+        optim_settings=OPTIM,
+        loss_settings=LossSettings(joint="weighted_harmonic"),
         augment=AUGMENT,
-        loop=LoopSettings(log_every_steps=2, checkpoint_every_steps=4, progress_bar=False),
+        loop_settings=LoopSettings(log_every_steps=2, checkpoint_every_steps=4, progress_bar=False),
         seed=0,
         teacher_logits=teacher_logits.TeacherLogitSource(teacher, params, cache),
     )
