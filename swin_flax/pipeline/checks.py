@@ -74,32 +74,28 @@ def config_problems(settings: RunSettings, rows, variants) -> list[str]:
     return problems or _world_problems(settings, rows, variants)
 
 
-def settings_problems(run_settings: RunSettings) -> list[str]:
+def settings_problems(settings: RunSettings) -> list[str]:
     """Values out of range (declared in swin_flax/settings.py) and settings that contradict
     each other."""
-    problems = range_problems(run_settings)
+    problems = range_problems(settings)
     for name in (
-        ("pretrain", "finetune", "distill")
-        if run_settings.pretrain.root
-        else ("finetune", "distill")
+        ("pretrain", "finetune", "distill") if settings.pretrain.root else ("finetune", "distill")
     ):
-        problems += schedule_problems(
-            name, getattr(run_settings, name), run_settings.loop.max_stage_steps
-        )
-    problems += student_problems(run_settings.student)
-    if run_settings.data.source == "image_folder" and not run_settings.data.root:
+        problems += schedule_problems(name, getattr(settings, name), settings.loop.max_stage_steps)
+    problems += student_problems(settings.student)
+    if settings.data.source == "image_folder" and not settings.data.root:
         problems.append(
             "data.root is empty: data.source='image_folder' reads data.root/<split>/<class>/*.jpg"
         )
-    if run_settings.pretrain.root and run_settings.teacher.finetuned:
+    if settings.pretrain.root and settings.teacher.finetuned:
         problems.append(
             "pretrain.root and teacher.finetuned both name a teacher: pretraining makes the "
             "teacher that is then fine-tuned; a finished teacher skips both. Set one of them"
         )
     if (
-        run_settings.distill.joint == "weighted_harmonic"
-        and run_settings.distill.w_d == 0
-        and run_settings.distill.w_s == 0
+        settings.distill.joint == "weighted_harmonic"
+        and settings.distill.w_d == 0
+        and settings.distill.w_s == 0
     ):
         problems.append("distill.w_d and distill.w_s are both 0: Eq. 4 needs a positive sum")
     return problems

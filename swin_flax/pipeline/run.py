@@ -202,7 +202,7 @@ class Execution:
                 teacher,
                 teacher_params,
                 self.splits,
-                self.split_seed,
+                self.plan.split_seed,
                 self.eval.batch_size,
                 self.workdir,
             )
