@@ -333,7 +333,7 @@ def kd_flax(
         teacher=teacher,
         tx=tx,
         schedule=schedule,
-        loss_config=LossSettings(joint="weighted_harmonic", distillation="mse", w_d=W_D, w_s=W_S),
+        loss_settings=LossSettings(joint="weighted_harmonic", distillation="mse", w_d=W_D, w_s=W_S),
         total_steps=10_000,
         augment=augment,
         mesh=mesh,

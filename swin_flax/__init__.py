@@ -4,8 +4,8 @@ The package is layered; each layer imports only the ones listed before it
 (`tests/test_structure.py` checks it):
 
     errors, _optional, _files   leaves: exceptions, optional imports, atomic writes
-    settings                    every run option once: default, range, resumable, help
     model/                      SwinConfig, the Flax Swin, attention kernels, presets
+    settings                    every run option once: default, range, resumable, help
     weights/                    parameter trees in and out: timm, transformers, checkpoints, transfer
     data/                       data sets as uint8 arrays, index batches, on-device augmentation
     training/                   one stage: the jitted step, the resumable loop, losses, teacher logits

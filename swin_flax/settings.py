@@ -19,6 +19,10 @@ from typing import Any
 from swin_flax import _options
 from swin_flax._options import finite, one_of, option, ordered_pair
 
+# How window attention is computed (a run choice like the compute dtype, the same numbers in
+# float32) is declared with the model that computes it; the option below offers its names.
+from swin_flax.model.attention import ATTENTION_IMPLEMENTATIONS
+
 # Valid ranges (check, what it expects) that several fields share or that are long to write.
 _INT_GE_0 = (lambda v: v >= 0, "an int >= 0")
 _INT_GE_1 = (lambda v: v >= 1, "an int >= 1")
@@ -50,9 +54,6 @@ _SWEEP = (
 )
 
 
-# How window attention is computed (swin_flax/model/attention.py, which imports this): a run
-# choice like the compute dtype, the same numbers in float32.
-ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn", "pallas")
 # Where the data comes from (swin_flax/data/load.py, which imports this, loads each).
 DATA_SOURCES = ("tfds", "image_folder", "digits")
 # Where it is held: decoded on every device, streamed from disk, or auto (data/placement.py).
@@ -60,7 +61,7 @@ DATA_PLACEMENTS = ("auto", "device", "stream")
 # How the student's blocks after the cut start (swin_flax/weights/transfer.py imports this).
 TAIL_INITS = ("random", "teacher")
 # Which teacher blocks a student keeps, by name (swin_flax/weights/keep_blocks.py defines
-# each; auto: the recommended one, swin_flax/pipeline/student_blocks.py).
+# each; auto: the recommended one, swin_flax/pipeline/students.py).
 KEEP_POLICIES = ("first", "first+teacher_tail", "even", "importance", "auto")
 # student.budget: 'params:5.2M' (800k, 5200000) or 'latency:2.5ms' (per image, measured).
 BUDGET_PATTERN = r"(params):([0-9]*\.?[0-9]+(?:e[0-9]+)?)([kM]?)|(latency):([0-9]*\.?[0-9]+)(ms)?"
@@ -162,7 +163,7 @@ class StudentSettings:
         help="the blocks after the cut: random (paper) or copied; with keep_blocks: the head",
     )
     keep_blocks: str = option(
-        "", *_KEEP_BLOCKS, help="teacher blocks per stage, or a policy (pipeline/student_blocks)"
+        "", *_KEEP_BLOCKS, help="teacher blocks per stage, or a policy (pipeline/students.py)"
     )
     budget: str = option(
         "", *_BUDGET, help="the largest student within params:N or latency:Xms (this device)"

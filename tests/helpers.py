@@ -74,12 +74,12 @@ def run_tiny_stage(
         model=model,
         init_params=swin_flax.init_params(model, 0),
         train_data=data,
-        optim_config=OptimSettings(
+        optim_settings=OptimSettings(
             epochs=steps_epochs, batch_size=8, peak_lr=1e-3, warmup_epochs=0.5
         ),
-        loss_config=loss,
+        loss_settings=loss,
         augment=AugmentConfig(out_size=32),
-        loop=LoopSettings(
+        loop_settings=LoopSettings(
             log_every_steps=2,
             checkpoint_every_steps=4,
             progress_bar=False,
@@ -101,13 +101,15 @@ def tiny_model(num_classes: int = 3) -> swin_flax.SwinTransformer:
     """The smallest Swin that still shifts its windows (a 4x4 map in 2x2 windows): it
     compiles in about a second, for tests of the step and evaluation code around it."""
     return swin_flax.SwinTransformer(
-        img_size=8,
-        patch_size=2,
-        embed_dim=8,
-        depths=(2,),
-        num_heads=(1,),
-        window_size=2,
-        num_classes=num_classes,
+        swin_flax.SwinConfig(
+            img_size=8,
+            patch_size=2,
+            embed_dim=8,
+            depths=(2,),
+            num_heads=(1,),
+            window_size=2,
+            num_classes=num_classes,
+        )
     )
 
 

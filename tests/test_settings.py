@@ -7,18 +7,18 @@ import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import pytest
 
 from configs import demo
+from swin_flax.data.sizes import SplitSizes
 from swin_flax.errors import UserInputError
-from swin_flax.model import attention, presets
-from swin_flax.pipeline.run import CompressionRun, run_pipeline
-from swin_flax.pipeline.students import build_student
-from swin_flax.pipeline.variants import parse_variants
+from swin_flax.model import attention
+from swin_flax.pipeline import plan
+from swin_flax.pipeline.run import Execution, run_pipeline
 from swin_flax.settings import (
     ATTENTION_IMPLEMENTATIONS,
     SECTIONS,
@@ -94,21 +94,36 @@ def test_the_attention_choices_are_declared_once():
     assert "one of 'einsum', 'xla', 'cudnn', 'pallas'" in describe_options()
 
 
-def test_every_student_build_computes_attention_as_configured():
+def test_every_student_build_computes_attention_as_configured(tmp_path, monkeypatch):
+    """Every model the loop trains (teacher and students, of every kind) computes attention
+    as the run says: a run option, not part of any stage's spec."""
+    from swin_flax.pipeline import run
+
     settings = RunSettings(
         attention="xla",
+        runs="random,transfer",
         data=DataSettings(image_size=32),
         teacher=TeacherSettings(model="swin_pico", init="random"),
         student=StudentSettings(model="swin_pico_n"),
     )
-    teacher = presets.create_model("swin_pico", img_size=32, num_classes=4)  # einsum
-    for variant in parse_variants("random,transfer"):
-        for given in (None, teacher):  # a baseline needs only the teacher's architecture
-            student, _ = build_student(settings, given, variant, jnp.float32, 4)
-            assert student.attention == "xla", (variant, given)
-    cut = dataclasses.replace(settings, student=StudentSettings(cut_points=(6, 8)))
-    student, cuts = build_student(cut, teacher, parse_variants("transfer")[0], jnp.float32, 4)
-    assert (student.attention, cuts, student.depths) == ("xla", (6, 8), (2, 2, 2, 2))
+    run_plan = plan.build_plan(settings, tmp_path, SplitSizes(256, 16, 4))
+    trained = []
+
+    def train_stage(*, model, **_):
+        trained.append(model.attention)
+        raise StopIteration  # no training: only the model the loop built matters
+
+    monkeypatch.setattr(run, "train_stage", train_stage)
+    monkeypatch.setattr(run.Execution, "initial_params", lambda *args: None)
+    splits = types.SimpleNamespace(train=None, test=None)  # never read
+    execution = Execution(run_plan, tmp_path, splits)
+    for spec in run_plan.stages:
+        with pytest.raises(StopIteration):
+            execution.execute(spec)
+    assert trained == ["xla"] * 3
+    cut = dataclasses.replace(settings, runs="transfer", student=StudentSettings(cut_points=(6, 8)))
+    spec = plan.build_plan(cut, tmp_path, SplitSizes(256, 16, 4)).stage("student_transfer")
+    assert (spec.blocks.cut_points, spec.model.depths) == ((6, 8), (2, 2, 2, 2))
 
 
 def tiny_demo_config(attention_name: str):
@@ -139,10 +154,8 @@ def test_a_run_with_xla_attention_trains_like_einsum(tmp_path):
 
     # A finished teacher loaded again computes attention as the run says, not as stored.
     settings = RunSettings.from_config(tiny_demo_config("einsum"))
-    from swin_flax.data import Splits, load_datasets
-
-    train, test = load_datasets(settings.data, seed=settings.data.split_seed)
-    loaded, _, _ = CompressionRun(settings, runs["xla"], Splits(train, test)).fine_tune_teacher()
+    run_plan = plan.build_plan(settings, runs["xla"])
+    loaded, _ = Execution(run_plan, runs["xla"], None).execute(run_plan.stage("teacher"))
     assert loaded.attention == "einsum"
 
 

@@ -17,13 +17,14 @@ MAX_MODULE_LINES = 400
 LAYERS = [
     {"errors"},
     {"_optional", "_files", "_options", "cli"},
+    {"model"},  # the architecture owns its config: it never reads the run's settings
     {"settings"},
-    {"model"},
     {"weights"},
     {"data"},
     {"deploy"},
     {"training"},
     {"pipeline"},
+    {"commands"},  # the programs: train, convert, export, predict
 ]
 
 
@@ -131,6 +132,15 @@ def test_deployment_never_imports_training_or_the_pipeline():
         assert not {d for d in deps if d.split(".")[1:2] in (["training"], ["pipeline"])}, module
 
 
+def test_the_model_never_imports_the_run_settings():
+    graph = import_graph()
+    model = {m: deps for m, deps in graph.items() if m.startswith("swin_flax.model")}
+    assert model, "no model modules found"
+    for module, deps in model.items():
+        assert "swin_flax.settings" not in deps, module
+    assert "swin_flax.model.attention" in graph["swin_flax.settings"]  # the reverse is fine
+
+
 def test_errors_imports_nothing_of_ours():
     assert import_graph()["swin_flax.errors"] == set()
 
@@ -178,7 +188,7 @@ def readme_layout_modules(text: str) -> set[str]:
     return listed
 
 
-PACKAGES = ("model", "weights", "data", "deploy", "training", "pipeline")
+PACKAGES = ("model", "weights", "data", "deploy", "training", "pipeline", "commands")
 
 
 def test_the_readme_layout_names_every_module_of_the_tree_and_no_other():

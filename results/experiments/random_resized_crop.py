@@ -64,15 +64,15 @@ def main() -> None:
             model=model,
             init_params=init_params(model, 0),
             train_data=splits.train,
-            optim_config=OptimSettings(
+            optim_settings=OptimSettings(
                 epochs=args.epochs,
                 batch_size=128,
                 peak_lr=1e-3,
                 warmup_epochs=min(1.0, args.epochs / 2),
             ),
-            loss_config=LossSettings(joint="hard_only", label_smoothing=0.1),
+            loss_settings=LossSettings(joint="hard_only", label_smoothing=0.1),
             augment=AugmentConfig(out_size=56, crop_padding=4, resized_crop=resized_crop(data)),
-            loop=LoopSettings(
+            loop_settings=LoopSettings(
                 log_every_steps=100, checkpoint_every_steps=10**6, progress_bar=False
             ),
             seed=0,

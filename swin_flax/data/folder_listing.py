@@ -135,6 +135,7 @@ def list_image_folder(
     split: str,
     *,
     class_names: Sequence[str] | None = None,
+    note_ignored: bool = True,
 ) -> FolderListing:
     """The files of `root/<split>/<class>/*.{jpg,png,...}` and their labels, sorted, with
     nothing decoded. Classes are the sorted folder names of `root/train` (or of the split
@@ -167,5 +168,6 @@ def list_image_folder(
         ignored.extend(others)
     if not files:
         raise UserInputError(f"split folder {split_dir} holds no class folders")
-    _note_ignored(split_dir, ignored)
+    if note_ignored:  # once per run: a listing only counted (data/sizes.py) keeps quiet
+        _note_ignored(split_dir, ignored)
     return FolderListing(split_dir, tuple(files), np.asarray(labels, np.int32), classes)

@@ -267,6 +267,20 @@ class TfdsSource:
         }
 
 
+def split_sizes(
+    name: str, splits, data_dir: str | None = None, *, label_key: str = "label"
+) -> tuple[tuple[int | None, ...], int]:
+    """Examples in each of `splits` (None while the data set is not prepared) and the class
+    count, from the builder's metadata: no example is read, nothing is downloaded."""
+    tfds = require("tensorflow_datasets", "split_sizes", error=ImportError)
+    builder = _tfds_builder(tfds, name, data_dir)
+    _check_features(builder, "image", label_key)
+    classes = builder.info.features[label_key].num_classes
+    if not builder.is_prepared():
+        return tuple(None for _ in splits), classes
+    return tuple(builder.info.splits[split].num_examples for split in splits), classes
+
+
 def load_tfds(
     name: str,
     split: str,

@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from swin_flax.settings import ATTENTION_IMPLEMENTATIONS  # noqa: F401 (re-exported)
+# How window attention is computed (the run option `attention` in swin_flax/settings.py
+# imports these names); all give the same numbers in float32.
+ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn", "pallas")
 
 
 def dense_init():
@@ -92,15 +94,13 @@ class WindowAttention(nn.Module):
         return nn.Dropout(self.proj_drop_rate)(out, deterministic=deterministic)
 
 
-# How window attention is computed; all give the same numbers in float32.
+# The implementations of ATTENTION_IMPLEMENTATIONS:
 #   einsum: explicit q@k, bias + mask, float32 softmax, @v (supports attention dropout)
 #   xla / cudnn: jax.nn.dot_product_attention with the bias and mask as one additive bias
 #   (windows folded into the head axis so the per-window mask broadcasts over the batch);
 #   cudnn selects the fused cuDNN kernel on NVIDIA GPUs (bf16/fp16 only).
 #   pallas: one fused kernel per (window, head) with bias and mask, 49 tokens padded to 64
 #   (swin_flax/model/pallas_attention.py); forward only fused, not yet measured on a GPU.
-# The names are declared once, with the run option `attention` (swin_flax/settings.py), and
-# imported above: ATTENTION_IMPLEMENTATIONS stays importable from here.
 
 
 def _einsum_attention(q, k, v, bias, mask, scale, dtype, dropout, deterministic):

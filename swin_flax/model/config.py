@@ -1,6 +1,6 @@
 """`SwinConfig`: the one description of a Swin architecture.
 
-The model (`SwinTransformer.config`, `SwinTransformer.from_config`), the registry's presets,
+The model (`SwinTransformer(config, dtype=..., attention=...)`), the registry's presets,
 the 'model_config' item stored with checkpoints (`to_dict` / `from_dict`, the same JSON keys
 as ever), weight conversion and result labels (`describe`) all use it. Run choices that do
 not change the parameters' meaning (compute dtype, attention implementation) are not part
@@ -124,13 +124,8 @@ class SwinConfig:
         return tuple(first // 2**i for i in range(len(self.depths)))
 
 
-def config_of(obj: Any) -> SwinConfig:
-    """The SwinConfig of anything with the CONFIG_FIELDS attributes (a SwinTransformer)."""
-    return SwinConfig(**{f: getattr(obj, f) for f in CONFIG_FIELDS})
-
-
 def architecture_problems(m: Any, size_name: str = "img_size") -> list[str]:
-    """What timm would pad or crash on in `m` (anything with the CONFIG_FIELDS attributes),
+    """What timm would pad or crash on in `m` (a SwinConfig, or anything with its fields),
     each naming the fix; `size_name`: what the caller's user sets the image size with
     (e.g. 'data.image_size')."""
     problems = []
@@ -175,4 +170,4 @@ def raise_problems(problems: list[str]) -> None:
         raise UserInputError("invalid Swin configuration:\n  - " + "\n  - ".join(problems))
 
 
-__all__ = ["SwinConfig", "CONFIG_FIELDS", "config_of", "window_and_shift"]
+__all__ = ["SwinConfig", "CONFIG_FIELDS", "window_and_shift"]

@@ -1,7 +1,8 @@
 """Named Swin architectures: the paper's Swin-N/M (Table I) and the standard family.
 
-`create_model(name, **overrides)` is the one entry point; any field of
-`SwinTransformer` can be overridden (num_classes, img_size, dtype, depths, ...).
+`create_model(name, **overrides)` is the one entry point; any field of the preset's
+`SwinConfig` (num_classes, img_size, depths, ...) and the module's run options (dtype,
+attention) can be overridden.
 `MODEL_PRESETS[name]` and `preset_config(name)` are `SwinConfig`s; `preset(name)` is the
 fields the preset sets (a dict, as the benchmarks' analytic models take them).
 """
@@ -12,7 +13,7 @@ import dataclasses
 import types
 
 from swin_flax.errors import UserInputError
-from swin_flax.model.config import SwinConfig, architecture_problems
+from swin_flax.model.config import CONFIG_FIELDS, SwinConfig, architecture_problems
 from swin_flax.model.swin import SwinTransformer
 
 _SMALL_HEADS = (3, 6, 12, 24)
@@ -127,11 +128,14 @@ def preset_config(name: str) -> SwinConfig:
 
 def create_model(name: str, **overrides) -> SwinTransformer:
     """`create_model('swin_m', num_classes=100, dtype=jnp.bfloat16)`."""
-    fields = set(SwinTransformer.__dataclass_fields__) - {"parent", "name"}
-    unknown = set(overrides) - fields
+    run_options = set(SwinTransformer.__dataclass_fields__) - {"parent", "name", "config"}
+    unknown = set(overrides) - set(CONFIG_FIELDS) - run_options
     if unknown:
-        raise TypeError(f"unknown model options {sorted(unknown)}; valid: {sorted(fields)}")
-    return SwinTransformer(**{**preset(name), **overrides})
+        valid = sorted(set(CONFIG_FIELDS) | run_options)
+        raise TypeError(f"unknown model options {sorted(unknown)}; valid: {valid}")
+    architecture = {k: v for k, v in overrides.items() if k in CONFIG_FIELDS}
+    options = {k: v for k, v in overrides.items() if k not in CONFIG_FIELDS}
+    return SwinTransformer(SwinConfig(**{**preset(name), **architecture}), **options)
 
 
 def check_image_size(name: str, image_size: int, *, model_option: str, size_option: str) -> None:

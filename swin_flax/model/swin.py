@@ -12,8 +12,9 @@ table of renames (see `swin_flax/weights/timm.py`):
 Derived constants (relative position index, shifted-window mask) are numpy arrays
 computed at trace time, never parameters, so checkpoints hold only learned weights.
 
-The architecture fields are those of `SwinConfig` (swin_flax/model/config.py):
-`model.config` is the model's, `SwinTransformer.from_config(cfg, dtype=...)` builds one.
+The module owns its `SwinConfig` (swin_flax/model/config.py): `SwinTransformer(config,
+dtype=..., attention=...)`; `model.config` is the architecture, its fields readable on the
+module (`model.depths`).
 """
 
 from __future__ import annotations
@@ -28,14 +29,7 @@ import numpy as np
 
 from swin_flax.errors import UserInputError
 from swin_flax.model.attention import ATTENTION_IMPLEMENTATIONS, WindowAttention, dense_init
-from swin_flax.model.config import (
-    CONFIG_FIELDS,
-    SwinConfig,
-    architecture_problems,
-    config_of,
-    raise_problems,
-    window_and_shift,
-)
+from swin_flax.model.config import CONFIG_FIELDS, SwinConfig, raise_problems, window_and_shift
 
 # timm uses torch defaults: LayerNorm eps 1e-5 (Flax: 1e-6) and exact-erf GELU
 # (Flax: tanh approximation). Both differences show up at the 1e-3 level in logits.
@@ -242,40 +236,39 @@ class SwinStage(nn.Module):
         return x
 
 
+def _architecture(field: str) -> property:
+    """A read-only view of `config.<field>`, as a user of the module reads it."""
+    return property(lambda self: getattr(self.config, field), doc=f"`config.{field}`")
+
+
 class SwinTransformer(nn.Module):
     """Swin Transformer v1 (Liu et al. 2021), timm-compatible, NHWC input.
 
-    `__call__(images, train=False, return_features=False)` returns the logits (or the
-    pooled features when num_classes == 0); with return_features=True it returns
-    `(logits, features)` where features maps 'stage_i' to each stage's NHWC output and
-    'norm' to the final normalised feature map.
+    `SwinTransformer(config, dtype=..., attention=...)`: the architecture is the `SwinConfig`
+    (its fields are readable on the module: `model.depths`, `model.num_classes`, ...); the
+    compute dtype and the attention implementation are run choices that do not change what
+    the parameters mean. `__call__(images, train=False, return_features=False)` returns the
+    logits (or the pooled features when num_classes == 0); with return_features=True it
+    returns `(logits, features)` where features maps 'stage_i' to each stage's NHWC output
+    and 'norm' to the final normalised feature map.
     """
 
-    # SwinConfig's fields, names and defaults (a deliberate twin: a Flax module declares its
-    # own fields; tests/model/test_config.py checks that the two agree), then the run options.
-    img_size: int = 224
-    patch_size: int = 4
-    in_chans: int = 3
-    embed_dim: int = 96
-    depths: Sequence[int] = (2, 2, 6, 2)
-    num_heads: Sequence[int] = (3, 6, 12, 24)
-    window_size: int = 7
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.1
-    num_classes: int = 1000
+    config: SwinConfig = SwinConfig()
     dtype: Any = jnp.float32
     attention: str = "einsum"  # one of ATTENTION_IMPLEMENTATIONS; a run choice like dtype
 
     def __post_init__(self):
-        problems = architecture_problems(self)
+        if not isinstance(self.config, SwinConfig):
+            raise TypeError(
+                f"SwinTransformer takes a SwinConfig, got {type(self.config).__name__}; "
+                "build one with SwinConfig(...) or swin_flax.create_model(name, ...)"
+            )
+        problems = []
         if self.attention not in ATTENTION_IMPLEMENTATIONS:
             problems.append(
                 f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attention!r}"
             )
-        elif self.attention != "einsum" and self.attn_drop_rate:
+        elif self.attention != "einsum" and self.config.attn_drop_rate:
             problems.append("attention dropout (attn_drop_rate > 0) needs attention='einsum'")
         raise_problems(problems)
         super().__post_init__()
@@ -283,12 +276,21 @@ class SwinTransformer(nn.Module):
     @classmethod
     def from_config(cls, config: SwinConfig, **run_options) -> SwinTransformer:
         """The model of `config`; run_options are the rest (dtype, attention, name)."""
-        return cls(**{f: getattr(config, f) for f in CONFIG_FIELDS}, **run_options)
+        return cls(config, **run_options)
 
-    @property
-    def config(self) -> SwinConfig:
-        """The architecture (run options such as dtype and attention excluded)."""
-        return config_of(self)
+    img_size = _architecture("img_size")
+    patch_size = _architecture("patch_size")
+    in_chans = _architecture("in_chans")
+    embed_dim = _architecture("embed_dim")
+    depths = _architecture("depths")
+    num_heads = _architecture("num_heads")
+    window_size = _architecture("window_size")
+    mlp_ratio = _architecture("mlp_ratio")
+    qkv_bias = _architecture("qkv_bias")
+    drop_rate = _architecture("drop_rate")
+    attn_drop_rate = _architecture("attn_drop_rate")
+    drop_path_rate = _architecture("drop_path_rate")
+    num_classes = _architecture("num_classes")
 
     @property
     def stage_dims(self) -> tuple[int, ...]:
@@ -366,7 +368,7 @@ def model_from_config(config: dict, **overrides) -> SwinTransformer:
     """The model of a stored `model_config`; overrides change architecture fields or set
     run options (dtype, attention)."""
     run_options = {k: overrides.pop(k) for k in set(overrides) - set(CONFIG_FIELDS)}
-    return SwinTransformer.from_config(SwinConfig.from_dict(config, **overrides), **run_options)
+    return SwinTransformer(SwinConfig.from_dict(config, **overrides), **run_options)
 
 
 def count_params(params) -> int:

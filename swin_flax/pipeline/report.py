@@ -16,7 +16,8 @@ plots/*.png. What is read, per work directory:
                                      (those with "eval_top1") give the per-epoch curves
 
 A variant is (model, init, distillation); its seeds are its rows. A model's scratch
-baseline is its variant with init "random" and no distillation.
+baseline is its student variant with init "random" and no distillation
+(`ResultRow.is_scratch`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from pathlib import Path
 from swin_flax import cli
 from swin_flax.errors import UserInputError
 from swin_flax.pipeline.results import (
-    PARTIAL_KEY,
+    ResultRow,
     format_params,
     markdown_table,
+    read_results,
     write_summary,
     yes_no,
 )
@@ -40,51 +42,17 @@ from swin_flax.pipeline.summaries import (
     BEYOND_FACTOR,
     Variant,
     VariantSummary,
-    row_variant,
     summarize,
     variant_label,
 )
 
-REQUIRED_KEYS = ("model", "init", "distillation", "top1")
 PLOTS_DIR = "plots"
 EPOCH_PLOT = "accuracy_per_epoch.png"
 PARAMS_PLOT = "accuracy_vs_params.png"
 THROUGHPUT_PLOT = "accuracy_vs_throughput.png"
 
 
-# ---------------------------------------------------------------------------- statistics
-
-
-# ---------------------------------------------------------------------------- reading
-
-
-def load_rows(workdir: Path) -> list[dict]:
-    """The rows of WORKDIR/results.json, each with "workdir" added (for metrics and notes)."""
-    workdir = Path(workdir)
-    if not workdir.is_dir():
-        raise UserInputError(f"{workdir} is not a directory (expected a finished work directory)")
-    path = workdir / "results.json"
-    if not path.is_file():
-        raise UserInputError(
-            f"{workdir} has no results.json: not a finished work directory "
-            f"(or no stage has finished yet)"
-        )
-    try:
-        rows = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(rows, list):
-        raise UserInputError(f"{path} should hold a list of result rows, not {type(rows).__name__}")
-    checked = []
-    for i, row in enumerate(rows):
-        missing = [k for k in REQUIRED_KEYS if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise UserInputError(f"{path}: row {i} lacks {', '.join(missing)}")
-        checked.append({**row, "workdir": str(workdir)})
-    return checked
-
-
-def merge_rows(workdirs: Sequence[Path]) -> tuple[list[dict], list[str]]:
+def merge_rows(workdirs: Sequence[Path]) -> tuple[list[ResultRow], list[str]]:
     """The rows of all `workdirs`, and a note per duplicate dropped.
 
     The same (variant, seed) in two places is the same run (a copied work directory, or
@@ -92,21 +60,21 @@ def merge_rows(workdirs: Sequence[Path]) -> tuple[list[dict], list[str]]:
     (also in a run's own report, where no CLI is around it) says which was dropped, so that
     n counts distinct seeds only.
     """
-    merged: list[dict] = []
+    merged: list[ResultRow] = []
     seen: dict[tuple, str] = {}
     notes = []
     for workdir in workdirs:
-        for row in load_rows(workdir):
-            key = (*row_variant(row), row.get("seed"))
+        for row in read_results(workdir):
+            key = (*row.variant, row.seed)
             if key in seen:
                 note = (
-                    f"{variant_label(key[:3])} seed {key[3]} of {row['workdir']} dropped: "
+                    f"{variant_label(row.variant)} seed {row.seed} of {row.workdir} dropped: "
                     f"already read from {seen[key]} (same seed, same run)"
                 )
                 cli.warn(note)
                 notes.append(note)
                 continue
-            seen[key] = row["workdir"]
+            seen[key] = row.workdir
             merged.append(row)
     return merged, notes
 
@@ -129,22 +97,16 @@ def eval_curve(metrics_path: Path) -> dict[float, float]:
     return curve
 
 
-def variant_curves(rows: Sequence[dict]) -> dict[Variant, dict[float, list[float]]]:
+def variant_curves(rows: Sequence[ResultRow]) -> dict[Variant, dict[float, list[float]]]:
     """Per variant: epoch -> eval top-1 of every seed evaluated at that epoch."""
     curves: dict[Variant, dict[float, list[float]]] = {}
     for row in rows:
-        if not row.get("stage"):
+        if not row.stage:
             continue
-        curve = eval_curve(Path(row["workdir"]) / row["stage"] / "metrics.jsonl")
-        for epoch, top1 in curve.items():
-            curves.setdefault(row_variant(row), {}).setdefault(epoch, []).append(top1)
+        for epoch, top1 in eval_curve(Path(row.workdir) / row.stage / "metrics.jsonl").items():
+            curves.setdefault(row.variant, {}).setdefault(epoch, []).append(top1)
     return curves
 
-
-# ---------------------------------------------------------------------------- aggregation
-
-
-# ---------------------------------------------------------------------------- the table
 
 TABLE_COLUMNS = (
     "model",
@@ -198,9 +160,6 @@ def format_throughput(throughput: dict[str, tuple[float, bool]]) -> str:
     return "; ".join(cells)
 
 
-# ---------------------------------------------------------------------------- the report
-
-
 def write_report(workdirs: Sequence[Path], out: Path, *, after: Sequence[str] = ()) -> Path:
     """Write OUT/summary.md and OUT/plots/*.png from `workdirs`; return summary.md's path.
 
@@ -236,7 +195,7 @@ def write_report(workdirs: Sequence[Path], out: Path, *, after: Sequence[str] = 
         f"img/s: median throughput, per device; ~ marks a noisy measurement.",
     ]
     lines += ["", *(f"Note: {note}." for note in duplicates)] if duplicates else []
-    partial = sorted({row["workdir"] for row in rows if row.get(PARTIAL_KEY)})
+    partial = sorted({row.workdir for row in rows if row.partial})
     if partial:
         lines.append("")
         lines += [
@@ -314,7 +273,7 @@ def main(argv: Sequence[str]) -> int:
         )
     out = args.out if args.out is not None else args.workdirs[0]
     for workdir in args.workdirs:  # a clear error before anything is written
-        load_rows(workdir)
+        read_results(workdir)
     summary = write_report(args.workdirs, out)
     print(summary.read_text(), end="")
     print(f"wrote {summary} and {out / PLOTS_DIR}/")

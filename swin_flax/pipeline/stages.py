@@ -1,7 +1,8 @@
-"""Stage bookkeeping: what a stage directory records about itself, so that running the same
-command again resumes, reuses or refuses it.
+"""The work directory's bookkeeping: what a stage directory records about itself, so that
+running the same command again resumes, reuses or refuses it; and the lock that keeps a
+second run out of the workdir.
 
-    STAGE/stage_config.json   the settings the stage started with (its fingerprint)
+    STAGE/stage_config.json   the settings the stage started with (its StageSpec's record)
     STAGE/checkpoints/        orbax train-state checkpoints (training/loop.py)
     STAGE/final_model/        the finished model, a `load_checkpoint` directory
     STAGE/timm_model.safetensors   the same weights for timm / PyTorch (strict load)
@@ -10,9 +11,14 @@ command again resumes, reuses or refuses it.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import fcntl
 import json
+import os
 import shutil
+import socket
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -21,9 +27,9 @@ from flax import traverse_util
 
 from swin_flax import cli
 from swin_flax._files import write_json
-from swin_flax.errors import CheckpointError, RunPreempted, UserInputError
+from swin_flax.errors import CheckpointError, RunPreempted, UserInputError, WorkdirInUseError
 from swin_flax.model.swin import SwinTransformer
-from swin_flax.settings import RunSettings, resumable_keys
+from swin_flax.settings import resumable_keys
 from swin_flax.training.distributed import is_main_process
 from swin_flax.weights import checkpoint
 
@@ -31,32 +37,11 @@ FINAL_MODEL_DIR = "final_model"
 TIMM_EXPORT_FILE = "timm_model.safetensors"
 STAGE_CONFIG_FILE = "stage_config.json"
 STAGE_DONE_FILE = "stage_done.json"
+LOCK_FILE = ".lock"
 
 
 class StageStopped(Exception):
     """A stage ended before its last step (loop.stop_after_steps); rerun to continue."""
-
-
-def teacher_fingerprint(settings: RunSettings) -> dict:
-    """Everything the fine-tuned teacher depends on."""
-    return {
-        "seed": settings.seed,
-        "compute_dtype": settings.compute_dtype,
-        "data": dataclasses.asdict(settings.data),
-        "teacher": dataclasses.asdict(settings.teacher),
-        "finetune": dataclasses.asdict(settings.finetune),
-    }
-
-
-def student_fingerprint(settings: RunSettings, variant_name: str, seed: int) -> dict:
-    """Everything a student depends on: its teacher's settings and its own."""
-    return {
-        **teacher_fingerprint(settings),
-        "student": dataclasses.asdict(settings.student),
-        "distill": dataclasses.asdict(settings.distill),
-        "variant": variant_name,
-        "student_seed": seed,
-    }
 
 
 def check_stage_config(stage_dir: Path, fingerprint: dict) -> None:
@@ -119,9 +104,34 @@ def stage_is_done(stage_dir: Path) -> bool:
 
 
 def stage_has_progress(stage_dir: Path) -> bool:
+    return bool(_checkpoint_steps(stage_dir)) or stage_is_done(stage_dir)
+
+
+def stage_status(stage_dir: Path, record: dict) -> str:
+    """What a rerun would do with this stage directory, read without touching it: 'done',
+    'resumes at step N', 'not started', or why it would be refused."""
+    path = stage_dir / STAGE_CONFIG_FILE
+    if stage_has_progress(stage_dir):
+        if not path.exists():
+            return f"refused: it has no {STAGE_CONFIG_FILE}"
+        stored = json.loads(path.read_text())
+        changed = _differences(stored, json.loads(json.dumps(record)))
+        blocking = sorted(key for key in changed if key not in resumable_keys())
+        if blocking:
+            return f"refused: started with other settings ({', '.join(blocking)})"
+    if stage_is_done(stage_dir):
+        return "done"
+    steps = _checkpoint_steps(stage_dir)
+    return f"resumes at step {max(steps)}" if steps else "not started"
+
+
+def _checkpoint_steps(stage_dir: Path) -> list[int]:
     checkpoints = stage_dir / "checkpoints"
-    has_checkpoint = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
-    return has_checkpoint or stage_is_done(stage_dir)
+    return (
+        [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
+        if checkpoints.is_dir()
+        else []
+    )
 
 
 def finished_model_available(stage_dir: Path) -> bool:
@@ -154,14 +164,18 @@ def load_finished_model(stage_dir: Path, dtype):
 
 
 def finish_stage(
-    stage_dir: Path, model: SwinTransformer, result, train_data=None, data_settings=None
+    stage_dir: Path,
+    model: SwinTransformer,
+    result,
+    class_names: Sequence[str] | None = None,
+    stored_size: int | None = None,
 ) -> None:
     """Keep the finished model as a `load_checkpoint` directory and as timm .safetensors,
     then mark the stage done; or stop the run when the stage stopped early.
 
-    final_model/ also stores the class names of `train_data` and data.stored_size (from
-    `data_settings`), so that export.py and predict.py name the classes and preprocess
-    images as training did.
+    final_model/ also stores the training data's `class_names` and data.stored_size
+    (`stored_size`, None or 0: images kept at their size), so that export.py and predict.py
+    name the classes and preprocess images as training did.
 
     The .safetensors file is what users deploy: timm's `SwinTransformer(**kwargs)` (kwargs
     in the file's metadata) loads it with strict=True, for PyTorch or ONNX export.
@@ -185,8 +199,8 @@ def finish_stage(
         model,
         params,
         overwrite=True,
-        class_names=None if train_data is None else train_data.class_names,
-        stored_size=None if data_settings is None else data_settings.stored_size or None,
+        class_names=class_names,
+        stored_size=stored_size or None,
     )
     if is_main_process():
         save_timm_safetensors(params, stage_dir / TIMM_EXPORT_FILE, model=model)
@@ -195,3 +209,49 @@ def finish_stage(
             stage_dir / STAGE_DONE_FILE,
             {"steps": result.steps, "final_metrics": result.final_metrics},
         )
+
+
+def check_workdir_writable(workdir: Path) -> None:
+    """A read-only or unwritable workdir is found now, not at the first checkpoint."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as err:
+        raise UserInputError(
+            f"cannot write to the workdir {workdir} ({err.strerror or err}); "
+            "give a writable directory with --workdir"
+        ) from None
+
+
+@contextlib.contextmanager
+def exclusive_workdir(workdir: str | Path, *, enabled: bool = True):
+    """Hold WORKDIR/.lock for the duration of the block, or raise WorkdirInUseError at once.
+
+    Two runs writing one workdir interleave checkpoints and truncate each other's metrics.
+    `fcntl.flock` is released by the kernel when the holder exits, however it exits (kill -9
+    included), so a crashed run never blocks the next one and there is no stale lock to
+    delete by hand; the file's content (pid and host) is only for the message. Only process
+    0 locks (`enabled`): the processes of one multi-host run share the workdir by design.
+    """
+    if not enabled:
+        yield
+        return
+    handle = open(Path(workdir) / LOCK_FILE, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid, host = (handle.read().split() + ["?", "?"])[:2]
+            raise WorkdirInUseError(
+                f"workdir {workdir} is in use by pid {pid} on host {host}; wait for that run "
+                "to finish (or stop it), or use another --workdir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock

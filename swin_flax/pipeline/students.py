@@ -1,18 +1,43 @@
-"""The teacher's initial weights and the student architectures of Algorithm 1."""
+"""A stage's starting parameters, and which teacher blocks a student keeps.
+
+`initial_teacher_params`: the teacher's ('random', a checkpoint directory, or
+'timm:<name or .safetensors file>', a new head for the task). `student_params`: a
+student's, from its `StageSpec`: random, then what it takes from the teacher copied in
+(Algorithm 1's cut points, or the blocks it keeps).
+
+Which blocks, from `student.keep_blocks` and `.budget`:
+    keep_blocks ''                 off: student.model's depths, or student.cut_points (paper)
+    keep_blocks '0,1;0,1;4,5;0,1'  these teacher blocks, per stage (student.model unused)
+    keep_blocks POLICY             first, first+teacher_tail, even, importance or auto, for
+                                   the depths of student.model, or those student.budget picks
+    budget 'params:5M'             the depths (budget.py); student.model is unused, and
+                                   keep_blocks '' means the paper's policy, first
+The blocks and policies are defined in swin_flax/weights/keep_blocks.py. `auto` is the
+policy this project recommends from its measurements (results/blocks.md), AUTO_POLICY: the
+only place a measured policy other than the paper's may become a default. `importance`
+reads the teacher's block importance, measured after its fine-tuning (block_importance.py).
+With keep_blocks, student.tail_init='teacher' also copies the teacher's head (a
+keep-every-block student is then the teacher, bit for bit). A sweep compares policies
+against one teacher: `--config.sweep=student.keep_blocks=first,first+teacher_tail,even,
+importance` (written lists hold ',' and ';', which a sweep row cannot).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from swin_flax.errors import UserInputError
 from swin_flax.model import presets
+from swin_flax.model.config import SwinConfig
 from swin_flax.model.swin import SwinTransformer, init_params, model_config
-from swin_flax.pipeline import preflight, student_blocks
-from swin_flax.pipeline.variants import StudentVariant
-from swin_flax.settings import RunSettings
-from swin_flax.weights import checkpoint, keep_blocks, transfer
+from swin_flax.pipeline import budget as budgets
+from swin_flax.settings import KEEP_POLICIES, StudentSettings, TeacherSettings
+from swin_flax.weights import checkpoint, transfer
+from swin_flax.weights import keep_blocks as kb
 from swin_flax.weights.importer import note_fresh_head, timm_classes
+
+# The paper's policy until results/blocks.md shows another beating it beyond the spread.
+AUTO_POLICY = "first"
 
 
 def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
@@ -27,7 +52,7 @@ def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
         note_fresh_head(f"teacher.init {init}", timm_classes(state_dict), model.num_classes)
         return timm_to_flax(state_dict, model, head="reinit", rng=seed)
     source, params = checkpoint.load_checkpoint(Path(init))
-    differing = preflight.architecture_differences(model_config(source), model_config(model))
+    differing = architecture_differences(model_config(source), model_config(model))
     if differing:
         raise UserInputError(
             f"teacher.init {init!r} holds a different architecture than teacher.model "
@@ -40,100 +65,129 @@ def initial_teacher_params(init: str, model: SwinTransformer, *, seed: int):
     return {**params, "head": init_params(model, seed)["head"]}
 
 
-def strong_scratch_settings(settings: RunSettings, train_size: int, teacher_steps: int):
-    """The student recipe stretched to the teacher's budget (random+long): as many steps as
-    the teacher had (pretraining and fine-tuning), at the students' batch size on this
-    training set; the warmup is unchanged."""
-    distill = settings.distill
-    epochs = max(distill.epochs, teacher_steps / (train_size // distill.batch_size))
-    return dataclasses.replace(settings, distill=dataclasses.replace(distill, epochs=epochs))
-
-
-def init_label(init: str) -> str:
-    return "random" if init == "random" else "pretrained"
-
-
-def check_num_classes(model: SwinTransformer, num_classes: int, where) -> None:
-    if model.num_classes != num_classes:
-        raise UserInputError(
-            f"the teacher in {where} has {model.num_classes} classes but the data "
-            f"set has {num_classes}"
+def teacher_architecture(
+    teacher_settings: TeacherSettings, image_size: int, num_classes: int | None = None
+) -> SwinConfig:
+    """The teacher's: teacher.finetuned's stored architecture, or teacher.model's preset at
+    data.image_size with teacher.drop_path_rate; `num_classes`: the data's."""
+    if teacher_settings.finetuned:
+        config = SwinConfig.from_dict(checkpoint.load_model_config(teacher_settings.finetuned))
+    else:
+        config = presets.preset_config(teacher_settings.model).replace(
+            img_size=image_size, drop_path_rate=teacher_settings.drop_path_rate
         )
+    return config if num_classes is None else config.replace(num_classes=num_classes)
 
 
-def build_student(
-    settings: RunSettings,
-    teacher: SwinTransformer | None,
-    variant: StudentVariant,
-    dtype,
-    num_classes: int,
-    importance=None,
-) -> tuple[SwinTransformer, tuple[int, int] | keep_blocks.KeptBlocks | None]:
-    """The student architecture (computing attention as settings.attention says) and, when
-    transferring, what it takes from the teacher: Algorithm 1's cut points, or with
-    student.keep_blocks / budget the kept blocks (`importance`: the teacher's measured
-    `BlockImportance`, which keep_blocks=importance needs)."""
-    s = settings.student
-    if teacher is None:  # a baseline from scratch: only the teacher's architecture matters
-        teacher = presets.create_model(
-            settings.teacher.model,
-            num_classes=num_classes,
-            img_size=settings.data.image_size,
-            dtype=dtype,
+def architecture_differences(stored: dict, expected: dict) -> list[str]:
+    """'field stored vs expected' for every architecture field that differs (the class
+    count and the regularisation rates are not architecture)."""
+    ignored = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate")
+    return [
+        f"{k} {stored.get(k)} vs {expected[k]}"
+        for k in expected
+        if k not in ignored and stored.get(k) != expected[k]
+    ]
+
+
+def student_params(spec, model: SwinTransformer, teacher, teacher_params, importance=None):
+    """A student stage's initial parameters (`spec`: its StageSpec): random (seed + 1, so
+    that no student starts as its teacher's random init), then, when it transfers, the
+    teacher's blocks of `spec.blocks` (`importance`: the teacher's measured
+    BlockImportance, for the importance policy)."""
+    params = init_params(model, spec.seed + 1)
+    blocks = spec.blocks
+    if blocks is None:
+        return params
+    if blocks.cut_points is not None:
+        p1, p2 = blocks.cut_points
+        return transfer.transfer_params(
+            teacher_params,
+            params,
+            teacher_depths=tuple(teacher.depths),
+            p1=p1,
+            p2=p2,
+            tail_init=blocks.tail_init,
         )
-    run_options = {"dtype": dtype, "attention": settings.attention}
-    if student_blocks.uses_keep_blocks(s):
-        kept = None
-        if variant.transfer:
-            costs = importance.costs() if importance is not None else None
-            kept = student_blocks.kept_blocks(settings, teacher.config, costs)
-        depths = kept.depths if kept else student_blocks.target_depths(settings, teacher.config)
-        student = teacher.clone(
-            depths=depths, num_classes=num_classes, drop_path_rate=s.drop_path_rate, **run_options
+    kept = blocks.kept
+    if kept is None:  # the importance policy: chosen now that the costs are measured
+        costs = importance.costs() if importance is not None else None
+        kept = kept_blocks(blocks.policy, teacher.config, model.depths, blocks.tail_init, costs)
+    return kb.transfer_kept(teacher_params, params, kept)
+
+
+# --------------------------------------------------------- which blocks (keep_blocks, budget)
+
+
+def uses_keep_blocks(student_settings: StudentSettings) -> bool:
+    return bool(student_settings.keep_blocks or student_settings.budget)
+
+
+def policy(student_settings: StudentSettings) -> str:
+    """The policy that chooses the blocks ('auto' resolved), or 'list' for written blocks."""
+    written = student_settings.keep_blocks or "first"
+    if written == "auto":
+        return AUTO_POLICY
+    return written if written in KEEP_POLICIES else "list"
+
+
+def needs_importance(student_settings: StudentSettings) -> bool:
+    return uses_keep_blocks(student_settings) and policy(student_settings) == "importance"
+
+
+def target_depths(
+    student_settings: StudentSettings, teacher: SwinConfig, timing
+) -> tuple[int, ...]:
+    """The student's depths: the written lists', the budget's pick, or student.model's.
+    `timing`: (batch size, repeats, compute dtype name) of a latency budget's measurements."""
+    if policy(student_settings) == "list":
+        return tuple(len(stage) for stage in kb.parse_blocks(student_settings.keep_blocks))
+    if student_settings.budget:
+        batch_size, repeats, compute_dtype = timing
+        return budgets.pick_depths(
+            budgets.parse_budget(student_settings.budget),
+            teacher,
+            batch_size=batch_size,
+            repeats=repeats,
+            dtype=budgets.measurement_dtype(compute_dtype),
         )
-        return student, kept
-    if s.cut_points:
-        p1, p2 = (int(x) for x in s.cut_points)
-        depths = transfer.student_depths_from_cuts(tuple(teacher.depths), p1, p2)
-        student = teacher.clone(
-            depths=depths, num_classes=num_classes, drop_path_rate=s.drop_path_rate, **run_options
-        )
-        return student, (p1, p2)
-    student = presets.create_model(
-        s.model,
-        num_classes=num_classes,
-        img_size=teacher.img_size,
-        drop_path_rate=s.drop_path_rate,
-        **run_options,
-    )
-    if not variant.transfer:
-        return student, None
-    preflight.check_shared_fields(settings, teacher, student)
-    return student, transfer.cut_points_from_depths(tuple(teacher.depths), tuple(student.depths))
+    return presets.preset_config(student_settings.model).depths
 
 
-def student_label(settings: RunSettings, student: SwinTransformer) -> str:
-    """The configured student's name, or the depths when explicit cut points changed them;
-    a keep-blocks student's name gives its blocks or its policy."""
-    if student_blocks.uses_keep_blocks(settings.student):
-        return student_blocks.label(settings, student.config.depths)
-    named = presets.preset_config(settings.student.model)
-    if named.depths == student.config.depths and named.embed_dim == student.embed_dim:
-        return settings.student.model
-    return f"{settings.teacher.model} cut to depths {list(student.depths)}"
+def kept_blocks(
+    keep: str, teacher: SwinConfig, depths, tail_init: str, costs=None
+) -> kb.KeptBlocks:
+    """The blocks a transferred student keeps and what it copies. `keep`: a policy
+    (`policy()`) or a written list; `costs`: the measured block importance
+    (`BlockImportance.costs()`), needed by the importance policy only."""
+    shifted, copy_head = kb.shifted_stages(teacher), tail_init == "teacher"
+    if keep not in KEEP_POLICIES:
+        blocks = kb.parse_blocks(keep)
+        kb.check_blocks(blocks, teacher.depths, shifted)
+        return kb.KeptBlocks(blocks, "list", copy_head=copy_head)
+    if keep == "even":
+        blocks = kb.even_blocks(teacher.depths, depths, shifted)
+    elif keep == "importance":
+        if costs is None:
+            raise UserInputError(
+                "student.keep_blocks=importance needs the teacher's block importance, measured "
+                "after its fine-tuning in the pipeline (or python -m "
+                "swin_flax.pipeline.block_importance)"
+            )
+        blocks = kb.important_blocks(teacher.depths, depths, shifted, costs)
+    else:
+        blocks = kb.first_blocks(teacher.depths, depths)
+    kb.check_blocks(blocks, teacher.depths, shifted)  # what every policy guarantees
+    return kb.KeptBlocks(blocks, keep, copy_tail=keep != "first", copy_head=copy_head)
 
 
-def transferred_params(teacher: SwinTransformer, teacher_params, student_params, taken, tail_init):
-    """The student's initial parameters with what it takes from the teacher (`taken`, as
-    `build_student` returned it): Algorithm 1's cut points, or the kept blocks."""
-    if isinstance(taken, keep_blocks.KeptBlocks):
-        return keep_blocks.transfer_kept(teacher_params, student_params, taken)
-    p1, p2 = taken
-    return transfer.transfer_params(
-        teacher_params,
-        student_params,
-        teacher_depths=tuple(teacher.depths),
-        p1=p1,
-        p2=p2,
-        tail_init=tail_init,
-    )
+def label(student_settings: StudentSettings, teacher_model: str, depths) -> str:
+    """The results' name of a keep-blocks student (its policy in it: rows stay apart)."""
+    if policy(student_settings) == "list":
+        blocks = kb.format_blocks(kb.parse_blocks(student_settings.keep_blocks))
+        return f"{teacher_model} keeping blocks {blocks}"
+    written = student_settings.keep_blocks or "first"
+    how = f"keep_blocks={written}" + (f" = {policy(student_settings)}" if written == "auto" else "")
+    if student_settings.budget:
+        return f"{teacher_model} at depths {list(depths)} ({how}, budget {student_settings.budget})"
+    return f"{student_settings.model} ({how})"

@@ -1,5 +1,7 @@
 """Statistics over seeds: each variant's top-1 mean ± std, its gain over scratch with the
-spread of that gain, and whether the gain is beyond the spread."""
+spread of that gain and whether the gain is beyond it; and the student to keep, chosen on
+the validation carve-out (data.validation_fraction), never on the test split.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from swin_flax.pipeline.results import ResultRow, mean_std
+
 # A gain counts as "beyond the spread" when it exceeds this many standard errors.
 BEYOND_FACTOR = 2.0
-
 
 Variant = tuple  # (model: str, init: str, distillation: bool)
 
@@ -57,22 +60,6 @@ def variant_label(variant: Variant) -> str:
     return f"{model} {init}{' +KD' if distill else ''}"
 
 
-def is_scratch(variant: Variant) -> bool:
-    """A student trained from scratch on labels alone: the baseline of its model's gains.
-    References with a parenthesised label, "... (teacher)" and "... (strong scratch)", are
-    no student's baseline."""
-    return variant[1] == "random" and not variant[2] and not variant[0].endswith(")")
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (ddof=1); the std is None for a single value."""
-    values = [float(v) for v in values]
-    if not values:
-        raise ValueError("mean_std of no values")
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else None)
-
-
 def gain_over(
     values: Sequence[float], baseline: Sequence[float]
 ) -> tuple[float, float | None, bool | None]:
@@ -92,33 +79,30 @@ def gain_over(
     return gain, spread, abs(gain) > BEYOND_FACTOR * spread
 
 
-def row_variant(row: dict) -> Variant:
-    return (str(row["model"]), str(row["init"]), bool(row["distillation"]))
-
-
-def summarize(rows: Sequence[dict]) -> list[VariantSummary]:
-    """One VariantSummary per variant, grouped by model in order of first appearance."""
-    groups: dict[Variant, list[dict]] = {}
+def summarize(rows: Sequence[ResultRow]) -> list[VariantSummary]:
+    """One VariantSummary per variant, grouped by model in order of first appearance, the
+    model's scratch variant first."""
+    groups: dict[Variant, list[ResultRow]] = {}
     for row in rows:
-        groups.setdefault(row_variant(row), []).append(row)
+        groups.setdefault(row.variant, []).append(row)
+    scratch = {
+        v[0]: [r.top1 for r in members] for v, members in groups.items() if members[0].is_scratch
+    }
     models = list(dict.fromkeys(v[0] for v in groups))
-    ordered = sorted(groups, key=lambda v: (models.index(v[0]), not is_scratch(v)))
-    scratch = {v[0]: [float(r["top1"]) for r in groups[v]] for v in groups if is_scratch(v)}
+    ordered = sorted(groups, key=lambda v: (models.index(v[0]), not groups[v][0].is_scratch))
     summaries = []
     for variant in ordered:
         members = groups[variant]
-        top1 = tuple(float(r["top1"]) for r in members)
+        top1 = tuple(float(r.top1) for r in members)
         mean, std = mean_std(top1)
         gain = spread = beyond = None
-        if variant[0] in scratch and not is_scratch(variant):
+        if variant[0] in scratch and not members[0].is_scratch:
             gain, spread, beyond = gain_over(top1, scratch[variant[0]])
-        params = next((int(r["params"]) for r in members if r.get("params") is not None), None)
+        params = next((int(r.params) for r in members if r.params is not None), None)
         summaries.append(
             VariantSummary(
-                model=variant[0],
-                init=variant[1],
-                distillation=variant[2],
-                seeds=tuple(r.get("seed") for r in members),
+                *variant,
+                seeds=tuple(r.seed for r in members),
                 top1=top1,
                 mean=mean,
                 std=std,
@@ -127,25 +111,65 @@ def summarize(rows: Sequence[dict]) -> list[VariantSummary]:
                 gain=gain,
                 gain_spread=spread,
                 beyond_spread=beyond,
-                is_scratch=is_scratch(variant),
+                is_scratch=members[0].is_scratch,
             )
         )
     return summaries
 
 
-def _throughput(members: Sequence[dict]) -> dict[str, tuple[float, bool]]:
+def _throughput(members: Sequence[ResultRow]) -> dict[str, tuple[float, bool]]:
     """device -> (median over seeds of the rows' median images/s, any row noisy).
 
     Kept per device: throughput from different machines is not comparable.
     """
     per_device: dict[str, list[dict]] = {}
     for row in members:
-        if row.get("images_per_second") is not None:
-            per_device.setdefault(str(row.get("device") or "?"), []).append(row)
+        if row.throughput and row.throughput.get("images_per_second") is not None:
+            per_device.setdefault(str(row.throughput.get("device") or "?"), []).append(
+                row.throughput
+            )
     return {
         device: (
-            statistics.median(float(r["images_per_second"]) for r in rs),
-            any(bool(r.get("throughput_noisy")) for r in rs),
+            statistics.median(float(t["images_per_second"]) for t in ts),
+            any(bool(t.get("throughput_noisy")) for t in ts),
         )
-        for device, rs in per_device.items()
+        for device, ts in per_device.items()
     }
+
+
+def recommendation(rows: Sequence[ResultRow]) -> dict | None:
+    """The student variant with the best mean validation top-1 (ties: the first), with its
+    validation and test statistics; None without validation scores. Teachers are no
+    candidates; the strong scratch baseline is a student a user may keep."""
+    groups: dict[Variant, list[ResultRow]] = {}
+    for row in rows:
+        if row.role == "student" and row.val_top1 is not None:
+            groups.setdefault(row.variant, []).append(row)
+    if not groups:
+        return None
+    best = max(groups, key=lambda v: mean_std([r.val_top1 for r in groups[v]])[0])
+    members = groups[best]
+    return {
+        "variant": variant_label(best),
+        "n": len(members),
+        "val": mean_std([r.val_top1 for r in members]),
+        "test": mean_std([r.top1 for r in members]),
+    }
+
+
+def _mean_pm(stats: tuple[float, float | None]) -> str:
+    mean, std = stats
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def recommendation_section(rows: Sequence[ResultRow]) -> str:
+    """The summary.md section: the recommended student and why; '' without validation."""
+    best = recommendation(rows)
+    if best is None:
+        return ""
+    return (
+        "## Recommended\n\n"
+        f"**{best['variant']}**: the best mean validation top-1 "
+        f"({_mean_pm(best['val'])} %, n = {best['n']}); its test top-1 "
+        f"{_mean_pm(best['test'])} %. Chosen on the validation carve-out, not on the test split.\n"
+    )

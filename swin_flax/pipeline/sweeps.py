@@ -1,29 +1,78 @@
-"""Rows of one paper table in one work directory: `--config.sweep`.
+"""What a config asks to compare: the student variants (`runs`) and the rows of a sweep
+(`sweep`), parsed. The plan (plan.py) makes stages of them.
 
+A variant is written `INIT` or `INIT+kd`, INIT in {random, transfer}:
+    random       trained from scratch on hard labels (Table II baseline)
+    random+kd    from scratch, distilled from the teacher (Tables IV-VII)
+    transfer     first blocks copied from the teacher, hard labels only (Table VIII)
+    transfer+kd  the full framework (Algorithm 1, Table IX last rows)
+and `random+long`, the strong scratch baseline: from scratch on hard labels for as many
+optimizer steps as the teacher had (its pretraining and fine-tuning together), so that a
+gain over scratch is not just the teacher's longer training showing through.
+
+A sweep is the rows of one paper table in one work directory:
     sweep = 'alpha=0,0.25,0.5,0.75'                          one key, its values
     sweep = 'alpha_start=0,alpha_end=0.5; alpha_start=0.5,alpha_end=1'   rows of several keys
     sweep = 'student.model=swin_m,alpha=0; student.model=swin_n,alpha=0'
-
-A bare key is a `distill` option; `student.<key>` changes the student. Algorithm 1 iterates
-the rows like seeds: every row trains each variant (per seed) against the one fine-tuned
-teacher, in its own stage directory (`student_random_kd_alpha0.25`), resumable on its own;
-the teacher's logits are recorded once and read by every row (training/teacher_logits.py). The results
-get one table in the paper's layout: students (and variants) down, rows across
-(`swin_flax.pipeline.results.sweep_table`, in sweep.md and summary.md).
+A bare key is a `distill` option; `student.<key>` changes the student. Every row trains
+each variant (per seed) against the one teacher, in its own stage directory
+(`student_random_kd_alpha0.25`); a stage two rows resolve to alike trains once. The
+results get one table in the paper's layout (results.py, in sweep.md and summary.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable
 from typing import Any
 
 from swin_flax.errors import UserInputError
-from swin_flax.settings import RunSettings, range_problems
+from swin_flax.settings import SECTIONS
 
-SECTIONS = ("distill", "student")
+INITS = ("random", "transfer")
+SWEPT_SECTIONS = ("distill", "student")
 NOT_SWEPT = {"student.cut_points"}  # tuples: not expressible as one value
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentVariant:
+    init: str
+    distill: bool
+    long: bool = False  # random+long: the teacher's training budget, labels only
+
+    @property
+    def transfer(self) -> bool:
+        return self.init == "transfer"
+
+    @property
+    def name(self) -> str:
+        return self.init + ("_kd" if self.distill else "") + ("_long" if self.long else "")
+
+    @property
+    def spelling(self) -> str:
+        """As written in `runs`: random, random+kd, transfer, transfer+kd, random+long."""
+        return self.init + ("+kd" if self.distill else "") + ("+long" if self.long else "")
+
+
+def parse_variant(text: str) -> StudentVariant:
+    init, _, suffix = text.strip().partition("+")
+    if (init, suffix) == ("random", "long"):
+        return StudentVariant(init="random", distill=False, long=True)
+    if init not in INITS or suffix not in ("", "kd"):
+        raise UserInputError(
+            f"unknown student variant {text!r}; expected one of random, random+kd, transfer, "
+            "transfer+kd, random+long"
+        )
+    return StudentVariant(init=init, distill=suffix == "kd")
+
+
+def parse_variants(text: str) -> list[StudentVariant]:
+    """'transfer+kd,random' -> variants in order; '' -> none (teacher only)."""
+    variants = [parse_variant(part) for part in text.split(",") if part.strip()]
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise UserInputError(f"student variants repeat: {text!r}")
+    return variants
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,19 +81,13 @@ class SweepRow:
     name: str = ""  # stage-name suffix: 'alpha0.25'
     column: str = ""  # the distill part, a column of the table: 'alpha=0.25'
 
-    def settings(self, base: RunSettings) -> RunSettings:
-        """`base` with this row's values."""
-        sections: dict[str, dict] = {}
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """{'distill': {'alpha': 0.25}, ...}: the values this row sets, per section."""
+        values: dict[str, dict[str, Any]] = {}
         for key, value in self.overrides:
             section, field = key.split(".")
-            sections.setdefault(section, {})[field] = value
-        return dataclasses.replace(
-            base,
-            **{
-                name: dataclasses.replace(getattr(base, name), **values)
-                for name, values in sections.items()
-            },
-        )
+            values.setdefault(section, {})[field] = value
+        return values
 
 
 def split_rows(text: str) -> list[list[tuple[str, str]]]:
@@ -72,31 +115,27 @@ def split_rows(text: str) -> list[list[tuple[str, str]]]:
     return rows
 
 
-def sweep_rows(
-    settings: RunSettings, check: Callable[[RunSettings], list[str]] = range_problems
-) -> list[SweepRow]:
-    """The validated rows of `settings.sweep`; [SweepRow()] (the settings as they are)
-    when there is none. Each row's settings go through `check` (the pre-flight passes
-    every check the base settings get). Every problem is reported in one error."""
-    parsed = split_rows(settings.sweep)
+def sweep_rows(text: str) -> list[SweepRow]:
+    """The typed rows of a `sweep` text; [SweepRow()] (the settings as they are) for ''.
+    Every problem of the text is reported in one error (the values' ranges are checked
+    with the rest of each row's settings, in plan.py)."""
+    parsed = split_rows(text)
     if not parsed:
         return [SweepRow()]
     problems: list[str] = []
     typed_rows = []
     for row in parsed:
         typed = []
-        for key, text in row:
+        for key, value_text in row:
             full = key if "." in key else f"distill.{key}"
             field = _field(full, problems)
             if field is None:
                 continue
             try:
-                typed.append((full, _convert(field, text)))
+                typed.append((full, _convert(field, value_text)))
             except ValueError:
-                problems.append(f"sweep value {key}={text!r} is not a {field.type}")
+                problems.append(f"sweep value {key}={value_text!r} is not a {field.type}")
         typed_rows.append(tuple(typed))
-    if problems:
-        raise UserInputError("invalid sweep:\n  - " + "\n  - ".join(problems))
     varying = [
         key
         for key in dict.fromkeys(k for row in typed_rows for k, _ in row)
@@ -109,12 +148,10 @@ def sweep_rows(
             _text(v) if k == "student.model" else f"{_short(k)}{_text(v)}" for k, v in shown
         )
         column = ", ".join(f"{_short(k)}={_text(v)}" for k, v in shown if k.startswith("distill."))
-        row = SweepRow(overrides=typed, name=name, column=column)
-        problems += [f"sweep row {name!r}: {p}" for p in check(row.settings(settings))]
-        rows.append(row)
+        rows.append(SweepRow(overrides=typed, name=name, column=column))
     names = [r.name for r in rows]
-    if len(set(names)) != len(names):
-        problems.append(f"sweep rows repeat: {settings.sweep!r}")
+    if not problems and len(set(names)) != len(names):
+        problems.append(f"sweep rows repeat: {text!r}")
     if problems:
         raise UserInputError("invalid sweep:\n  - " + "\n  - ".join(problems))
     return rows
@@ -122,14 +159,13 @@ def sweep_rows(
 
 def _field(full: str, problems: list[str]):
     section, _, name = full.partition(".")
-    if section not in SECTIONS or "." in name:
+    if section not in SWEPT_SECTIONS or "." in name:
         problems.append(
             f"sweep key {full!r}: only distill options (bare, e.g. 'alpha') and "
             "student.<option> can vary between rows"
         )
         return None
-    kind = type(getattr(RunSettings(), section))
-    fields = {f.name: f for f in dataclasses.fields(kind)}
+    fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
     if name not in fields or full in NOT_SWEPT:
         hint = difflib.get_close_matches(name, list(fields), n=1)
         problems.append(

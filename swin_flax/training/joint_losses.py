@@ -38,8 +38,8 @@ def linear_alpha(step: Array | int, total_steps: int, start: float, end: float) 
 
 def _weighted_harmonic_parts(
     l_d: Array, l_s: Array, w_d: Array, w_s: Array
-) -> tuple[Array, Array, Array, Array, Array]:
-    """Eq. 4's value and its derivatives dL/dl_d, dL/dl_s, dL/dw_d, dL/dw_s.
+) -> tuple[Array, Array, Array]:
+    """Eq. 4's value and its derivatives dL/dl_d, dL/dl_s.
 
     With W = w_d + w_s and D = w_d * l_s + w_s * l_d, Eq. 4 is L = W * l_d * l_s / D, and
     dL/dl_d = W * w_d * a^2, dL/dl_s = W * w_s * b^2 with the ratios a = l_s / D, b = l_d / D.
@@ -60,49 +60,14 @@ def _weighted_harmonic_parts(
     safe = jnp.where(ok, denom, 1.0)
     a = jnp.where(ok, l_s / safe, 1.0 / total)
     b = jnp.where(ok, l_d / safe, 1.0 / total)
-    both = (
-        total * l_d * a,
-        total * w_d * a**2,
-        total * w_s * b**2,
-        l_d * a * (1.0 - total * a),  # dL/dw_d
-        l_d * a * (1.0 - total * b),  # dL/dw_s
-    )
+    both = (total * l_d * a, total * w_d * a**2, total * w_s * b**2)
     zero, one = jnp.zeros_like(l_d), jnp.ones_like(l_d)
-    hard_only = (l_s, zero, one, _zero_weight_derivative(l_d, l_s, w_s), zero)  # w_d = 0
-    distill_only = (l_d, one, zero, zero, _zero_weight_derivative(l_s, l_d, w_d))  # w_s = 0
+    hard_only = (l_s, zero, one)  # w_d = 0
+    distill_only = (l_d, one, zero)  # w_s = 0
     return tuple(
         jnp.where(w_d == 0, h, jnp.where(w_s == 0, d, g))
         for g, h, d in zip(both, hard_only, distill_only)
     )
-
-
-def _zero_weight_derivative(dropped: Array, kept: Array, kept_weight: Array) -> Array:
-    """dL/dw of a zero weight w, whose loss `dropped` Eq. 4 then ignores: the one-sided
-    derivative (kept / kept_weight) * (1 - kept / dropped), from L's values for w > 0.
-
-    It grows without bound as `dropped` shrinks (at dropped = 0, L jumps from `kept` to 0 as
-    w leaves 0), so it saturates at the float range instead of becoming -inf or NaN: the
-    weights are the config's constants, never trained, but no sum may be poisoned by them.
-    """
-    positive = dropped > 0
-    ratio = kept / jnp.where(positive, dropped, 1.0)
-    slope = jnp.where(
-        positive, (kept / kept_weight) * (1.0 - ratio), jnp.where(kept > 0, -jnp.inf, 0.0)
-    )
-    limit = jnp.finfo(slope.dtype).max
-    return jnp.clip(slope, -limit, limit)
-
-
-@jax.custom_jvp
-def _weighted_harmonic(l_d: Array, l_s: Array, w_d: Array, w_s: Array) -> Array:
-    return _weighted_harmonic_parts(l_d, l_s, w_d, w_s)[0]
-
-
-@_weighted_harmonic.defjvp
-def _weighted_harmonic_jvp(primals, tangents):
-    """Exact derivatives, finite everywhere (see `_weighted_harmonic_parts`)."""
-    value, *grads = _weighted_harmonic_parts(*primals)
-    return value, sum(g * t for g, t in zip(grads, tangents))
 
 
 def weighted_harmonic(l_d: Array, l_s: Array, w_d: Array | float, w_s: Array | float) -> Array:
@@ -111,17 +76,23 @@ def weighted_harmonic(l_d: Array, l_s: Array, w_d: Array | float, w_s: Array | f
 
     The harmonic mean is dominated by the smaller loss, so neither loss can swamp the gradient
     through sheer magnitude (paper Sec. III). Where the formula is 0/0 the value and the
-    gradient are its limit, finite everywhere, at 0 and for tiny losses too (custom JVP, no
-    epsilon):
+    gradient are its limit, finite everywhere, at 0 and for tiny losses too (no epsilon):
 
     * both weights > 0: L -> 0 as either loss -> 0 (the mean follows the smaller loss), so
       L = 0 when L_d or L_s is exactly 0, with that limit's finite gradient;
     * w_d = 0: L = L_s for every L_d, L_d = 0 included, gradient (0, 1) (w_s = 0: L = L_d,
       gradient (1, 0)); a zero weight switches its loss off instead of zeroing the total.
+
+    Eq. 4 is homogeneous of degree 1 in (L_d, L_s), so L = g_d L_d + g_s L_s with g its
+    gradient (Euler): the loss is written as its gradient weights, held fixed
+    (`stop_gradient`), times the losses. Autodiff then gives exactly (g_d, g_s), the value
+    is the exact one, and the weights w_d, w_s (the config's constants) get no gradient.
     """
     dtype = jnp.result_type(l_d, l_s, jnp.float32)
-    args = [jnp.asarray(x, dtype) for x in (l_d, l_s, w_d, w_s)]
-    return _weighted_harmonic(*args)
+    l_d, l_s, w_d, w_s = (jnp.asarray(x, dtype) for x in (l_d, l_s, w_d, w_s))
+    value, g_d, g_s = jax.lax.stop_gradient(_weighted_harmonic_parts(l_d, l_s, w_d, w_s))
+    linear = g_d * l_d + g_s * l_s
+    return value + (linear - jax.lax.stop_gradient(linear))
 
 
 def harmonic(l_d: Array, l_s: Array) -> Array:
@@ -189,7 +160,7 @@ def _harmonic_fn(w_d: float, w_s: float) -> JointLossFn:
         del step
         loss = weighted_harmonic(l_d, l_s, w_d, w_s)
         dtype = jnp.result_type(l_d, l_s, jnp.float32)
-        _, g_d, g_s, _, _ = _weighted_harmonic_parts(
+        _, g_d, g_s = _weighted_harmonic_parts(
             *(jnp.asarray(x, dtype) for x in (l_d, l_s, w_d, w_s))
         )
         return loss, _weights(g_d, g_s)

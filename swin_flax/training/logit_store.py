@@ -1,5 +1,5 @@
 """The on-disk recording of a distillation stage's teacher logits (read and written by
-`swin_flax.training.teacher_logits.TeacherLogits`, which decides when to use it).
+`swin_flax.training.teacher_logits.TeacherLogitSource`, which decides when to use it).
 
     WORKDIR/teacher_logits/seed<S>_batch<B>_steps<T>/
         index.json                   the fingerprint, the dtype, the finished shards
@@ -73,7 +73,7 @@ class LogitStore:
 
     mode 'record': steps found are read, missing ones are run live and recorded;
     mode 'cached': steps found are read, missing ones are run live, nothing is written.
-    `TeacherLogits` asks `get(step)`; when it returns None the step runs the teacher and, if
+    `TeacherLogitSource` asks `get(step)`; when it returns None the step runs the teacher and, if
     `records`, the logits come back with `put(step, logits)`; `flush()` at checkpoints.
     """
 

@@ -44,7 +44,7 @@ from swin_flax.training.distributed import (
 )
 from swin_flax.training.metrics import MetricsWriter, ProgressBar
 from swin_flax.training.step import create_train_state, make_train_step
-from swin_flax.training.teacher_logits import TeacherLogits
+from swin_flax.training.teacher_logits import TeacherLogitSource
 
 
 @dataclasses.dataclass
@@ -63,14 +63,14 @@ def train_stage(
     model: SwinTransformer,
     init_params,
     train_data: ArrayDataset | StreamedDataset,
-    optim_config: OptimSettings,
-    loss_config: LossSettings,
+    optim_settings: OptimSettings,
+    loss_settings: LossSettings,
     augment: AugmentConfig,
-    loop: LoopSettings,
+    loop_settings: LoopSettings,
     seed: int,
     teacher: SwinTransformer | None = None,
     teacher_params=None,
-    teacher_logits: TeacherLogits | None = None,
+    teacher_logits: TeacherLogitSource | None = None,
     mesh=None,
     evaluate: Callable[[Any], float] | None = None,
     evaluate_every_epochs: float = 0.0,
@@ -81,12 +81,12 @@ def train_stage(
     accuracy is logged as `eval_top1` (percent) at that interval and at the last step: the
     learning curve. It reads the parameters only, so resumed runs stay bit-identical.
 
-    A distilling stage gets its teacher as `teacher_logits` (a `TeacherLogits`: live, or
+    A distilling stage gets its teacher as `teacher_logits` (a `TeacherLogitSource`: live, or
     reading and writing a recording) or, for a live teacher, as `teacher` + `teacher_params`.
     """
     stage_dir = Path(stage_dir)
     mesh = mesh if mesh is not None else make_mesh()
-    batch_size = optim_config.batch_size
+    batch_size = optim_settings.batch_size
     check_batch_size(batch_size, mesh)
     steps_per_epoch = len(train_data) // batch_size
     if steps_per_epoch == 0:
@@ -94,33 +94,33 @@ def train_stage(
             f"stage {name!r}: batch_size {batch_size} is larger than the training set "
             f"({len(train_data)} examples); lower the batch size"
         )
-    total_steps = optim.steps_from_epochs(optim_config.epochs, steps_per_epoch)
+    total_steps = optim.steps_from_epochs(optim_settings.epochs, steps_per_epoch)
     warmup_steps = min(
-        optim.steps_from_epochs(optim_config.warmup_epochs, steps_per_epoch), total_steps
+        optim.steps_from_epochs(optim_settings.warmup_epochs, steps_per_epoch), total_steps
     )
     tx, schedule = optim.make_optimizer(
-        peak_lr=optim_config.peak_lr,
+        peak_lr=optim_settings.peak_lr,
         total_steps=total_steps,
         warmup_steps=warmup_steps,
-        weight_decay=optim_config.weight_decay,
-        grad_clip_norm=optim_config.grad_clip_norm or None,
-        end_lr=optim_config.end_lr,
+        weight_decay=optim_settings.weight_decay,
+        grad_clip_norm=optim_settings.grad_clip_norm or None,
+        end_lr=optim_settings.end_lr,
         lr_scales=(
-            optim.layer_lr_scales(init_params, optim_config.layer_decay)
-            if optim_config.layer_decay < 1
+            optim.layer_lr_scales(init_params, optim_settings.layer_decay)
+            if optim_settings.layer_decay < 1
             else None
         ),
     )
-    keeps_ema = optim_config.ema_decay > 0
+    keeps_ema = optim_settings.ema_decay > 0
     state = create_train_state(put_replicated(init_params, mesh), tx, ema=keeps_ema)
     state = jax.tree_util.tree_map(lambda x: jax.device_put(x, replicated(mesh)), state)
-    checkpointer = TrainCheckpointer(stage_dir / "checkpoints", keep=loop.keep_checkpoints)
+    checkpointer = TrainCheckpointer(stage_dir / "checkpoints", keep=loop_settings.keep_checkpoints)
     state = checkpointer.restore_newest_intact(state) or state
     start_step = int(jax.device_get(state.step))
 
     if teacher_logits is None and teacher is not None:
-        teacher_logits = TeacherLogits(teacher, teacher_params)
-    if teacher_logits is not None and not loss_config.uses_teacher:
+        teacher_logits = TeacherLogitSource(teacher, teacher_params)
+    if teacher_logits is not None and not loss_settings.uses_teacher:
         if teacher_logits.store is not None:
             raise ValueError(f"stage {name!r}: recorded teacher logits need a distillation loss")
         teacher_logits = None  # labels alone: the teacher has nothing to do
@@ -132,12 +132,12 @@ def train_stage(
         teacher=teacher_logits.teacher if teacher_logits is not None else None,
         tx=tx,
         schedule=schedule,
-        loss_config=loss_config,
+        loss_settings=loss_settings,
         total_steps=total_steps,
         augment=augment,
         mesh=mesh,
         round_teacher_logits_to=teacher_logits.round_to if teacher_logits is not None else None,
-        ema_decay=optim_config.ema_decay,
+        ema_decay=optim_settings.ema_decay,
     )
     check_data_unchanged(stage_dir, name, train_data, start_step)
     base_rng = put_replicated(jax.random.PRNGKey(seed), mesh)
@@ -145,13 +145,18 @@ def train_stage(
 
     writer = MetricsWriter(stage_dir, resume_step=start_step)
     progress = ProgressBar(
-        name, total_steps, start_step, steps_per_epoch, batch_size, enabled=loop.progress_bar
+        name,
+        total_steps,
+        start_step,
+        steps_per_epoch,
+        batch_size,
+        enabled=loop_settings.progress_bar,
     )
     pending: list[dict] = []
     # A run resumed at its final checkpoint runs no step: report what was logged there.
     last_metrics: dict = {k: v for k, v in writer.last_logged.items() if k != "epoch"}
     # loop.stop_after_steps > 0 simulates an interruption (tests, debugging).
-    stop_at = min(total_steps, loop.stop_after_steps or total_steps)
+    stop_at = min(total_steps, loop_settings.stop_after_steps or total_steps)
     eval_every = (
         max(1, round(evaluate_every_epochs * steps_per_epoch))
         if evaluate is not None and evaluate_every_epochs > 0
@@ -188,9 +193,9 @@ def train_stage(
             # A SIGTERM/SIGINT since the last step: save now, so the stop loses no step.
             stopping = preemption.stop_requested()
             checkpoint_now = (
-                done % loop.checkpoint_every_steps == 0 or done == total_steps or stopping
+                done % loop_settings.checkpoint_every_steps == 0 or done == total_steps or stopping
             )
-            if checkpoint_now or done % loop.log_every_steps == 0 or done == stop_at:
+            if checkpoint_now or done % loop_settings.log_every_steps == 0 or done == stop_at:
                 last_metrics = _drain(pending, name, done, checkpointer)
                 writer.write(done, {**last_metrics, "epoch": done / steps_per_epoch})
                 progress.update(done, last_metrics)

@@ -106,7 +106,7 @@ def make_train_step(
     teacher: SwinTransformer | None,
     tx: optax.GradientTransformation,
     schedule: Callable[[jax.Array], jax.Array],
-    loss_config: LossSettings,
+    loss_settings: LossSettings,
     total_steps: int,
     augment: AugmentConfig,
     mesh: Mesh,
@@ -116,7 +116,7 @@ def make_train_step(
     """The stage's `TrainStep`: augment the batch, get the teacher's logits, update the
     student.
 
-    Where the teacher's logits come from is the caller's `TeacherLogits` business; the step
+    Where the teacher's logits come from is the caller's `TeacherLogitSource` business; the step
     only sees its `step_input` (live params or stored logits). `round_teacher_logits_to` (a
     dtype or None) rounds logits the teacher computes live before the loss uses them, so
     that a step reading them back from a recording in that dtype computes exactly the same.
@@ -128,9 +128,9 @@ def make_train_step(
     `augment.mixes`, teacher and student see the same Mixup/CutMix batch and the hard-label
     loss uses the mixed targets; with `ema_decay` > 0 the state's `ema_params` follow.
     """
-    if loss_config.uses_teacher and teacher is None:
-        raise UserInputError(f"joint loss {loss_config.joint!r} needs a teacher model")
-    options = dataclasses.asdict(loss_config)
+    if loss_settings.uses_teacher and teacher is None:
+        raise UserInputError(f"joint loss {loss_settings.joint!r} needs a teacher model")
+    options = dataclasses.asdict(loss_settings)
     joint_loss = joint_losses.make_joint_loss(
         options.pop("joint"), total_steps=total_steps, **options
     )
@@ -138,7 +138,7 @@ def make_train_step(
     data_sharding = batch_sharded(mesh)
 
     def teacher_logits_for(teacher_input, batch):
-        if teacher_input is None or not loss_config.uses_teacher:
+        if teacher_input is None or not loss_settings.uses_teacher:
             return None
         if "logits" in teacher_input:
             return jax.lax.stop_gradient(teacher_input["logits"].astype(jnp.float32))
@@ -162,7 +162,7 @@ def make_train_step(
         targets = None
         if augment.mixes:
             targets = losses.label_targets(
-                batch_labels, student.num_classes, loss_config.label_smoothing
+                batch_labels, student.num_classes, loss_settings.label_smoothing
             )
             batch, targets = mix_batch(
                 batch,
@@ -179,7 +179,7 @@ def make_train_step(
             # The label an example is judged by: its own, or its mix's larger part.
             judged = batch_labels if targets is None else jnp.argmax(targets, axis=-1)
             distill_mask = losses.distillation_mask(
-                teacher_out, judged, loss_config.distill_on, loss_config.confidence
+                teacher_out, judged, loss_settings.distill_on, loss_settings.confidence
             )
 
         def loss_fn(params):
@@ -187,7 +187,7 @@ def make_train_step(
                 {"params": params}, batch, train=True, rngs={"dropout": dropout_rng}
             )
             if targets is None:
-                hard = losses.cross_entropy(logits, batch_labels, loss_config.label_smoothing)
+                hard = losses.cross_entropy(logits, batch_labels, loss_settings.label_smoothing)
             else:
                 hard = losses.soft_cross_entropy(logits, targets)
             if teacher_out is None:

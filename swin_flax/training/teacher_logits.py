@@ -1,4 +1,4 @@
-"""Where a distillation stage's teacher logits come from: `TeacherLogits`, their one owner.
+"""Where a distillation stage's teacher logits come from: `TeacherLogitSource`, their one owner.
 
 `distill.teacher_logits` chooses (timm's `LogitDistillationTask` owns its teacher the same way;
 the step and the loop only ask this object):
@@ -9,7 +9,7 @@ the step and the loop only ask this object):
     cached  a matching recording is read, the teacher does not run; steps it lacks run live;
     auto    record when several students of this run read the same logits (same seed and
             batch schedule: random+kd and transfer+kd of a seed, the rows of a sweep), read a
-            matching recording if there is one, else live (`TeacherLogitsPlan.for_stage`).
+            matching recording if there is one, else live (`TeacherLogitSources.for_stage`).
 
 Why a recording can stand in for the teacher: a step's teacher logits depend only on the
 teacher's weights, the training images, the augmentation and the batch schedule, because
@@ -53,7 +53,7 @@ from swin_flax.training.logit_store import (
 
 
 @dataclasses.dataclass
-class TeacherLogits:
+class TeacherLogitSource:
     """The teacher's side of one distillation stage.
 
     `teacher`/`params` run live; `store` (a `LogitStore`, or None) is read before the teacher
@@ -75,7 +75,7 @@ class TeacherLogits:
         """The dtype live logits are rounded to inside the step (None: not rounded)."""
         return STORE_DTYPES[self.store.dtype_name] if self.mode == "record" else None
 
-    def placed(self, put_params: Callable) -> TeacherLogits:
+    def placed(self, put_params: Callable) -> TeacherLogitSource:
         """A copy whose parameters are on the devices (`put_params`: the replicating put)."""
         return dataclasses.replace(self, params=put_params(self.params))
 
@@ -181,11 +181,11 @@ def data_hash(data) -> str:
     return data_fingerprint(data)
 
 
-class TeacherLogitsPlan:
+class TeacherLogitSources:
     """A run's teacher logits: which distilling stages share them, where recordings live.
 
     The pipeline announces every distilling stage first (`expect_reader`), then asks
-    `for_stage` for each one's `TeacherLogits`. Stages with the same seed, batch size,
+    `for_stage` for each one's `TeacherLogitSource`. Stages with the same seed, batch size,
     epochs and augmentation see the same augmented batches, hence the same teacher logits.
     """
 
@@ -214,8 +214,8 @@ class TeacherLogitsPlan:
 
     def for_stage(
         self, *, mode: str, store_dtype: str, seed: int, batch_size: int, epochs: float, augment
-    ) -> TeacherLogits:
-        live = TeacherLogits(self.teacher, self.teacher_params)
+    ) -> TeacherLogitSource:
+        live = TeacherLogitSource(self.teacher, self.teacher_params)
         if mode == "live":
             return live
         if jax.process_count() > 1:

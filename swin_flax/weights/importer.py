@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from swin_flax import cli
 from swin_flax.errors import ConversionError, UserInputError
+from swin_flax.model.config import SwinConfig
 from swin_flax.model.swin import SwinTransformer
 from swin_flax.weights import transformers_config
 from swin_flax.weights.layouts import default_img_size, infer_architecture
@@ -80,7 +81,7 @@ def import_weights(
     if img_size is not None:
         arch["img_size"] = img_size
     try:
-        model = SwinTransformer(**arch)
+        model = SwinTransformer(SwinConfig(**arch))
     except ValueError as e:
         raise ConversionError(f"cannot build a Swin model for {source}: {e}") from None
     params = timm_to_flax(raw, model, head=head, rng=rng, bias_resize=bias_resize)

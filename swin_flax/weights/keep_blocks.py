@@ -24,7 +24,7 @@ The policies (D: the student's depths, T: the teacher's):
                       where windows shift, each moved forward to the next block of its
                       slot's kind: Swin-T -> M keeps 0,1,4,5 of stage 2 at 224 px
   importance          drop the blocks whose skipping changes the teacher's logits least
-                      (`costs`: swin_flax.pipeline.blocks, one block or one adjacent pair at
+                      (`costs`: swin_flax.pipeline.block_importance, one block or one adjacent pair at
                       a time; the costs of a removal's parts are summed)
 What a keep-list student copies: the patch embedding, every kept block, every downsampling
 layer and the final norm; the head too with `copy_head` (student.tail_init='teacher').

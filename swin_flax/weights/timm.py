@@ -3,7 +3,7 @@
 Import (timm / original Microsoft / Hugging Face transformers checkpoint -> Flax):
 
     sd = sources.load_state_dict("model.safetensors")  # or a .pth, a directory, a hub name
-    model = SwinTransformer(**dict(layouts.infer_architecture(sd), num_classes=100))
+    model = SwinTransformer(SwinConfig(**dict(layouts.infer_architecture(sd), num_classes=100)))
     params = timm_to_flax(sd, model, head="reinit")   # strict: every problem in one error
 
 or all of it: `swin_flax.weights.importer.import_weights(source, ...)` (a transformers

@@ -14,7 +14,7 @@ downsampling, final norm, head) keeps the student's random init (`tail_init='ran
 paper) or comes from the teacher's [p2, total) part (`tail_init='teacher'`).
 
 Parameter trees are the Flax 'params' collection of `swin_flax.model.swin.SwinTransformer`: plain
-nested dicts, which is all this module touches (no model is built here). `copy_modules`
+nested dicts, copied module by module through `flax.traverse_util` (no model is built here). `copy_modules`
 executes any {student module: teacher module} plan; students made of any teacher blocks
 (`student.keep_blocks`) build theirs in swin_flax/weights/keep_blocks.py.
 """
@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from flax import traverse_util
 
 from swin_flax.errors import UserInputError
 from swin_flax.model.config import SwinConfig, window_and_shift
@@ -277,37 +278,6 @@ def transfer_plan(
     return plan
 
 
-def _subtree(tree: Mapping[str, Any], path: str) -> Any:
-    for key in path.split("/"):
-        if not isinstance(tree, Mapping) or key not in tree:
-            return None
-        tree = tree[key]
-    return tree
-
-
-def _leaves(tree: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(tree, Mapping):
-        out = {}
-        for key, value in tree.items():
-            out.update(_leaves(value, f"{prefix}/{key}"))
-        return out
-    return {prefix: tree}
-
-
-def _unfrozen(tree: Any) -> Any:
-    """Plain nested dicts (also from a FrozenDict), leaves shared, so we can assign into it."""
-    if isinstance(tree, Mapping):
-        return {key: _unfrozen(value) for key, value in tree.items()}
-    return tree
-
-
-def _set_subtree(tree: dict, path: str, value: Any) -> None:
-    *parents, last = path.split("/")
-    for key in parents:
-        tree = tree[key]
-    tree[last] = value
-
-
 def transfer_params(
     teacher_params: Mapping[str, Any],
     student_params: Mapping[str, Any],
@@ -362,37 +332,40 @@ def copy_modules(
     plan = dict(plan)
     if "head" not in teacher_params and "head" not in student_params:
         plan.pop("head", None)  # num_classes == 0 on both sides: nothing to copy
-    new = _unfrozen(student_params)
+    teacher = traverse_util.flatten_dict(teacher_params, sep="/")
+    student = traverse_util.flatten_dict(student_params, sep="/")
     problems = []
     for s_path, t_path in plan.items():
-        t_tree, s_tree = _subtree(teacher_params, t_path), _subtree(student_params, s_path)
-        if t_tree is None or s_tree is None:
-            side = "teacher" if t_tree is None else "student"
-            problems.append(f"{side} has no module {t_path if t_tree is None else s_path}")
+        t_leaves, s_leaves = _module_leaves(teacher, t_path), _module_leaves(student, s_path)
+        if not t_leaves or not s_leaves:
+            side, path = ("teacher", t_path) if not t_leaves else ("student", s_path)
+            problems.append(f"{side} has no module {path}")
             continue
-        t_leaves, s_leaves = _leaves(t_tree, t_path), _leaves(s_tree, s_path)
-        t_names = {p[len(t_path) :]: p for p in t_leaves}
-        s_names = {p[len(s_path) :]: p for p in s_leaves}
-        for name in sorted(set(t_names) ^ set(s_names)):
-            where = "teacher" if name in t_names else "student"
-            path = t_names.get(name) or s_names[name]
-            problems.append(f"{path} exists only in the {where} ({s_path} <- {t_path})")
-        copied = {}
-        for name in sorted(set(t_names) & set(s_names)):
-            t_leaf, s_leaf = t_leaves[t_names[name]], s_leaves[s_names[name]]
+        for name in sorted(set(t_leaves) ^ set(s_leaves)):
+            where, path = ("teacher", t_path) if name in t_leaves else ("student", s_path)
+            problems.append(f"{path + name} exists only in the {where} ({s_path} <- {t_path})")
+        for name in sorted(set(t_leaves) & set(s_leaves)):
+            t_leaf, s_leaf = t_leaves[name], s_leaves[name]
             if np.shape(t_leaf) != np.shape(s_leaf):
                 problems.append(
-                    f"shape mismatch: student {s_names[name]} {np.shape(s_leaf)} "
-                    f"<- teacher {t_names[name]} {np.shape(t_leaf)}"
+                    f"shape mismatch: student {s_path + name} {np.shape(s_leaf)} "
+                    f"<- teacher {t_path + name} {np.shape(t_leaf)}"
                 )
-                continue
-            if t_leaf.dtype != s_leaf.dtype:
-                t_leaf = t_leaf.astype(s_leaf.dtype)
-            copied[name] = t_leaf
-        for name, leaf in copied.items():
-            _set_subtree(new, s_path + name, leaf)
+            else:
+                student[s_path + name] = (
+                    t_leaf.astype(s_leaf.dtype) if t_leaf.dtype != s_leaf.dtype else t_leaf
+                )
     if problems:
         raise UserInputError(
             "cannot transfer teacher weights into the student:\n  " + "\n  ".join(problems)
         )
-    return new
+    return traverse_util.unflatten_dict(student, sep="/")
+
+
+def _module_leaves(flat: dict[str, Any], path: str) -> dict[str, Any]:
+    """The leaves of the module at `path` of a flattened tree, by their name below it."""
+    return {
+        key[len(path) :]: leaf
+        for key, leaf in flat.items()
+        if key == path or key.startswith(path + "/")
+    }

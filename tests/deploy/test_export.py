@@ -268,10 +268,10 @@ def test_a_converter_failure_is_one_error_line_and_leaves_no_file(tmp_path, caps
 
     # A 1x1 last stage at batch 1 (8 px, 2-px patches, 3 stages: 4x4, 2x2, 1x1) converts only
     # with the export's Dense rewrite; without it the TFLite converter fails.
-    model = swin_flax.SwinTransformer(
+    model = swin_flax.SwinTransformer(swin_flax.SwinConfig(
         img_size=8, patch_size=2, embed_dim=8, depths=(1, 1, 1), num_heads=(1, 1, 2),
         window_size=2, num_classes=3,
-    )  # fmt: skip
+    ))  # fmt: skip
     save_checkpoint(tmp_path / "ckpt", model, swin_flax.init_params(model, 0))
     monkeypatch.setattr(
         litert_rewrites, "flatten_unit_dense_inputs", lambda next_fun, args, kwargs, _: next_fun(*args, **kwargs)

@@ -83,17 +83,19 @@ def miniature(structure_key: tuple):
     """The smallest model of that structure: 16 channels, one shifted pair per stage."""
     img_size, patch, window, stages, chans, mlp_ratio, qkv_bias = structure_key
     return swin_flax.SwinTransformer(
-        img_size=img_size,
-        patch_size=patch,
-        window_size=window,
-        in_chans=chans,
-        mlp_ratio=mlp_ratio,
-        qkv_bias=qkv_bias,
-        embed_dim=16,
-        depths=(2,) * stages,
-        num_heads=tuple(2**i for i in range(stages)),
-        num_classes=5,
-        drop_path_rate=0.0,
+        swin_flax.SwinConfig(
+            img_size=img_size,
+            patch_size=patch,
+            window_size=window,
+            in_chans=chans,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            embed_dim=16,
+            depths=(2,) * stages,
+            num_heads=tuple(2**i for i in range(stages)),
+            num_classes=5,
+            drop_path_rate=0.0,
+        )
     )
 
 

@@ -162,7 +162,6 @@ def test_a_finished_training_stage_predicts_with_its_class_names(tmp_path, capsy
     the stage directory itself accepted; an unfinished stage is named as such."""
     from swin_flax.data.dataset import ArrayDataset
     from swin_flax.pipeline import stages
-    from swin_flax.settings import DataSettings
     from swin_flax.training.loop import StageResult
 
     model = swin_flax.create_model("swin_pico", num_classes=3)
@@ -170,7 +169,7 @@ def test_a_finished_training_stage_predicts_with_its_class_names(tmp_path, capsy
         np.zeros((3, 8, 8, 3), np.uint8), np.arange(3, dtype=np.int32), 3, ("cat", "dog", "ship")
     )
     result = StageResult(swin_flax.init_params(model, 1), 5, True, {})
-    stages.finish_stage(tmp_path / "teacher", model, result, train, DataSettings())
+    stages.finish_stage(tmp_path / "teacher", model, result, train.class_names)
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "a.png")
     for given in (tmp_path / "teacher" / "final_model", tmp_path / "teacher"):
         code, out = run_predict([given, tmp_path / "a.png", "--top", "3"], capsys)

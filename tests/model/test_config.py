@@ -31,7 +31,8 @@ def test_swin_config_has_the_model_fields_and_defaults():
 
     model = swin_flax.SwinTransformer()
     assert [f.name for f in dataclasses.fields(swin_flax.SwinConfig)] == list(CONFIG_FIELDS)
-    assert model.config == swin_flax.SwinConfig()  # the two field lists cannot drift apart
+    assert model.config == swin_flax.SwinConfig()
+    # every architecture field is readable on the module, as the config's own
     assert {f: getattr(model, f) for f in CONFIG_FIELDS} == dataclasses.asdict(model.config)
 
 

@@ -61,7 +61,7 @@ def test_a_duplicate_variant_and_seed_is_warned_and_kept_once(tmp_path, capsys):
         tmp_path / "b", [row("n", "random", False, 1, 99.0), row("n", "random", False, 2, 72.0)]
     )
     rows, notes = report.merge_rows([a, b])
-    assert [r["top1"] for r in rows] == [70.0, 72.0]  # the first one read is kept
+    assert [r.top1 for r in rows] == [70.0, 72.0]  # the first one read is kept
     assert len(notes) == 1 and str(a) in notes[0]
     assert capsys.readouterr().err == f"warning: {notes[0]}\n"
 

@@ -1,39 +1,53 @@
-"""Stage bookkeeping (`swin_flax.pipeline.stages`): a stage resumes only with the settings
-it started with, a damaged record is named, a finished stage is reused or rebuilt, and an
-unfinished one stops the run with the right exception."""
+"""The work directory's bookkeeping (`swin_flax.pipeline.stages`): a stage resumes only with
+the settings it started with, a damaged record is named, a finished stage is reused or
+rebuilt, an unfinished one stops the run with the right exception; what a rerun would do is
+read without touching anything; one run per work directory (a second is refused at once,
+naming the holder, and the lock dies with its holder, even on kill -9)."""
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import jax.numpy as jnp
 import pytest
 
 import swin_flax
 from configs import demo
-from swin_flax.errors import RunPreempted, UserInputError
-from swin_flax.pipeline import stages
+from swin_flax.data.sizes import SplitSizes
+from swin_flax.errors import RunPreempted, UserInputError, WorkdirInUseError
+from swin_flax.pipeline import plan, stages
 from swin_flax.pipeline.run import run_pipeline
-from swin_flax.settings import RunSettings
+from swin_flax.pipeline.stages import LOCK_FILE, exclusive_workdir
 from swin_flax.training.loop import StageResult
-from tests.helpers import assert_trees_equal, smoke_config
+from tests.helpers import REPO, TEACHER_ONLY, assert_trees_equal, run_train_py, smoke_config
+
+
+def student_record(config) -> dict:
+    """The transfer+kd student's stage_config.json (its StageSpec's record)."""
+    run_plan = plan.build_plan(plan.load_settings(config), "/w", SplitSizes(96, 16, 100))
+    return run_plan.stage("student_transfer_kd").record
 
 
 def test_a_stage_refuses_to_resume_with_other_settings(tmp_path, capsys):
-    from swin_flax.pipeline.stages import check_stage_config, student_fingerprint
+    from swin_flax.pipeline.stages import check_stage_config
 
     config = smoke_config()
-    variant = "transfer_kd"
-    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant, 0))
+    check_stage_config(tmp_path, student_record(config))
 
     # Nothing to lose yet (no checkpoint): a stage that failed early starts with new settings.
     config.distill.epochs = 5
-    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant, 0))
+    check_stage_config(tmp_path, student_record(config))
     (tmp_path / "checkpoints" / "4").mkdir(parents=True)  # now it has progress
+    assert stages.stage_status(tmp_path, student_record(config)) == "resumes at step 4"
 
     config.distill.peak_lr = 1e-5  # allowed: e.g. to rescue a diverged run
     config.data.data_dir = "/moved/tfds"  # allowed: the data moved, or the rerun is offline
     config.data.download = False
-    check_stage_config(tmp_path, student_fingerprint(RunSettings.from_config(config), variant, 0))
+    check_stage_config(tmp_path, student_record(config))
     note = capsys.readouterr().err
     assert note.startswith("note: ") and "resumes with changed" in note
     assert {"distill.peak_lr", "data.data_dir", "data.download"} <= set(
@@ -41,10 +55,11 @@ def test_a_stage_refuses_to_resume_with_other_settings(tmp_path, capsys):
     )
 
     config.distill.epochs = 7
+    assert stages.stage_status(tmp_path, student_record(config)) == (
+        "refused: started with other settings (distill.epochs)"
+    )
     with pytest.raises(UserInputError, match=r"different settings \(distill.epochs\).*--workdir"):
-        check_stage_config(
-            tmp_path, student_fingerprint(RunSettings.from_config(config), variant, 0)
-        )
+        check_stage_config(tmp_path, student_record(config))
 
 
 def test_a_damaged_stage_config_names_the_file(tmp_path):
@@ -71,10 +86,13 @@ def test_a_finished_stage_without_final_model_is_rebuilt_from_its_checkpoint(tmp
     assert again == first
 
 
-def test_a_student_fingerprint_is_its_teachers_plus_its_own_settings():
-    settings = RunSettings.from_config(smoke_config())
-    teacher = stages.teacher_fingerprint(settings)
-    student = stages.student_fingerprint(settings, "transfer_kd", 3)
+def test_a_student_records_its_teachers_settings_plus_its_own():
+    config = smoke_config()
+    config.seeds = "3"
+    settings = plan.load_settings(config)
+    run_plan = plan.build_plan(settings, "/w", SplitSizes(96, 16, 100))
+    teacher = run_plan.stage("teacher").record
+    student = run_plan.stage("student_transfer_kd_seed3").record
     assert {k: student[k] for k in teacher} == teacher
     assert (student["variant"], student["student_seed"]) == ("transfer_kd", 3)
     assert student["student"]["model"] == settings.student.model
@@ -83,6 +101,7 @@ def test_a_student_fingerprint_is_its_teachers_plus_its_own_settings():
 
 def test_progress_is_a_numbered_checkpoint_or_the_done_marker(tmp_path):
     assert not stages.stage_has_progress(tmp_path)
+    assert stages.stage_status(tmp_path, {}) == "not started"
     (tmp_path / "checkpoints" / "12.orbax-checkpoint-tmp-1").mkdir(parents=True)
     assert not stages.stage_has_progress(tmp_path)  # an unfinished save is no progress
     (tmp_path / "checkpoints" / "12").mkdir()
@@ -91,6 +110,9 @@ def test_progress_is_a_numbered_checkpoint_or_the_done_marker(tmp_path):
     done.mkdir()
     (done / stages.STAGE_DONE_FILE).write_text("{}")
     assert stages.stage_is_done(done) and stages.stage_has_progress(done)
+    assert stages.stage_status(done, {}) == "refused: it has no stage_config.json"
+    (done / stages.STAGE_CONFIG_FILE).write_text('{"seed": 0}')
+    assert stages.stage_status(done, {"seed": 0, "added later": 1}) == "done"
 
 
 def test_a_stage_that_ended_early_stops_the_run_with_the_reason(tmp_path):
@@ -128,7 +150,6 @@ def test_final_model_stores_the_training_data_class_names_and_stored_size(tmp_pa
     import numpy as np
 
     from swin_flax.data.dataset import ArrayDataset
-    from swin_flax.settings import DataSettings
     from swin_flax.weights import checkpoint
 
     model = swin_flax.create_model("swin_pico", num_classes=3)
@@ -138,11 +159,11 @@ def test_final_model_stores_the_training_data_class_names_and_stored_size(tmp_pa
     train = ArrayDataset(
         np.zeros((3, 8, 8, 3), np.uint8), np.arange(3, dtype=np.int32), 3, ("cat", "dog", "ship")
     )
-    stages.finish_stage(tmp_path / "a", model, result, train, DataSettings(stored_size=64))
+    stages.finish_stage(tmp_path / "a", model, result, train.class_names, 64)
     final = tmp_path / "a" / stages.FINAL_MODEL_DIR
     assert checkpoint.load_class_names(final) == ["cat", "dog", "ship"]
     assert checkpoint.load_preprocessing(final) == {"stored_size": 64}
-    stages.finish_stage(tmp_path / "b", model, result, train, DataSettings(stored_size=0))
+    stages.finish_stage(tmp_path / "b", model, result, train.class_names, 0)
     assert checkpoint.load_preprocessing(tmp_path / "b" / stages.FINAL_MODEL_DIR) == {
         "stored_size": None
     }
@@ -194,3 +215,63 @@ def test_a_finished_stage_whose_final_model_is_damaged_is_one_error_saying_what_
     assert f"{stage / stages.FINAL_MODEL_DIR} is damaged" in message
     assert f"move {stage / stages.FINAL_MODEL_DIR} away" in message
     assert "rebuilt from the stage's newest checkpoint" in message
+
+
+# --- one run per work directory ------------------------------------------------------
+
+
+@pytest.mark.multiprocess
+def test_a_second_run_on_a_locked_workdir_exits_at_once_naming_the_holder(tmp_path):
+    with exclusive_workdir(tmp_path):
+        start = time.monotonic()
+        second = run_train_py(*TEACHER_ONLY, "--workdir", str(tmp_path))
+    assert second.returncode == 2
+    assert (
+        f"error: workdir {tmp_path} is in use by pid {os.getpid()} on host {socket.gethostname()}"
+    ) in second.stderr
+    assert "Traceback" not in second.stderr
+    assert time.monotonic() - start < 60  # no training, no data loading
+    assert not (tmp_path / "teacher").exists()
+
+
+@pytest.mark.multiprocess
+def test_the_lock_dies_with_its_holder_even_on_kill_minus_nine(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; sys.path.insert(0, sys.argv[1]);"
+            "from swin_flax.pipeline.stages import exclusive_workdir as lock\n"
+            "with lock(sys.argv[2]):\n print('held', flush=True); time.sleep(600)",
+            str(REPO),
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(WorkdirInUseError, match=f"in use by pid {holder.pid}"):
+        with exclusive_workdir(tmp_path):
+            pass
+    holder.kill()
+    holder.wait()
+    with exclusive_workdir(tmp_path):  # a crashed run never blocks the next one
+        assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+
+
+def test_the_lock_is_exclusive_even_within_one_process_and_released_after(tmp_path):
+    with exclusive_workdir(tmp_path):
+        holder = (tmp_path / LOCK_FILE).read_text().split()
+        assert holder == [str(os.getpid()), socket.gethostname()]
+        with pytest.raises(WorkdirInUseError, match="wait for that run to finish"):
+            with exclusive_workdir(tmp_path):
+                pass
+    with exclusive_workdir(tmp_path):  # released when the block ended
+        pass
+
+
+def test_a_disabled_lock_neither_locks_nor_writes(tmp_path):
+    with exclusive_workdir(tmp_path, enabled=False):  # the processes other than 0 of a run
+        assert not (tmp_path / LOCK_FILE).exists()
+        with exclusive_workdir(tmp_path):  # process 0 of the same run still gets the lock
+            pass

@@ -1,9 +1,11 @@
-"""The teacher's initial weights and the students of Algorithm 1
-(`swin_flax.pipeline.students`): a timm or checkpoint teacher keeps its body and gets a new
-head, a transferred student starts from the teacher's first blocks, explicit cut points
-give the student its depths."""
+"""The starting parameters and the students of Algorithm 1 (`swin_flax.pipeline.students`):
+a timm or checkpoint teacher keeps its body and gets a new head, a transferred student
+starts from the teacher's first blocks, explicit cut points give the student its depths;
+student.keep_blocks and student.budget read from the settings (which policy, which depths,
+which blocks, the contradictions reported before anything runs, the results' labels)."""
 
 import dataclasses
+import re
 import types
 
 import jax
@@ -11,11 +13,12 @@ import numpy as np
 import pytest
 
 import swin_flax
+from swin_flax.data.sizes import SplitSizes
 from swin_flax.errors import UserInputError
-from swin_flax.pipeline import students
+from swin_flax.model import presets
+from swin_flax.pipeline import checks, plan, students
 from swin_flax.pipeline.run import run_pipeline
-from swin_flax.pipeline.variants import parse_variant
-from swin_flax.settings import RunSettings
+from swin_flax.settings import RunSettings, StudentSettings, TeacherSettings
 from tests.helpers import assert_trees_equal, smoke_config
 
 
@@ -61,37 +64,37 @@ def test_teacher_init_from_timm_safetensors_replaces_only_the_head(tmp_path, cap
     assert_trees_equal(source_body, {k: v for k, v in params.items() if k != "head"})
 
 
-def smoke_settings(**student) -> RunSettings:
+def smoke_settings(runs="transfer+kd", **student) -> RunSettings:
     settings = RunSettings.from_config(smoke_config())  # teacher swin_pico, student swin_pico_n
-    return dataclasses.replace(settings, student=dataclasses.replace(settings.student, **student))
+    student = dataclasses.replace(settings.student, **student)
+    return dataclasses.replace(settings, runs=runs, student=student)
+
+
+def student_stage(settings, classes=10, data=None):
+    """The student stage and its results row of the settings' plan (one variant)."""
+    run_plan = plan.build_plan(settings, "/w", data or SplitSizes(96, 16, classes))
+    row = next(r for r in run_plan.rows if r.role == "student")
+    return run_plan.stage(row.stage), row
 
 
 def test_a_transferred_student_gets_the_cut_points_of_its_depths():
     settings = smoke_settings()
-    teacher = swin_flax.create_model(settings.teacher.model, num_classes=10)
-    student, cuts = students.build_student(
-        settings, teacher, parse_variant("transfer+kd"), np.float32, 10
-    )
-    assert student.depths == swin_flax.preset_config(settings.student.model).depths
-    assert cuts is not None and len(cuts) == 2
-    scratch, no_cuts = students.build_student(
-        settings, None, parse_variant("random"), np.float32, 7
-    )
-    assert no_cuts is None and scratch.num_classes == 7 and scratch.depths == student.depths
-    assert students.student_label(settings, student) == settings.student.model
+    spec, row = student_stage(settings)
+    assert spec.model.depths == swin_flax.preset_config(settings.student.model).depths
+    assert spec.blocks.cut_points is not None and len(spec.blocks.cut_points) == 2
+    scratch, _ = student_stage(dataclasses.replace(settings, runs="random"), classes=7)
+    assert scratch.blocks is None and scratch.model.num_classes == 7
+    assert scratch.model.depths == spec.model.depths
+    assert row.model == settings.student.model
 
 
 def test_explicit_cut_points_cut_the_teacher_and_name_the_student_by_its_depths():
-    settings = smoke_settings(cut_points=(1, 3))  # swin_pico (2, 2, 4, 2): drop blocks 1, 2
-    teacher = swin_flax.create_model(settings.teacher.model, num_classes=10)
-    student, cuts = students.build_student(
-        settings, teacher, parse_variant("transfer"), np.float32, 10
-    )
-    assert cuts == (1, 3) and sum(student.depths) == sum(teacher.depths) - 2
-    assert student.embed_dim == teacher.embed_dim
-    assert students.student_label(settings, student) == (
-        f"{settings.teacher.model} cut to depths {list(student.depths)}"
-    )
+    settings = smoke_settings("transfer", cut_points=(1, 3))  # swin_pico (2, 2, 4, 2): drop 1, 2
+    spec, row = student_stage(settings)
+    teacher = swin_flax.preset_config(settings.teacher.model)
+    assert spec.blocks.cut_points == (1, 3) and sum(spec.model.depths) == sum(teacher.depths) - 2
+    assert spec.model.embed_dim == teacher.embed_dim
+    assert row.model == f"{settings.teacher.model} cut to depths {list(spec.model.depths)}"
 
 
 @pytest.mark.slow
@@ -115,47 +118,65 @@ def test_a_checkpoint_teacher_keeps_its_body_and_a_new_task_gets_a_fresh_head(tm
         students.initial_teacher_params(str(tmp_path / "pico"), other, seed=0)
 
 
-def test_init_labels_and_the_class_count_check():
-    assert students.init_label("random") == "random"
-    assert students.init_label("timm:swin_tiny_patch4_window7_224") == "pretrained"
+def test_init_labels_and_the_class_count_check(tmp_path):
+    def teacher_row(**teacher):
+        settings = smoke_settings()
+        settings = dataclasses.replace(
+            settings, teacher=dataclasses.replace(settings.teacher, **teacher)
+        )
+        run_plan = plan.build_plan(settings, tmp_path, SplitSizes(96, 16, 10))
+        return next(r for r in run_plan.rows if r.role == "teacher")
+
+    assert teacher_row(init="random").init == "random"
+    assert teacher_row(init="timm:swin_tiny_patch4_window7_224").init == "pretrained"
     model = swin_flax.create_model("swin_pico", num_classes=10)
-    students.check_num_classes(model, 10, "teacher/final_model")
+    swin_flax.save_checkpoint(tmp_path / "final_model", model, swin_flax.init_params(model, 0))
+    assert teacher_row(finetuned=str(tmp_path / "final_model")).init == "given"
+    settings = smoke_settings()
+    given = dataclasses.replace(settings.teacher, finetuned=str(tmp_path / "final_model"))
+    settings = dataclasses.replace(settings, teacher=given)
     with pytest.raises(UserInputError, match="has 10 classes but the data set has 100"):
-        students.check_num_classes(model, 100, "teacher/final_model")
+        plan.build_plan(settings, tmp_path, SplitSizes(96, 16, 100))
 
 
 def test_the_strong_scratch_recipe_trains_as_many_steps_as_the_teacher_had():
-    from swin_flax.pipeline.students import strong_scratch_settings
-    from swin_flax.settings import DistillSettings, RunSettings
+    from swin_flax.settings import DistillSettings, FinetuneSettings
 
-    settings = RunSettings(distill=DistillSettings(epochs=10, batch_size=50))
-    long = strong_scratch_settings(settings, train_size=1000, teacher_steps=700)
-    assert long.distill.epochs == 35.0  # 700 steps at 1000 // 50 = 20 steps per epoch
-    assert long.distill.warmup_epochs == settings.distill.warmup_epochs
-    assert strong_scratch_settings(settings, 1000, 10).distill.epochs == 10  # never shorter
+    def strong(finetune_epochs):
+        settings = dataclasses.replace(
+            smoke_settings("random+long"),
+            distill=DistillSettings(epochs=10, batch_size=50),
+            finetune=FinetuneSettings(epochs=finetune_epochs, batch_size=50, warmup_epochs=0.1),
+        )
+        spec, row = student_stage(settings, data=SplitSizes(1000, 100, 10))
+        return spec, row
+
+    spec, row = strong(35.0)  # 700 teacher steps at 1000 // 50 = 20 steps per epoch
+    assert (spec.kind, spec.optim.epochs, spec.steps) == ("strong_scratch", 35.0, 700)
+    assert spec.optim.warmup_epochs == DistillSettings().warmup_epochs
+    assert (row.model, row.baseline) == ("swin_pico_n (strong scratch)", "strong scratch")
+    assert strong(0.5)[0].optim.epochs == 10  # never shorter than the students' recipe
 
 
 # --- students of any teacher blocks (student.keep_blocks) ----------------------------------
 
 PICO_ALL_BLOCKS = "0,1;0,1;0,1,2,3;0,1"  # swin_pico (2, 2, 4, 2), every block
+SWIN_T = presets.preset_config("swin_t")
 
 
-def kept_student(teacher, **student):
-    settings = smoke_settings(**student)
-    built, kept = students.build_student(
-        settings, teacher, parse_variant("transfer"), np.float32, teacher.num_classes
-    )
+def kept_student(teacher, importance=None, **student):
+    settings = smoke_settings("transfer", **student)
+    spec, _ = student_stage(settings, classes=teacher.num_classes)
+    model = swin_flax.SwinTransformer(spec.model)
     teacher_params = swin_flax.init_params(teacher, 0)
-    params = students.transferred_params(
-        teacher, teacher_params, swin_flax.init_params(built, 1), kept, settings.student.tail_init
-    )
-    return built, kept, teacher_params, params
+    params = students.student_params(spec, model, teacher, teacher_params, importance)
+    return model, spec, teacher_params, params
 
 
 @pytest.mark.slow
 def test_a_student_keeping_every_teacher_block_is_the_teacher_bit_for_bit():
     teacher = swin_flax.create_model("swin_pico", num_classes=10)
-    student, kept, teacher_params, params = kept_student(
+    student, _, teacher_params, params = kept_student(
         teacher, keep_blocks=PICO_ALL_BLOCKS, tail_init="teacher"
     )
     assert student.config.replace(drop_path_rate=0.0) == teacher.config.replace(drop_path_rate=0.0)
@@ -176,8 +197,8 @@ def test_a_student_keeping_every_teacher_block_is_the_teacher_bit_for_bit():
 @pytest.mark.slow
 def test_a_keep_blocks_student_copies_the_chosen_blocks_of_a_real_teacher():
     teacher = swin_flax.create_model("swin_pico", num_classes=10)
-    student, kept, teacher_params, params = kept_student(teacher, keep_blocks="0,1;0,1;0,3;1")
-    assert student.depths == (2, 2, 2, 1) and kept.text == "0,1;0,1;0,3;1"
+    student, spec, teacher_params, params = kept_student(teacher, keep_blocks="0,1;0,1;0,3;1")
+    assert student.depths == (2, 2, 2, 1) and spec.blocks.kept.text == "0,1;0,1;0,3;1"
     assert_trees_equal(params["layers_2"]["blocks_1"], teacher_params["layers_2"]["blocks_3"])
     assert_trees_equal(params["layers_3"]["blocks_0"], teacher_params["layers_3"]["blocks_1"])
     for module in ("patch_embed", "layers_1", "norm"):
@@ -185,21 +206,137 @@ def test_a_keep_blocks_student_copies_the_chosen_blocks_of_a_real_teacher():
 
 
 def test_keep_blocks_students_are_built_from_the_teacher_and_named_by_their_policy():
-    teacher = swin_flax.create_model("swin_pico", num_classes=10)
     settings = smoke_settings(keep_blocks="even")  # the depths of swin_pico_n
-    student, kept = students.build_student(
-        settings, teacher, parse_variant("transfer+kd"), np.float32, 10
+    spec, row = student_stage(settings)
+    assert (spec.model.depths, spec.blocks.kept.text) == ((2, 2, 2, 2), "0,1;0,1;0,2;0,1")
+    assert row.model == "swin_pico_n (keep_blocks=even)"  # stage 2 (4x4): 0, 2 of 4 blocks
+    scratch, _ = student_stage(dataclasses.replace(settings, runs="random"), classes=7)
+    assert (scratch.model.depths, scratch.model.num_classes, scratch.blocks) == (
+        (2, 2, 2, 2),
+        7,
+        None,
     )
-    assert (student.depths, kept.text) == ((2, 2, 2, 2), "0,1;0,1;0,2;0,1")  # stage 2: 4x4
-    assert students.student_label(settings, student) == "swin_pico_n (keep_blocks=even)"
-    scratch, nothing = students.build_student(
-        settings, None, parse_variant("random"), np.float32, 7
-    )
-    assert (scratch.depths, scratch.num_classes, nothing) == ((2, 2, 2, 2), 7, None)
-    ranked = smoke_settings(keep_blocks="importance")
+    ranked, _ = student_stage(smoke_settings("transfer", keep_blocks="importance"))
+    assert (ranked.blocks.kept, ranked.blocks.policy) == (
+        None,
+        "importance",
+    )  # chosen once measured
     stage_2 = {(2, (j,)): cost for j, cost in enumerate([0.5, 0.1, 0.9, 0.2])}
     importance = types.SimpleNamespace(costs=lambda: stage_2)  # a BlockImportance's costs()
-    _, kept = students.build_student(
-        ranked, teacher, parse_variant("transfer"), np.float32, 10, importance=importance
-    )
+    kept = students.kept_blocks("importance", ranked_teacher(), (2, 2, 2, 2), "random", stage_2)
     assert kept.blocks[2] == (0, 2)  # stage 2 (4x4, one window) drops its cheapest: 1, 3
+    assert importance.costs() == stage_2
+
+
+def ranked_teacher():
+    return swin_flax.preset_config("swin_pico").replace(num_classes=10)
+
+
+# --- which blocks, from the settings -------------------------------------------------------
+
+
+def settings(model="swin_n", **student) -> RunSettings:
+    return RunSettings(
+        teacher=TeacherSettings(model="swin_t"), student=StudentSettings(model=model, **student)
+    )
+
+
+@pytest.mark.parametrize(
+    "student, policy",
+    [
+        (dict(keep_blocks="even"), "even"),
+        (dict(keep_blocks="auto"), students.AUTO_POLICY),
+        (dict(keep_blocks="0,1;0,1;4,5;0,1"), "list"),
+        (dict(budget="params:20M"), "first"),  # a budget alone: the paper's policy
+    ],
+)
+def test_the_policy_of_the_settings(student, policy):
+    assert students.policy(StudentSettings(**student)) == policy
+    assert students.uses_keep_blocks(StudentSettings(**student))
+    assert not students.uses_keep_blocks(StudentSettings())
+
+
+def test_auto_is_the_papers_policy_until_measured_otherwise():
+    assert students.AUTO_POLICY == "first"  # results/blocks.md decides a change
+
+
+@pytest.mark.parametrize(
+    "student, message",
+    [
+        (dict(keep_blocks="even", cut_points=(6, 10)), "both choose the blocks to keep"),
+        (dict(keep_blocks="0,1;0,1;4,5;0,1", budget="params:5M"), "student.budget picks"),
+        (dict(keep_blocks="first", tail_init="teacher"), "use keep_blocks=first\\+teacher_tail"),
+        (dict(budget="params:5M", tail_init="teacher"), "a budget without keep_blocks"),
+        (dict(keep_blocks="0,1;0 1"), "stage '0 1': expected block indices"),
+    ],
+)
+def test_contradicting_student_settings_are_problems(student, message):
+    (problem,) = checks.student_problems(StudentSettings(**student))
+    assert re.search(message, problem), problem
+
+
+def test_the_declared_ranges_check_the_spelling():
+    with pytest.raises(UserInputError) as info:
+        RunSettings.from_config({"student": {"keep_blocks": "evenly", "budget": "5M"}})
+    assert "student.keep_blocks must be '' (off), a policy (first, " in str(info.value)
+    assert "student.budget must be '' (none), 'params:N'" in str(info.value)
+    RunSettings.from_config({"student": {"keep_blocks": "0,1; 0,1", "budget": "latency:2ms"}})
+
+
+def test_kept_blocks_of_a_list_a_policy_and_importance():
+    listed = students.kept_blocks("0,1;0,1;4,5;0,1", SWIN_T, (2, 2, 2, 2), "random")
+    assert (listed.blocks[2], listed.policy, listed.copy_tail, listed.copy_head) == (
+        (4, 5),
+        "list",
+        True,
+        False,
+    )
+    even = students.kept_blocks("even", SWIN_T, (2, 2, 4, 2), "teacher")
+    assert (even.text, even.copy_head) == ("0,1;0,1;0,1,4,5;0,1", True)
+    first = students.kept_blocks("first", SWIN_T, (2, 2, 2, 2), "random")
+    assert (first.text, first.copy_tail) == ("0,1;0,1;0,1;0,1", False)
+    with pytest.raises(UserInputError, match="needs the teacher's block importance"):
+        students.kept_blocks("importance", SWIN_T, (2, 2, 2, 2), "random")
+
+
+def test_a_written_list_is_checked_against_the_teachers_windows():
+    problems = checks.student_model_problems(
+        "swin_t", StudentSettings(keep_blocks="0,1;0,1;3,4;0,1"), SWIN_T, True
+    )
+    assert any("stage 2: block 3 has shifted windows" in p for p in problems), problems
+    problems = checks.student_model_problems(
+        "swin_t", StudentSettings(model="swin_s", keep_blocks="even"), SWIN_T, True
+    )
+    assert len(problems) == 1 and "student.model swin_s: a student of depths" in problems[0]
+
+
+def test_the_depths_of_a_list_a_policy_and_a_budget():
+    timing = (8, 2, "float32")
+    depths = students.target_depths(StudentSettings(keep_blocks="0;0,1;0,3,4;1"), SWIN_T, timing)
+    assert depths == (1, 2, 3, 1)
+    assert students.target_depths(
+        StudentSettings(model="swin_n", keep_blocks="even"), SWIN_T, timing
+    ) == (2, 2, 2, 2)
+    budgeted = StudentSettings(budget="params:1000M")  # everything fits: the teacher's depths
+    assert students.target_depths(budgeted, SWIN_T, timing) == (2, 2, 6, 2)
+
+
+def test_labels_name_the_blocks_or_the_policy():
+    def label(depths, **student):
+        return students.label(StudentSettings(model="swin_n", **student), "swin_t", depths)
+
+    assert (
+        label((2, 2, 2, 2), keep_blocks="0,1;0,1; 4,5;0,1")
+        == "swin_t keeping blocks 0,1;0,1;4,5;0,1"
+    )
+    assert label((2, 2, 2, 2), keep_blocks="even") == "swin_n (keep_blocks=even)"
+    assert label((2, 2, 2, 2), keep_blocks="auto") == "swin_n (keep_blocks=auto = first)"
+    assert label((2, 2, 5, 1), budget="params:20M") == (
+        "swin_t at depths [2, 2, 5, 1] (keep_blocks=first, budget params:20M)"
+    )
+
+
+def test_importance_is_needed_only_by_the_importance_policy():
+    assert students.needs_importance(StudentSettings(keep_blocks="importance"))
+    assert not students.needs_importance(StudentSettings(keep_blocks="even"))
+    assert not students.needs_importance(StudentSettings())

@@ -142,9 +142,9 @@ def evaluate(params):
 result = train_stage(
     name="tiny", stage_dir=stage_dir, model=model, init_params=swin_flax.init_params(model, 0),
     train_data=streamed_folder(root, "train", workers=2),
-    optim_config=OptimSettings(epochs=1.5, batch_size=8, peak_lr=1e-3, warmup_epochs=0.5),
-    loss_config=LossSettings(joint="hard_only"), augment=AugmentConfig(out_size=8),
-    loop=LoopSettings(log_every_steps=3, checkpoint_every_steps=4, progress_bar=False),
+    optim_settings=OptimSettings(epochs=1.5, batch_size=8, peak_lr=1e-3, warmup_epochs=0.5),
+    loss_settings=LossSettings(joint="hard_only"), augment=AugmentConfig(out_size=8),
+    loop_settings=LoopSettings(log_every_steps=3, checkpoint_every_steps=4, progress_bar=False),
     seed=0, evaluate=evaluate, evaluate_every_epochs=1.0,
 )
 params = jax.tree_util.tree_leaves(result.params)

@@ -74,10 +74,12 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path):
             model=model,
             init_params=swin_flax.init_params(model, 0),
             train_data=data,
-            optim_config=OptimSettings(epochs=2, batch_size=8, peak_lr=1e30, warmup_epochs=0),
-            loss_config=LossSettings(joint="hard_only"),
+            optim_settings=OptimSettings(epochs=2, batch_size=8, peak_lr=1e30, warmup_epochs=0),
+            loss_settings=LossSettings(joint="hard_only"),
             augment=AugmentConfig(out_size=32),
-            loop=LoopSettings(log_every_steps=1, checkpoint_every_steps=1, progress_bar=False),
+            loop_settings=LoopSettings(
+                log_every_steps=1, checkpoint_every_steps=1, progress_bar=False
+            ),
             seed=0,
         )
     assert type(info.value).__name__ == "TrainingDivergedError"
@@ -162,10 +164,10 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_anything_trains(
             model=model,
             init_params=swin_flax.abstract_params(model),  # never used: refused first
             train_data=tiny_dataset(),  # 48 examples
-            optim_config=OptimSettings(epochs=1, batch_size=64, peak_lr=1e-3, warmup_epochs=0),
-            loss_config=LossSettings(joint="hard_only"),
+            optim_settings=OptimSettings(epochs=1, batch_size=64, peak_lr=1e-3, warmup_epochs=0),
+            loss_settings=LossSettings(joint="hard_only"),
             augment=AugmentConfig(out_size=32),
-            loop=LoopSettings(progress_bar=False),
+            loop_settings=LoopSettings(progress_bar=False),
             seed=0,
         )
     assert not (tmp_path / "checkpoints").exists()

@@ -58,12 +58,12 @@ def distil(stage_dir, teacher, params, cache=None, data=None):
         model=model,
         init_params=swin_flax.init_params(model, 0),
         train_data=tiny_dataset() if data is None else data,
-        optim_config=OPTIM,
-        loss_config=LossSettings(joint="weighted_harmonic"),
+        optim_settings=OPTIM,
+        loss_settings=LossSettings(joint="weighted_harmonic"),
         augment=AUGMENT,
-        loop=LoopSettings(log_every_steps=2, checkpoint_every_steps=4, progress_bar=False),
+        loop_settings=LoopSettings(log_every_steps=2, checkpoint_every_steps=4, progress_bar=False),
         seed=0,
-        teacher_logits=teacher_logits.TeacherLogits(teacher, params, cache),
+        teacher_logits=teacher_logits.TeacherLogitSource(teacher, params, cache),
     )
 
 
@@ -146,10 +146,10 @@ def test_live_and_auto_give_identical_results_for_two_kd_students(tmp_path, caps
 
 def test_teacher_logits_say_where_each_step_comes_from(tmp_path, teachers):
     teacher, params, _ = teachers
-    live = teacher_logits.TeacherLogits(teacher, params)
+    live = teacher_logits.TeacherLogitSource(teacher, params)
     assert live.mode == "live" and live.round_to is None and live.close() is None
     assert set(live.step_input(0, put_batch=None)) == {"params"}
-    recording = teacher_logits.TeacherLogits(
+    recording = teacher_logits.TeacherLogitSource(
         teacher, params, open_cache(tmp_path / "l", teacher, params, "record", "bfloat16")
     )
     assert recording.mode == "record" and recording.round_to == logit_store.STORE_DTYPES["bfloat16"]
@@ -158,7 +158,7 @@ def test_teacher_logits_say_where_each_step_comes_from(tmp_path, teachers):
     recording.after_step(1, {"logits": logits}, logits)  # read, not run: not recorded again
     recording.flush()
     assert [(s["start"], s["stop"]) for s in recording.store.shards] == [(0, 1)]
-    reading = teacher_logits.TeacherLogits(
+    reading = teacher_logits.TeacherLogitSource(
         teacher, params, open_cache(tmp_path / "l", teacher, params, "cached", "bfloat16")
     )
     assert reading.mode == "cached" and reading.round_to is None

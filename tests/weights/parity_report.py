@@ -260,7 +260,7 @@ def max_diffs(ours, ref) -> tuple[float, dict[str, float]]:
 
 def measure(name: str, timm_model=None) -> tuple[float, dict[str, float]]:
     """(max |logit diff|, {feature: max |diff|}) for one configuration."""
-    from swin_flax import SwinTransformer
+    from swin_flax import SwinConfig, SwinTransformer
     from swin_flax.weights.layouts import infer_architecture
     from swin_flax.weights.sources import load_state_dict
     from swin_flax.weights.timm import timm_to_flax
@@ -278,7 +278,7 @@ def measure(name: str, timm_model=None) -> tuple[float, dict[str, float]]:
                 path,
             )
             state = load_state_dict(path)
-    model = SwinTransformer(**infer_architecture(state))
+    model = SwinTransformer(SwinConfig(**infer_architecture(state)))
     params = timm_to_flax(state, model)
     images = random_images(kwargs)
     reference = timm_forward(timm_model, images)

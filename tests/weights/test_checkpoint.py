@@ -25,7 +25,7 @@ from tests.weights import parity_report as parity
 @pytest.mark.torch
 def test_checkpoint_roundtrip_with_dtype_override(timm_models, tmp_path):
     state = pico_state(timm_models)
-    model = swin_flax.SwinTransformer(**layouts.infer_architecture(state))
+    model = swin_flax.SwinTransformer(swin_flax.SwinConfig(**layouts.infer_architecture(state)))
     params = C.timm_to_flax(state, model)
     save_checkpoint(tmp_path / "ckpt", model, params)
     loaded_model, loaded = swin_flax.load_checkpoint(tmp_path / "ckpt", dtype=jnp.bfloat16)
@@ -48,14 +48,16 @@ def test_checkpoint_errors(tmp_path):
     (tmp_path / "notes" / "a.txt").write_text("x")
     with pytest.raises(CheckpointError, match="not a swin_flax checkpoint.*'params'"):
         load_checkpoint(tmp_path / "notes")
-    model = swin_flax.SwinTransformer(**parity.CONFIGS["pico_32"])
+    model = swin_flax.SwinTransformer(swin_flax.SwinConfig(**parity.CONFIGS["pico_32"]))
     params = jax.tree_util.tree_map(
         lambda x: jnp.zeros(x.shape, x.dtype), swin_flax.abstract_params(model)
     )
     with pytest.raises(CheckpointError, match="refusing to overwrite"):
         save_checkpoint(tmp_path / "notes", model, params, overwrite=True)
     assert (tmp_path / "notes" / "a.txt").exists()
-    other = swin_flax.SwinTransformer(**dict(parity.CONFIGS["pico_32"], num_classes=3))
+    other = swin_flax.SwinTransformer(
+        swin_flax.SwinConfig(**dict(parity.CONFIGS["pico_32"], num_classes=3))
+    )
     with pytest.raises(CheckpointError, match="params do not match the model"):
         save_checkpoint(tmp_path / "bad", other, params)
 

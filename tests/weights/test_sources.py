@@ -84,7 +84,7 @@ def test_bfloat16_checkpoints_load_as_float32(timm_models, tmp_path):
         {k: torch.from_numpy(v).bfloat16() for k, v in state.items() if v.dtype == np.float32},
         tmp_path / "bf16.pth",
     )
-    model = swin_flax.SwinTransformer(**layouts.infer_architecture(state))
+    model = swin_flax.SwinTransformer(swin_flax.SwinConfig(**layouts.infer_architecture(state)))
     for name in ("bf16.safetensors", "bf16.pth"):
         params = C.timm_to_flax(sources.load_state_dict(tmp_path / name), model)
         kernel = params["layers_1"]["blocks_0"]["attn"]["qkv"]["kernel"]

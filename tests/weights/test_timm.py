@@ -68,7 +68,9 @@ def test_logits_and_every_stage_match_timm(name, timm_models):
 
 
 def test_parameter_tree_equals_timm_param_count(timm_models):
-    model = swin_flax.SwinTransformer(**layouts.infer_architecture(pico_state(timm_models)))
+    model = swin_flax.SwinTransformer(
+        swin_flax.SwinConfig(**layouts.infer_architecture(pico_state(timm_models)))
+    )
     params = C.timm_to_flax(pico_state(timm_models), model)
     timm_count = sum(p.numel() for p in timm_models("pico_32").parameters())
     assert swin_flax.count_params(params) == timm_count
@@ -80,7 +82,7 @@ def test_parameter_tree_equals_timm_param_count(timm_models):
 
 def test_export_loads_in_timm_strict_and_gives_the_same_logits(timm_models, tmp_path):
     state = pico_state(timm_models)
-    model = swin_flax.SwinTransformer(**layouts.infer_architecture(state))
+    model = swin_flax.SwinTransformer(swin_flax.SwinConfig(**layouts.infer_architecture(state)))
     params = C.timm_to_flax(state, model)
     # Flax-side weights of their own (as after fine-tuning), not timm's.
     rs = np.random.RandomState(1)
@@ -118,7 +120,7 @@ def test_window7_checkpoint_into_window12_model_matches_timm():
         strict=True,
     )
 
-    model = swin_flax.SwinTransformer(**small, img_size=384, window_size=12)
+    model = swin_flax.SwinTransformer(swin_flax.SwinConfig(**small, img_size=384, window_size=12))
     params = C.timm_to_flax(state, model)
     table = params["layers_0"]["blocks_0"]["attn"]["relative_position_bias_table"]
     assert table.shape == (23 * 23, 1)
@@ -135,8 +137,8 @@ def test_window7_checkpoint_into_window12_model_matches_timm():
 def test_head_reinit_gives_a_fresh_init_head_and_keeps_the_rest(timm_models):
     state = pico_state(timm_models)
     arch = layouts.infer_architecture(state)
-    kept = C.timm_to_flax(state, swin_flax.SwinTransformer(**arch))
-    model = swin_flax.SwinTransformer(**dict(arch, num_classes=5))
+    kept = C.timm_to_flax(state, swin_flax.SwinTransformer(swin_flax.SwinConfig(**arch)))
+    model = swin_flax.SwinTransformer(swin_flax.SwinConfig(**dict(arch, num_classes=5)))
     params = C.timm_to_flax(state, model, head="reinit", rng=4)
     kernel = np.asarray(params["head"]["kernel"])
     assert kernel.shape == (256, 5)
@@ -149,7 +151,9 @@ def test_head_reinit_gives_a_fresh_init_head_and_keeps_the_rest(timm_models):
 
     np.testing.assert_array_equal(reinit_kernel(4), kernel)
     assert not np.array_equal(reinit_kernel(5), kernel)
-    same_classes = C.timm_to_flax(state, swin_flax.SwinTransformer(**arch), head="reinit")
+    same_classes = C.timm_to_flax(
+        state, swin_flax.SwinTransformer(swin_flax.SwinConfig(**arch)), head="reinit"
+    )
     assert not np.allclose(same_classes["head"]["kernel"], kept["head"]["kernel"])
     np.testing.assert_array_equal(params["norm"]["scale"], kept["norm"]["scale"])
     np.testing.assert_array_equal(
@@ -160,7 +164,9 @@ def test_head_reinit_gives_a_fresh_init_head_and_keeps_the_rest(timm_models):
 
 def test_head_drop_gives_timm_pooled_features(timm_models):
     state = pico_state(timm_models)
-    model = swin_flax.SwinTransformer(**dict(layouts.infer_architecture(state), num_classes=0))
+    model = swin_flax.SwinTransformer(
+        swin_flax.SwinConfig(**dict(layouts.infer_architecture(state), num_classes=0))
+    )
     params = C.timm_to_flax(state, model, head="drop")
     assert "head" not in params
     images = parity.random_images(parity.CONFIGS["pico_32"])
@@ -179,11 +185,15 @@ def test_head_options_are_explicit(timm_models, tmp_path):
         match=r"(?s)head\.fc\.weight: checkpoint \(10, 256\), "
         r"model expects \(5, 256\).*head='reinit'",
     ):
-        C.timm_to_flax(state, swin_flax.SwinTransformer(**dict(arch, num_classes=5)))
+        C.timm_to_flax(
+            state, swin_flax.SwinTransformer(swin_flax.SwinConfig(**dict(arch, num_classes=5)))
+        )
     with pytest.raises(C.ConversionError, match=r"(?s)unexpected.*head\.fc\.weight.*head='drop'"):
-        C.timm_to_flax(state, swin_flax.SwinTransformer(**dict(arch, num_classes=0)))
+        C.timm_to_flax(
+            state, swin_flax.SwinTransformer(swin_flax.SwinConfig(**dict(arch, num_classes=0)))
+        )
     with pytest.raises(C.ConversionError, match="head='drop' builds a headless model"):
-        C.timm_to_flax(state, swin_flax.SwinTransformer(**arch), head="drop")
+        C.timm_to_flax(state, swin_flax.SwinTransformer(swin_flax.SwinConfig(**arch)), head="drop")
     path = tmp_path / "pico.safetensors"
     from safetensors.numpy import save_file
 
@@ -205,7 +215,7 @@ def test_head_options_are_explicit(timm_models, tmp_path):
 
 def test_missing_unexpected_and_misshapen_keys_in_one_error(timm_models):
     state = pico_state(timm_models)
-    model = swin_flax.SwinTransformer(**layouts.infer_architecture(state))
+    model = swin_flax.SwinTransformer(swin_flax.SwinConfig(**layouts.infer_architecture(state)))
     del state["layers.1.blocks.0.norm2.bias"]
     state["layers.1.blocks.7.mlp.fc1.weight"] = np.zeros((256, 64), np.float32)
     state["layers.2.blocks.1.attn.qkv.weight"] = np.zeros((384, 127), np.float32)

@@ -23,7 +23,7 @@ def test_key_table_maps_both_ways():
 @pytest.mark.torch
 def test_flax_to_timm_inverts_timm_to_flax_exactly(timm_models):
     state = pico_state(timm_models)
-    model = swin_flax.SwinTransformer(**layouts.infer_architecture(state))
+    model = swin_flax.SwinTransformer(swin_flax.SwinConfig(**layouts.infer_architecture(state)))
     # A torch state_dict is accepted as it is.
     back = timm_keys.flax_to_timm(C.timm_to_flax(timm_models("pico_32").state_dict(), model))
     expected = {k: v for k, v in state.items() if "relative_position_index" not in k}

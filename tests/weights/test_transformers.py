@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+from swin_flax import SwinConfig
 from swin_flax.weights import importer, layouts
 from swin_flax.weights import timm as C
 from swin_flax.weights import transformers as H
@@ -248,7 +249,7 @@ def test_problems_are_reported_together_in_transformers_names(hf_models):
     sd["swin.embeddings.position_embeddings"] = np.zeros((1, 1024, 24), np.float32)
     sd["swin.encoder.layers.0.blocks.1.mlp.fc2.weight"] = np.zeros((24, 95), np.float32)
     with pytest.raises(C.ConversionError) as err:
-        C.timm_to_flax(sd, C.SwinTransformer(**arch))
+        C.timm_to_flax(sd, C.SwinTransformer(SwinConfig(**arch)))
     message = str(err.value)
     assert (
         "missing from the checkpoint (2):\n"
@@ -265,7 +266,9 @@ def test_problems_are_reported_together_in_transformers_names(hf_models):
 
 
 def test_export_refuses_a_stage_smaller_than_the_window(tmp_path):
-    model = C.SwinTransformer(**parity.CONFIGS["pico_32"])  # stage 3: 2x2 tokens, window 4
+    model = C.SwinTransformer(
+        SwinConfig(**parity.CONFIGS["pico_32"])
+    )  # stage 3: 2x2 tokens, window 4
     with pytest.raises(
         C.ConversionError,
         match=r"stage 3 .* 2x2 tokens, smaller than its "

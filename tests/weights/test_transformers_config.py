@@ -26,7 +26,9 @@ def test_a_written_config_reads_back_as_the_same_architecture_and_class_names():
     config = T.transformers_config(model, ["cat", "dog"])
     assert config["model_type"] == "swin" and config["id2label"] == {"0": "cat", "1": "dog"}
     arch, names = T.architecture_from_config(config, inferred_of(model), "pico")
-    read_back = swin_flax.SwinTransformer(**arch, drop_path_rate=model.drop_path_rate)
+    read_back = swin_flax.SwinTransformer(
+        swin_flax.SwinConfig(**arch, drop_path_rate=model.drop_path_rate)
+    )
     assert read_back.config == model.config  # all but the drop-path rate, which is training
     assert names == ["cat", "dog"]
     _, default_names = T.architecture_from_config(

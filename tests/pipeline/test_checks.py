@@ -1,5 +1,5 @@
-"""Pre-flight checks (`swin_flax.pipeline.preflight`): every mistake that can be found
-before anything trains is reported then, several at once where they are independent."""
+"""The plan's checks (`swin_flax.pipeline.checks`): every mistake that can be found before
+anything trains is reported then, all at once."""
 
 import dataclasses
 import math
@@ -9,9 +9,11 @@ import pytest
 import swin_flax
 from configs import demo
 from swin_flax.data import placement
+from swin_flax.data.sizes import SplitSizes
 from swin_flax.errors import UserInputError
-from swin_flax.pipeline import preflight
+from swin_flax.pipeline import checks, plan, students
 from swin_flax.pipeline.run import run_pipeline
+from swin_flax.pipeline.sweeps import SweepRow
 from swin_flax.settings import RunSettings
 from tests.helpers import smoke_config
 
@@ -62,7 +64,7 @@ def test_cut_points_that_copy_a_block_into_the_other_window_kind_fail_before_tra
     ):
         run_pipeline(config, tmp_path)
     assert str(info.value).startswith(
-        "student.cut_points=(2, 3) with student.tail_init='teacher' puts teacher blocks into "
+        "invalid config:\n  - student.cut_points=(2, 3) with student.tail_init='teacher' puts teacher blocks into "
         "slots of the other window kind (stage 1: teacher block 1 (shifted windows) would "
         "become the student's block 0 (unshifted windows)); set tail_init='random'"
     )
@@ -119,7 +121,7 @@ def test_config_mistakes_fail_before_any_data_is_loaded(tmp_path, change, messag
         ),
         (
             lambda c: setattr(c.data, "image_size", 100),  # the option set, not the model's
-            r"^teacher.model swin_pico cannot take data.image_size=100: data.image_size 100 "
+            r"\n  - teacher.model swin_pico cannot take data.image_size=100: data.image_size 100 "
             r"must be divisible by patch_size \* 2\*\*\(stages-1\) = 16; the nearest valid "
             r"sizes are 96 and 112$",
         ),
@@ -133,14 +135,12 @@ def test_late_mistakes_are_reported_before_any_data_loads(tmp_path, change, mess
     assert not (tmp_path / "teacher").exists()
 
 
-def test_several_bad_values_are_reported_together():
-    from swin_flax.pipeline.preflight import load_settings
-
+def test_several_bad_values_are_reported_together(tmp_path):
     config = smoke_config()
     config.distill.peak_lr = math.nan
     config.finetune.weight_decay = -1.0
     with pytest.raises(UserInputError) as info:
-        load_settings(config)
+        plan.build_plan(plan.load_settings(config), tmp_path)
     assert "distill.peak_lr must be a finite learning rate > 0, got nan" in str(info.value)
     assert "finetune.weight_decay must be a finite number >= 0, got -1.0" in str(info.value)
 
@@ -184,22 +184,30 @@ def test_architecture_differences_ignore_the_classes_and_the_regularisation():
     expected = swin_flax.model_config(
         swin_flax.create_model("swin_pico", num_classes=100, drop_path_rate=0.3)
     )
-    assert preflight.architecture_differences(stored, expected) == []
+    assert students.architecture_differences(stored, expected) == []
     expected["window_size"] = 8
-    assert preflight.architecture_differences(stored, expected) == ["window_size 4 vs 8"]
+    assert students.architecture_differences(stored, expected) == ["window_size 4 vs 8"]
 
 
-def test_only_the_stages_that_train_must_fit_their_batch_in_the_data():
+def test_only_the_stages_that_train_must_fit_their_batch_in_the_data(monkeypatch):
     settings = RunSettings.from_config(smoke_config())
     batch = settings.finetune.batch_size
-    with pytest.raises(
-        UserInputError, match=rf"finetune.batch_size {batch} is larger than the training set"
-    ):
-        preflight.check_batch_sizes_fit(settings, [], num_train=batch - 1)  # the teacher trains
+    rows = [(SweepRow(), settings)]
+    data = SplitSizes(train=batch - 1, test=10, num_classes=100)
+    assert checks.data_problems(settings, rows, [], data, None) == [  # the teacher trains
+        f"finetune.batch_size {batch} is larger than the training set ({batch - 1} examples); "
+        "lower it"
+    ]
     finetuned = dataclasses.replace(
         settings, teacher=dataclasses.replace(settings.teacher, finetuned="/a/teacher")
     )
-    preflight.check_batch_sizes_fit(finetuned, [], num_train=batch - 1)  # nothing trains
+    monkeypatch.setattr(
+        students,
+        "teacher_architecture",
+        lambda *a: swin_flax.preset_config("swin_pico").replace(num_classes=100),
+    )
+    rows = [(SweepRow(), finetuned)]
+    assert checks.data_problems(finetuned, rows, [], data, None) == []  # nothing trains
 
 
 # --- student.keep_blocks and student.budget ----------------------------------------------

@@ -1,7 +1,5 @@
-"""Block importance (swin_flax/pipeline/blocks.py): a block whose residual branches are zero
+"""Block importance (swin_flax/pipeline/block_importance.py): a block whose residual branches are zero
 is worth nothing, skipping a pair is the student without it, the files and the command."""
-
-import types
 
 import numpy as np
 import pytest
@@ -9,25 +7,29 @@ from flax import traverse_util
 
 import swin_flax
 from swin_flax import cli
-from swin_flax.data import ArrayDataset
+from swin_flax.data import ArrayDataset, Splits
+from swin_flax.data.sizes import SplitSizes
 from swin_flax.errors import UserInputError
-from swin_flax.pipeline import blocks
-from swin_flax.pipeline.sweeps import SweepRow
-from swin_flax.settings import RunSettings, TeacherSettings
+from swin_flax.pipeline import block_importance as blocks
+from swin_flax.pipeline import plan
+from swin_flax.settings import RunSettings
 from swin_flax.weights import keep_blocks as kb
+from tests.helpers import smoke_config
 
 
 def small_teacher(depths=(2, 3)):
     """16 px, 8x8 tokens in 4x4 windows: stage 0 shifts its windows, stage 1 (4x4) does not."""
     return swin_flax.SwinTransformer(
-        img_size=16,
-        patch_size=2,
-        embed_dim=8,
-        depths=depths,
-        num_heads=(1, 2),
-        window_size=4,
-        num_classes=4,
-        drop_path_rate=0.0,
+        swin_flax.SwinConfig(
+            img_size=16,
+            patch_size=2,
+            embed_dim=8,
+            depths=depths,
+            num_heads=(1, 2),
+            window_size=4,
+            num_classes=4,
+            drop_path_rate=0.0,
+        )
     )
 
 
@@ -74,7 +76,7 @@ def test_skipping_a_pair_is_the_student_that_drops_it(pair, kept):
     skipped = teacher.apply({"params": blocks.skipped_params(params, 0, pair)}, x)
     kept = kb.KeptBlocks(kb.parse_blocks(kept), copy_head=True)
     kb.check_blocks(kept.blocks, teacher.depths, kb.shifted_stages(teacher.config))
-    student = teacher.clone(depths=kept.depths)
+    student = teacher.clone(config=teacher.config.replace(depths=kept.depths))
     student_params = kb.transfer_kept(params, swin_flax.init_params(student, 3), kept)
     np.testing.assert_allclose(student.apply({"params": student_params}, x), skipped, atol=1e-6)
 
@@ -102,25 +104,31 @@ def test_the_table_json_and_plot(tmp_path):
     assert (tmp_path / "block_importance.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def fake_run(tmp_path, validation, **teacher):
-    settings = RunSettings(teacher=TeacherSettings(**teacher))
-    return types.SimpleNamespace(
-        s=settings, workdir=tmp_path, validation_data=validation, train_data=images(40, seed=1)
-    )
+def test_the_plan_measures_only_when_asked():
+    def measures(**changes) -> bool:
+        config = smoke_config()
+        config.runs = "transfer"
+        for key, value in changes.items():
+            section, _, name = key.rpartition(".")
+            setattr(getattr(config, section) if section else config, name, value)
+        settings = RunSettings.from_config(config)
+        return plan.build_plan(settings, "/w", SplitSizes(96, 16, 100)).block_importance
+
+    assert not measures()
+    assert measures(sweep="student.keep_blocks=even,importance")  # a row keeps by importance
+    assert measures(**{"teacher.block_importance": True})
 
 
 @pytest.mark.slow  # compiles a Swin
-def test_the_pipeline_measures_only_when_asked_and_never_on_the_test_split(tmp_path):
+def test_the_pipeline_measures_never_on_the_test_split(tmp_path):
     model = small_teacher()
     params = swin_flax.init_params(model, 0)
-    run = fake_run(tmp_path, images(12))
-    assert blocks.after_fine_tuning(run, [SweepRow()], model, params) is None
-    row = SweepRow(overrides=(("student.keep_blocks", "importance"),), name="importance")
-    measured = blocks.after_fine_tuning(run, [SweepRow(), row], model, params)
+    splits = Splits(train=images(40, seed=1), test=images(8, seed=2), validation=images(12))
+    measured = blocks.after_fine_tuning(model, params, splits, 0, 32, tmp_path)
     assert (measured.images, measured.source) == (12, "the validation carve-out")
     assert (tmp_path / "block_importance.md").exists()
-    run = fake_run(tmp_path, None, block_importance=True)
-    measured = blocks.after_fine_tuning(run, [SweepRow()], model, params)
+    splits = Splits(train=images(40, seed=1), test=images(8, seed=2))
+    measured = blocks.after_fine_tuning(model, params, splits, 0, 32, tmp_path)
     assert measured.images == 40 and measured.source.startswith("training images")
 
 
@@ -168,7 +176,6 @@ def test_the_pipeline_measures_the_teacher_and_sweeps_keep_blocks_policies(tmp_p
     import json
 
     from swin_flax.pipeline.run import run_pipeline
-    from tests.helpers import smoke_config
 
     config = smoke_config()  # teacher swin_pico (2, 2, 4, 2), students of swin_pico_n's depths
     config.runs = "transfer"

@@ -1,9 +1,9 @@
 """Block importance of a fine-tuned teacher: what each block, and each shifted/unshifted pair,
 is worth, measured by skipping it.
 
-    python -m swin_flax.pipeline.blocks WORKDIR            the run's teacher, on its validation
+    python -m swin_flax.pipeline.block_importance WORKDIR            the run's teacher, on its validation
                                                            carve-out (else its test split)
-    python -m swin_flax.pipeline.blocks CHECKPOINT --data ROOT [--split test] [--out DIR]
+    python -m swin_flax.pipeline.block_importance CHECKPOINT --data ROOT [--split test] [--out DIR]
 
 Skipping a block makes it the identity through its residual connections: both residual
 branches (window attention, MLP) end in a linear layer (attn/proj, mlp/fc2) whose weight and
@@ -45,7 +45,6 @@ from swin_flax.data import ArrayDataset, balanced_subset, load_image_folder, loa
 from swin_flax.data.augment import preprocess_eval
 from swin_flax.errors import UserInputError
 from swin_flax.model.swin import SwinTransformer
-from swin_flax.pipeline import student_blocks
 from swin_flax.pipeline.results import markdown_table
 from swin_flax.settings import RunSettings
 from swin_flax.training.distributed import is_main_process
@@ -253,27 +252,22 @@ def load_importance(path: Path) -> BlockImportance:
 # ----------------------------------------------------------------------------- the pipeline
 
 
-def after_fine_tuning(run, sweep, teacher: SwinTransformer, teacher_params):
-    """With teacher.block_importance, or a student that keeps blocks by importance: measure
-    the fine-tuned teacher and write WORKDIR/block_importance.*; else None. `run`: the
-    pipeline's CompressionRun (its settings, workdir and data), `sweep`: its rows."""
-    settings = run.s
-    wanted = settings.teacher.block_importance or any(
-        student_blocks.needs_importance(row.settings(settings)) for row in sweep
-    )
-    if not wanted:
-        return None
-    if run.validation_data is not None:
-        data, source = run.validation_data, "the validation carve-out"
+def after_fine_tuning(
+    teacher: SwinTransformer, teacher_params, splits, split_seed: int, batch_size: int, workdir
+) -> BlockImportance:
+    """The fine-tuned teacher measured for the pipeline (teacher.block_importance, or a
+    student keeping blocks by importance), WORKDIR/block_importance.* written: on the
+    validation carve-out of `splits`, else on a class-balanced subset of the training
+    images (`split_seed`), never on the test split."""
+    if splits.validation is not None:
+        data, source = splits.validation, "the validation carve-out"
     else:
-        train = run.train_data
-        data = balanced_subset(train, min(MAX_TRAIN_IMAGES, len(train)), settings.data.split_seed)
+        train = splits.train
+        data = balanced_subset(train, min(MAX_TRAIN_IMAGES, len(train)), split_seed)
         source = "training images (no validation carve-out; never the test split)"
-    importance = measure(
-        teacher, teacher_params, data, source=source, batch_size=settings.eval.batch_size
-    )
+    importance = measure(teacher, teacher_params, data, source=source, batch_size=batch_size)
     if is_main_process():
-        cli.note(f"block importance: {write_importance(importance, run.workdir)}")
+        cli.note(f"block importance: {write_importance(importance, Path(workdir))}")
     return importance
 
 
@@ -300,8 +294,8 @@ def _teacher_and_images(args) -> tuple[SwinTransformer, dict, ArrayDataset, str]
             f"{path} is not a work directory with config.json: give the images with "
             "--data ROOT (an image folder ROOT/<split>/<class>/*) and --split"
         )
-    settings = RunSettings.from_config(json.loads((workdir / "config.json").read_text()))
-    splits = load_splits(settings.data, seed=settings.data.split_seed)
+    data = RunSettings.from_config(json.loads((workdir / "config.json").read_text())).data
+    splits = load_splits(data, seed=data.split_seed)
     if splits.validation is not None:
         return model, params, splits.validation, f"the validation carve-out of {workdir}"
     cli.note("the run has no validation carve-out: measuring on its test split")
@@ -310,7 +304,7 @@ def _teacher_and_images(args) -> tuple[SwinTransformer, dict, ArrayDataset, str]
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m swin_flax.pipeline.blocks",
+        prog="python -m swin_flax.pipeline.block_importance",
         description="Skip every block and shifted/unshifted pair of a fine-tuned teacher in "
         "turn; top-1 and MSE/KL to the full teacher's logits, as a table and a plot.",
     )
@@ -328,7 +322,7 @@ def main(argv: Sequence[str]) -> int:
     if args.max_images:
         data = balanced_subset(data, args.max_images, 0)
     importance = measure(model, params, data, source=source, batch_size=args.batch_size)
-    command = "python -m swin_flax.pipeline.blocks " + " ".join(argv)
+    command = "python -m swin_flax.pipeline.block_importance " + " ".join(argv)
     path = write_importance(importance, out, command)
     print(path.read_text(), end="")
     print(f"wrote {path} and its .json, .png")
