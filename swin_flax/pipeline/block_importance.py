@@ -1,9 +1,16 @@
 """Block importance of a fine-tuned teacher: what each block, and each shifted/unshifted pair,
 is worth, measured by skipping it.
 
-    python -m swin_flax.pipeline.block_importance WORKDIR            the run's teacher, on its validation
-                                                           carve-out (else its test split)
-    python -m swin_flax.pipeline.block_importance CHECKPOINT --data ROOT [--split test] [--out DIR]
+    python -m swin_flax.pipeline.block_importance WORKDIR [--out DIR]
+    python -m swin_flax.pipeline.block_importance CHECKPOINT --data ROOT --out DIR [--split S]
+
+The images are chosen as the pipeline chooses them, never the test split unless asked: a
+work directory's validation carve-out, else a class-balanced subset of its training images;
+an image folder's ROOT/validation (or ROOT/val), else a subset of ROOT/train. `--split test`
+is possible and is said in the table's source line: blocks chosen by it have seen the test
+split. The command never replaces files: WORKDIR's own block_importance.* (the pipeline's)
+stay, the table goes to WORKDIR/block_importance_command/ by default, and an --out that
+already holds a table is refused before anything is measured.
 
 Skipping a block makes it the identity through its residual connections: both residual
 branches (window attention, MLP) end in a linear layer (attn/proj, mlp/fc2) whose weight and
@@ -17,13 +24,12 @@ distillation loss) and KL(teacher || skipped) (summed over classes, mean over ex
 the cost `keep_blocks=importance` ranks by.
 
 Written: block_importance.md (the table), .json (the same numbers, a record that
-`load_importance` reads back; nothing else reads it), .png. The pipeline measures it after
+`load_importance` reads back for inspection), .png. The pipeline measures it after
 fine-tuning with teacher.block_importance=True (and whenever a student uses
-keep_blocks=importance) on the validation carve-out, else on the training images: blocks
-chosen from it must never have seen the test split. keep_blocks=importance ranks by that
-in-run measurement, held in memory (measured again by every run that needs it), never by a .json
-on disk; the command below writes the same three files into its --out directory (a work
-directory by default, replacing the run's).
+keep_blocks=importance), on the images `measurement_images` picks, and writes them into the
+work directory. keep_blocks=importance ranks by that in-run measurement, held in memory
+(measured again by every run that needs it), never by a .json on disk, so no file can
+change which blocks a student keeps.
 """
 
 from __future__ import annotations
@@ -259,16 +265,26 @@ def after_fine_tuning(
     student keeping blocks by importance), WORKDIR/block_importance.* written: on the
     validation carve-out of `splits`, else on a class-balanced subset of the training
     images (`split_seed`), never on the test split."""
-    if splits.validation is not None:
-        data, source = splits.validation, "the validation carve-out"
-    else:
-        train = splits.train
-        data = balanced_subset(train, min(MAX_TRAIN_IMAGES, len(train)), split_seed)
-        source = "training images (no validation carve-out; never the test split)"
+    data, source = measurement_images(splits, split_seed)
     importance = measure(teacher, teacher_params, data, source=source, batch_size=batch_size)
     if is_main_process():
         cli.note(f"block importance: {write_importance(importance, Path(workdir))}")
     return importance
+
+
+def measurement_images(splits, split_seed: int, where: str = "") -> tuple[ArrayDataset, str]:
+    """The images blocks are chosen on, and their description: the validation carve-out,
+    else a class-balanced subset of the training images (`split_seed`), never the test split."""
+    if splits.validation is not None:
+        return splits.validation, f"the validation carve-out{where}"
+    train = training_slice(splits.train, split_seed)
+    note = f"{len(train)}, class-balanced; no validation carve-out, not the test split"
+    return train, f"training images{where} ({note})"
+
+
+def training_slice(train: ArrayDataset, seed: int) -> ArrayDataset:
+    """A class-balanced subset (a streamed split's too: `measure` decodes only it)."""
+    return balanced_subset(train, min(MAX_TRAIN_IMAGES, len(train)), seed)
 
 
 # ----------------------------------------------------------------------------- the command
@@ -287,8 +303,14 @@ def _teacher_and_images(args) -> tuple[SwinTransformer, dict, ArrayDataset, str]
         workdir / "teacher" / "final_model" if workdir else path
     )
     if args.data:
-        data = load_image_folder(args.data, args.split, image_size=model.img_size)
-        return model, params, data, f"{args.data}/{args.split}"
+        split = args.split or _default_folder_split(Path(args.data))
+        data = load_image_folder(args.data, split, image_size=model.img_size)
+        if split == "train" and not args.max_images:
+            data = training_slice(data, 0)
+            return model, params, data, f"{len(data)} images of {args.data}/train"
+        if split == "test":
+            cli.note("measuring on the test split: blocks chosen by it have seen it")
+        return model, params, data, f"{args.data}/{split}"
     if workdir is None or not (workdir / "config.json").exists():
         raise UserInputError(
             f"{path} is not a work directory with config.json: give the images with "
@@ -296,10 +318,23 @@ def _teacher_and_images(args) -> tuple[SwinTransformer, dict, ArrayDataset, str]
         )
     data = RunSettings.from_config(json.loads((workdir / "config.json").read_text())).data
     splits = load_splits(data, seed=data.split_seed)
-    if splits.validation is not None:
-        return model, params, splits.validation, f"the validation carve-out of {workdir}"
-    cli.note("the run has no validation carve-out: measuring on its test split")
-    return model, params, splits.test, f"the test split of {workdir}"
+    images, source = measurement_images(splits, data.split_seed, f" of {workdir}")
+    return model, params, images, source
+
+
+def _default_folder_split(root: Path) -> str:
+    """An image folder's held-out split that is not its test split, else its training one."""
+    return next((s for s in ("validation", "val") if (root / s).is_dir()), "train")
+
+
+def _refuse_to_replace(out: Path) -> None:
+    """The pipeline's table (and any earlier one) stays: checked before measuring."""
+    taken = [p.name for p in sorted(out.glob(f"{FILE_STEM}.*"))]
+    if taken:
+        raise UserInputError(
+            f"{out} already holds {', '.join(taken)}: give another --out (this command "
+            "never replaces a measurement)"
+        )
 
 
 def main(argv: Sequence[str]) -> int:
@@ -310,14 +345,23 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("teacher", metavar="TEACHER", help="a work directory or a checkpoint")
     parser.add_argument("--data", default="", help="an image folder ROOT/<split>/<class>/*")
-    parser.add_argument("--split", default="test", help="the split of --data (default: test)")
-    parser.add_argument("--out", type=Path, default=None, help="default: the work directory")
+    parser.add_argument(
+        "--split",
+        default="",
+        help="the split of --data (default: validation or val if present, else a "
+        f"class-balanced subset of {MAX_TRAIN_IMAGES} train images; test only when asked)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: WORKDIR/block_importance_command"
+    )
     parser.add_argument("--max-images", type=int, default=0, help=">0: a class-balanced subset")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
-    out = args.out or _work_directory(args.teacher)
+    workdir = _work_directory(args.teacher)
+    out = args.out or (workdir / "block_importance_command" if workdir else None)
     if out is None:
         raise UserInputError(f"{args.teacher} is a checkpoint: say where the table goes (--out)")
+    _refuse_to_replace(Path(out))
     model, params, data, source = _teacher_and_images(args)
     if args.max_images:
         data = balanced_subset(data, args.max_images, 0)

@@ -148,15 +148,27 @@ def write_folder(root, split, classes, per_class=3):
 def test_the_command_on_a_checkpoint_and_an_image_folder(tmp_path, capsys):
     model = small_teacher()
     swin_flax.save_checkpoint(tmp_path / "teacher", model, swin_flax.init_params(model, 0))
-    write_folder(tmp_path / "photos", "test", ["a", "b", "c", "d"])
+    for split, per_class in (("train", 5), ("validation", 3), ("test", 2)):
+        write_folder(tmp_path / "photos", split, ["a", "b", "c", "d"], per_class)
     argv = [str(tmp_path / "teacher"), "--data", str(tmp_path / "photos"), "--out"]
     assert blocks.main(argv + [str(tmp_path / "out")]) == 0
     assert "| stage 1, block 2 |" in capsys.readouterr().out
-    assert blocks.load_importance(tmp_path / "out" / "block_importance.json").images == 12
+    measured = blocks.load_importance(tmp_path / "out" / "block_importance.json")
+    assert (measured.images, measured.source) == (12, f"{tmp_path / 'photos'}/validation")
+    # a second measurement into the same --out is refused before anything is measured
+    assert cli.run(blocks.main, argv + [str(tmp_path / "out"), "--split", "test"]) == 2
+    assert "already holds block_importance.json, block_importance.md" in capsys.readouterr().err
+    # without a validation split: a training subset; the test split only when asked
+    (tmp_path / "photos" / "validation").rename(tmp_path / "held")
+    assert blocks.main(argv + [str(tmp_path / "train_out")]) == 0
+    measured = blocks.load_importance(tmp_path / "train_out" / "block_importance.json")
+    assert (measured.images, measured.source) == (20, f"20 images of {tmp_path / 'photos'}/train")
+    assert blocks.main(argv + [str(tmp_path / "test_out"), "--split", "test"]) == 0
+    assert "blocks chosen by it have seen it" in capsys.readouterr().err
     # three classes for a four-class teacher, and no --out for a checkpoint: one line each
     write_folder(tmp_path / "three", "test", ["a", "b", "c"])
     three = [str(tmp_path / "teacher"), "--data", str(tmp_path / "three"), "--out", "x"]
-    assert cli.run(blocks.main, three) == 2
+    assert cli.run(blocks.main, three + ["--split", "test"]) == 2
     assert "have 3 classes, the teacher 4" in capsys.readouterr().err
     assert cli.run(blocks.main, argv[:3]) == 2
     assert "is a checkpoint: say where the table goes (--out)" in capsys.readouterr().err
@@ -195,6 +207,15 @@ def test_the_pipeline_measures_the_teacher_and_sweeps_keep_blocks_policies(tmp_p
     _, teacher = swin_flax.load_checkpoint(tmp_path / "teacher" / "final_model")
     stage = json.loads((tmp_path / rows[1]["stage"] / "stage_config.json").read_text())
     assert stage["student"]["keep_blocks"] == "importance"
+    # the command on the work directory: the same images, its own directory, the run's table kept
+    table = (tmp_path / "block_importance.md").read_text()
+    with mock_tfds.testing.mock_data(num_examples=32):
+        assert blocks.main([str(tmp_path)]) == 0
+    assert (tmp_path / "block_importance.md").read_text() == table
+    again = blocks.load_importance(tmp_path / "block_importance_command" / "block_importance.json")
+    assert again.images == importance.images and f"of {tmp_path} (" in again.source
+    costs = importance.costs()
+    np.testing.assert_allclose([again.costs()[k] for k in costs], list(costs.values()), rtol=1e-4)
     _, student = swin_flax.load_checkpoint(tmp_path / rows[1]["stage"] / "final_model")
     for k, j in enumerate(chosen[2]):
         np.testing.assert_array_equal(
