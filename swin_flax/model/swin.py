@@ -198,7 +198,12 @@ class PatchMerging(nn.Module):
 
 
 class SwinStage(nn.Module):
-    """Optional PatchMerging (at the start, as in timm) then `depth` blocks."""
+    """Optional PatchMerging (at the start, as in timm) then `depth` blocks.
+
+    `blocks` runs only those blocks (each with its own windows: block j shifts iff j is
+    odd), `entering=False` skips the downsampling: a multi-exit model
+    (swin_flax/model/exits.py) runs a stage in pieces, sharing its parameters.
+    """
 
     out_dim: int
     depth: int
@@ -215,10 +220,16 @@ class SwinStage(nn.Module):
     attention: str = "einsum"
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-        if self.downsample:
+    def __call__(
+        self,
+        x: jax.Array,
+        deterministic: bool,
+        blocks: Sequence[int] | None = None,
+        entering: bool = True,
+    ) -> jax.Array:
+        if self.downsample and entering:
             x = PatchMerging(self.out_dim, dtype=self.dtype, name="downsample")(x)
-        for j in range(self.depth):
+        for j in range(self.depth) if blocks is None else blocks:
             window, shift = window_and_shift(self.resolution, self.window_size, shift=j % 2 == 1)
             x = SwinBlock(
                 num_heads=self.num_heads,

@@ -277,3 +277,17 @@ def transfer_kept(
             f"{kept.depths}; build the student with those depths"
         )
     return copy_modules(teacher_params, student_params, keep_plan(teacher_depths, kept))
+
+
+def exit_student(config: SwinConfig, blocks: Blocks, params: Mapping[str, Any], **run_options):
+    """`(student, student_params)`: the exit of a multi-exit model (swin_flax/model/exits.py)
+    with parameters `params` as a standalone Swin of the exit's depths, every module its
+    copy (the kept blocks, the downsampling, the final norm, the head). Its logits are the
+    exit's; export, int8, predict and timm export take it like any student."""
+    from swin_flax.model.swin import SwinTransformer, init_params
+
+    check_blocks(blocks, config.depths, shifted_stages(config))
+    depths = tuple(len(kept) for kept in blocks)
+    student = SwinTransformer.from_config(dataclasses.replace(config, depths=depths), **run_options)
+    kept = KeptBlocks(blocks, "exit", copy_tail=True, copy_head=True)
+    return student, transfer_kept(params, init_params(student, 0), kept)
