@@ -126,6 +126,66 @@ def kl_divergence(
     return temperature**2 * _masked_mean(per_example, mask)
 
 
+def normalized_feature_mse(student: Array, teacher: Array, mask: Array | None = None) -> Array:
+    """Distance between two (B, H, W, C) stage outputs: the mean squared difference of the
+    per-token standardised features (zero mean, unit variance over channels, as a LayerNorm
+    without scale or bias), mean over tokens and channels, then over examples. Invariant to
+    each token's scale and offset, so stages whose activations differ in magnitude weigh
+    alike; 0 exactly when the normalised features agree."""
+    student = jnp.asarray(student, jnp.float32)
+    teacher = jax.lax.stop_gradient(jnp.asarray(teacher, jnp.float32))
+    if student.shape != teacher.shape:
+        raise UserInputError(
+            f"student features {student.shape} and teacher features {teacher.shape} must have "
+            "the same shape (a projection maps the student's width to the teacher's)"
+        )
+
+    def standardised(x: Array) -> Array:
+        x = x - jnp.mean(x, axis=-1, keepdims=True)
+        return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + 1e-6)
+
+    squared = jnp.square(standardised(student) - standardised(teacher))
+    return _masked_mean(jnp.mean(squared, axis=tuple(range(1, squared.ndim))), mask)
+
+
+def stage_feature_loss(
+    student_features: dict,
+    teacher_features: dict,
+    weights: tuple[float, ...],
+    projections: dict | None = None,
+    mask: Array | None = None,
+) -> Array:
+    """sum_i weights[i] * normalized_feature_mse(P_i(student stage i), teacher stage i) over
+    the stages with a weight > 0. `projections` maps 'stage_i' to a (C_student, C_teacher)
+    kernel where the widths differ (learned, on the student's side); elsewhere P_i is the
+    identity."""
+    total = jnp.zeros((), jnp.float32)
+    for i, weight in enumerate(weights):
+        if weight <= 0:
+            continue
+        key = f"stage_{i}"
+        student = student_features[key]
+        if projections and key in projections:
+            student = jnp.asarray(student, jnp.float32) @ projections[key]
+        total = total + weight * normalized_feature_mse(student, teacher_features[key], mask)
+    return total
+
+
+def feature_projections(
+    student_dims: tuple[int, ...], teacher_dims: tuple[int, ...], weights, rng: Array
+) -> dict:
+    """Kernels for the weighted stages whose widths differ (truncated normal, std 0.02, as
+    the model's Dense layers); {} when every weighted stage has the teacher's width."""
+    kernels = {}
+    init = jax.nn.initializers.truncated_normal(0.02)
+    for i, weight in enumerate(weights):
+        if weight > 0 and student_dims[i] != teacher_dims[i]:
+            kernels[f"stage_{i}"] = init(
+                jax.random.fold_in(rng, i), (student_dims[i], teacher_dims[i]), jnp.float32
+            )
+    return kernels
+
+
 def distillation_mask(
     teacher_logits: Array, labels: Array, where: str, confidence: float = 0.5
 ) -> Array | None:

@@ -139,3 +139,62 @@ def test_soft_targets_are_smoothed_one_hots_and_their_cross_entropy_matches_hard
     assert float(losses.soft_cross_entropy(logits, targets)) == pytest.approx(
         float(losses.cross_entropy(logits, labels, 0.1)), rel=1e-6
     )
+
+
+# ----------------------------------------------------------------------------- stage features
+
+
+def test_the_feature_loss_is_zero_for_the_teachers_own_features_and_positive_otherwise():
+    import dataclasses
+
+    from swin_flax.model.presets import preset_config
+    from swin_flax.model.swin import SwinTransformer, init_params
+    from swin_flax.weights.keep_blocks import KeptBlocks, transfer_kept
+
+    config = dataclasses.replace(
+        preset_config("swin_t"),
+        img_size=32,
+        patch_size=2,
+        embed_dim=16,
+        num_heads=(1, 2, 2, 4),
+        window_size=4,
+        num_classes=5,
+    )
+    teacher = SwinTransformer.from_config(config)
+    params = init_params(teacher, 0)
+    images = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3))
+    _, teacher_features = teacher.apply({"params": params}, images, return_features=True)
+    # A student that keeps every block with the teacher's parameters is the teacher.
+    every = KeptBlocks(tuple(tuple(range(d)) for d in config.depths), copy_head=True)
+    same = transfer_kept(params, init_params(teacher, 3), every)
+    _, same_features = teacher.apply({"params": same}, images, return_features=True)
+    weights = (0.0, 0.0, 1.0, 1.0)
+    assert float(losses.stage_feature_loss(same_features, teacher_features, weights)) == 0.0
+    other = init_params(teacher, 4)
+    _, other_features = teacher.apply({"params": other}, images, return_features=True)
+    assert float(losses.stage_feature_loss(other_features, teacher_features, weights)) > 0.1
+    # Stages weighted 0 are not compared at all.
+    assert float(losses.stage_feature_loss(other_features, teacher_features, (0,) * 4)) == 0.0
+
+
+def test_the_normalised_feature_distance_ignores_each_tokens_scale_and_offset():
+    teacher = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 8))
+    assert float(losses.normalized_feature_mse(3.0 * teacher + 1.5, teacher)) < 1e-6
+    assert float(losses.normalized_feature_mse(-teacher, teacher)) == pytest.approx(4.0, rel=1e-3)
+    with pytest.raises(UserInputError, match="same shape.*projection"):
+        losses.normalized_feature_mse(teacher[..., :4], teacher)
+
+
+def test_projections_exist_only_where_a_weighted_stage_is_narrower_and_map_its_width():
+    kernels = losses.feature_projections(
+        (64, 128, 256, 512), (128, 256, 512, 1024), (0, 0, 1, 1), jax.random.PRNGKey(0)
+    )
+    assert {k: v.shape for k, v in kernels.items()} == {
+        "stage_2": (256, 512),
+        "stage_3": (512, 1024),
+    }
+    assert losses.feature_projections((96,) * 4, (96,) * 4, (1,) * 4, jax.random.PRNGKey(0)) == {}
+    student = {"stage_2": jnp.ones((1, 2, 2, 256)), "stage_3": jnp.ones((1, 1, 1, 512))}
+    teacher = {"stage_2": jnp.ones((1, 2, 2, 512)), "stage_3": jnp.ones((1, 1, 1, 1024))}
+    value = losses.stage_feature_loss(student, teacher, (0, 0, 1, 1), kernels)
+    assert np.isfinite(float(value))
