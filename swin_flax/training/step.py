@@ -26,6 +26,16 @@ from swin_flax.settings import LossSettings
 from swin_flax.training import joint_losses, losses
 from swin_flax.training.distributed import batch_sharded, replicated
 
+# Where a stage's learned feature projections (stage-feature distillation between stages of
+# different widths) sit in its trained parameters: beside the model's, which ignores them;
+# dropped from the finished model (`model_params`).
+FEATURE_PROJECTIONS = "feature_projections"
+
+
+def model_params(params):
+    """The model's own parameters of a train state's (without the feature projections)."""
+    return {k: v for k, v in params.items() if k != FEATURE_PROJECTIONS}
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -112,6 +122,7 @@ def make_train_step(
     mesh: Mesh,
     round_teacher_logits_to=None,
     ema_decay: float = 0.0,
+    feature_weights: tuple[float, ...] = (),
 ) -> TrainStep:
     """The stage's `TrainStep`: augment the batch, get the teacher's logits, update the
     student.
@@ -127,9 +138,17 @@ def make_train_step(
     resumed run draws exactly the same augmentation and stochastic depth. With
     `augment.mixes`, teacher and student see the same Mixup/CutMix batch and the hard-label
     loss uses the mixed targets; with `ema_decay` > 0 the state's `ema_params` follow.
+
+    `feature_weights` (one per stage, distill.feature_weights) add stage-feature
+    distillation to the joint loss: sum_i w_i * normalised MSE between the student's and the
+    teacher's stage-i outputs (`losses.stage_feature_loss`), through the learned projections
+    in `params[FEATURE_PROJECTIONS]` where widths differ. The teacher must run live then.
     """
     if loss_settings.uses_teacher and teacher is None:
         raise UserInputError(f"joint loss {loss_settings.joint!r} needs a teacher model")
+    uses_features = any(w > 0 for w in feature_weights)
+    if uses_features and teacher is None:
+        raise UserInputError("stage-feature distillation needs a teacher model")
     options = dataclasses.asdict(loss_settings)
     joint_loss = joint_losses.make_joint_loss(
         options.pop("joint"), total_steps=total_steps, **options
@@ -137,43 +156,35 @@ def make_train_step(
     distill_loss = losses.make_distillation_loss(options.pop("distillation"), **options)
     data_sharding = batch_sharded(mesh)
 
-    def teacher_logits_for(teacher_input, batch):
+    def teacher_outputs_for(teacher_input, batch):
+        """(logits, stage features or None) of the teacher, constants for the loss."""
         if teacher_input is None or not loss_settings.uses_teacher:
-            return None
+            return None, None
         if "logits" in teacher_input:
-            return jax.lax.stop_gradient(teacher_input["logits"].astype(jnp.float32))
-        out = teacher.apply({"params": teacher_input["params"]}, batch, train=False)
+            if uses_features:
+                raise ValueError("stage-feature distillation needs the teacher live, not logits")
+            return jax.lax.stop_gradient(teacher_input["logits"].astype(jnp.float32)), None
+        out = teacher.apply(
+            {"params": teacher_input["params"]}, batch, train=False, return_features=uses_features
+        )
+        out, features = out if uses_features else (out, None)
         if round_teacher_logits_to is not None:
             out = out.astype(round_teacher_logits_to)
-        return jax.lax.stop_gradient(out.astype(jnp.float32))
+        return jax.lax.stop_gradient(out.astype(jnp.float32)), jax.lax.stop_gradient(features)
 
     def step(state: TrainState, teacher_input, images, batch_labels, rng):
         rng = jax.random.fold_in(rng, state.step)
-        augment_rng, dropout_rng, mix_rng = jax.random.split(rng, 3)
-        batch = augment_batch(
+        batch, targets, dropout_rng = augmented_batch(
             images,
-            augment_rng,
-            out_size=augment.out_size,
-            crop_padding=augment.crop_padding,
-            flip=augment.flip,
-            resized_crop=augment.resized_crop,
+            batch_labels,
+            rng,
+            augment=augment,
+            num_classes=student.num_classes,
+            label_smoothing=loss_settings.label_smoothing,
             dtype=student.dtype,
+            sharding=data_sharding,
         )
-        targets = None
-        if augment.mixes:
-            targets = losses.label_targets(
-                batch_labels, student.num_classes, loss_settings.label_smoothing
-            )
-            batch, targets = mix_batch(
-                batch,
-                targets,
-                mix_rng,
-                mixup_alpha=augment.mixup_alpha,
-                cutmix_alpha=augment.cutmix_alpha,
-            )
-            batch = batch.astype(student.dtype)
-        batch = jax.lax.with_sharding_constraint(batch, data_sharding)
-        teacher_out = teacher_logits_for(teacher_input, batch)
+        teacher_out, teacher_features = teacher_outputs_for(teacher_input, batch)
         distill_mask = None
         if teacher_out is not None:
             # The label an example is judged by: its own, or its mix's larger part.
@@ -183,41 +194,90 @@ def make_train_step(
             )
 
         def loss_fn(params):
-            logits = student.apply(
-                {"params": params}, batch, train=True, rngs={"dropout": dropout_rng}
+            out = student.apply(
+                {"params": params},
+                batch,
+                train=True,
+                rngs={"dropout": dropout_rng},
+                return_features=uses_features,
             )
-            if targets is None:
-                hard = losses.cross_entropy(logits, batch_labels, loss_settings.label_smoothing)
-            else:
-                hard = losses.soft_cross_entropy(logits, targets)
+            logits, features = out if uses_features else (out, None)
+            hard = hard_label_loss(logits, batch_labels, targets, loss_settings.label_smoothing)
             if teacher_out is None:
                 return hard, (logits, {"loss_hard": hard})
             soft = distill_loss(logits, teacher_out, mask=distill_mask)
             distilled = None if distill_mask is None else jnp.any(distill_mask)
             total, weights = joint_loss(soft, hard, state.step, distilled=distilled)
-            return total, (logits, {"loss_hard": hard, "loss_distill": soft, **weights})
+            parts = {"loss_hard": hard, "loss_distill": soft, **weights}
+            if uses_features:
+                parts["loss_features"] = losses.stage_feature_loss(
+                    features, teacher_features, feature_weights, params.get(FEATURE_PROJECTIONS)
+                )
+                total = total + parts["loss_features"]
+            return total, (logits, parts)
 
         (loss, (logits, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
         metrics = {
             "loss": loss,
             **parts,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch_labels),
-            "learning_rate": schedule(state.step),
-            "grad_norm": optax.tree.norm(grads)
-            if hasattr(optax, "tree")
-            else optax.global_norm(grads),
+            **update_metrics(state, grads, schedule),
         }
-        ema = state.ema_params
-        if ema_decay > 0:
-            ema = update_ema(ema, params, state.step, ema_decay)
-        new_state = state.replace(
-            step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema
-        )
-        return new_state, metrics, teacher_out
+        return updated(state, grads, tx, ema_decay), metrics, teacher_out
 
     return TrainStep(step, mesh)
+
+
+def augmented_batch(
+    images, labels, rng, *, augment: AugmentConfig, num_classes, label_smoothing, dtype, sharding
+):
+    """`(batch, targets, dropout_rng)` of a step (`rng`: already folded with its number):
+    the uint8 images cropped, flipped and resized on the device, then mixed with their
+    targets when `augment.mixes` (targets None otherwise: the labels are the targets)."""
+    augment_rng, dropout_rng, mix_rng = jax.random.split(rng, 3)
+    batch = augment_batch(
+        images,
+        augment_rng,
+        out_size=augment.out_size,
+        crop_padding=augment.crop_padding,
+        flip=augment.flip,
+        resized_crop=augment.resized_crop,
+        dtype=dtype,
+    )
+    targets = None
+    if augment.mixes:
+        targets = losses.label_targets(labels, num_classes, label_smoothing)
+        batch, targets = mix_batch(
+            batch,
+            targets,
+            mix_rng,
+            mixup_alpha=augment.mixup_alpha,
+            cutmix_alpha=augment.cutmix_alpha,
+        )
+        batch = batch.astype(dtype)
+    return jax.lax.with_sharding_constraint(batch, sharding), targets, dropout_rng
+
+
+def hard_label_loss(logits, labels, targets, label_smoothing: float):
+    """L_s: cross-entropy with the (smoothed) labels, or with the mixed targets."""
+    if targets is None:
+        return losses.cross_entropy(logits, labels, label_smoothing)
+    return losses.soft_cross_entropy(logits, targets)
+
+
+def update_metrics(state: TrainState, grads, schedule) -> dict:
+    norm = optax.tree.norm(grads) if hasattr(optax, "tree") else optax.global_norm(grads)
+    return {"learning_rate": schedule(state.step), "grad_norm": norm}
+
+
+def updated(state: TrainState, grads, tx, ema_decay: float) -> TrainState:
+    """The state after one optimizer update (and the EMA's, when kept)."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema_decay > 0:
+        ema = update_ema(ema, params, state.step, ema_decay)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
 
 
 def make_eval_step(model: SwinTransformer, *, image_size: int, mesh: Mesh):

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from swin_flax.errors import UserInputError
+from swin_flax.model.config import SwinConfig
 from swin_flax.weights.transfer import copy_modules, depths_from_params
 from swin_flax.weights.transfer import shifted_stages as shifted_stages  # part of this API
 
