@@ -1,6 +1,8 @@
 """The jitted train and eval steps (`swin_flax.training.step`) on the smallest Swin: what
 one step updates and reports, with and without the teacher's logits, and what is refused."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ import swin_flax
 from swin_flax.data.augment import AugmentConfig, preprocess_eval
 from swin_flax.errors import UserInputError
 from swin_flax.settings import LossSettings
-from swin_flax.training import distributed, step
+from swin_flax.training import distributed, losses, step
 from tests.helpers import tiny_model
 
 BATCH = 4
@@ -187,3 +189,47 @@ def test_a_batch_where_no_example_is_confident_enough_trains_as_hard_labels_do()
         jax.tree_util.tree_leaves(distilled.params), jax.tree_util.tree_leaves(hard.params)
     ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow  # two compilations with the live teacher's features
+def test_stage_features_of_the_teacher_itself_add_nothing_and_a_projection_learns():
+    """The live teacher's stage outputs against the student's: 0 when the student is the
+    teacher (its parameters too); where the widths differ, the learned projection (beside
+    the model's parameters) is updated by the step."""
+    _, _, _, data = setup()
+    model = tiny_model()
+    params = swin_flax.init_params(model, 0)
+    weights = (1.0,)  # tiny_model has one stage
+    loss = LossSettings(joint="arithmetic", alpha=0.5)
+
+    def run(student, student_params):
+        tx = optax.sgd(0.1)
+        train_step = step.make_train_step(
+            student=student,
+            teacher=model,
+            tx=tx,
+            schedule=lambda count: jnp.full((), 0.1),
+            loss_config=loss,
+            total_steps=10,
+            augment=AugmentConfig(out_size=8, crop_padding=0, flip=False),
+            mesh=distributed.make_mesh(jax.devices()[:1]),
+            feature_weights=weights,
+        )
+        state = step.create_train_state(student_params, tx)
+        teacher_input = {"params": jax.tree_util.tree_map(jnp.array, params)}
+        return train_step(state, teacher_input, *data)
+
+    same = jax.tree_util.tree_map(jnp.array, params)
+    _, metrics, _ = run(model, same)
+    assert float(metrics["loss_features"]) < 1e-6  # 0 up to float rounding in two programs
+    narrow = swin_flax.SwinTransformer.from_config(dataclasses.replace(model.config, embed_dim=4))
+    projections = losses.feature_projections(
+        narrow.stage_dims, model.stage_dims, weights, jax.random.PRNGKey(0)
+    )
+    start = {**swin_flax.init_params(narrow, 1), step.FEATURE_PROJECTIONS: projections}
+    kernel = np.asarray(projections["stage_0"])
+    new_state, metrics, _ = run(narrow, jax.tree_util.tree_map(jnp.array, start))
+    assert float(metrics["loss_features"]) > 0.0
+    learned = np.asarray(new_state.params[step.FEATURE_PROJECTIONS]["stage_0"])
+    assert learned.shape == kernel.shape and not np.array_equal(learned, kernel)
+    assert step.FEATURE_PROJECTIONS not in step.model_params(new_state.params)
