@@ -289,6 +289,6 @@ def exit_student(config: SwinConfig, blocks: Blocks, params: Mapping[str, Any], 
 
     check_blocks(blocks, config.depths, shifted_stages(config))
     depths = tuple(len(kept) for kept in blocks)
-    student = SwinTransformer.from_config(dataclasses.replace(config, depths=depths), **run_options)
+    student = SwinTransformer(dataclasses.replace(config, depths=depths), **run_options)
     kept = KeptBlocks(blocks, "exit", copy_tail=True, copy_head=True)
     return student, transfer_kept(params, init_params(student, 0), kept)

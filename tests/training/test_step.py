@@ -209,7 +209,7 @@ def test_stage_features_of_the_teacher_itself_add_nothing_and_a_projection_learn
             teacher=model,
             tx=tx,
             schedule=lambda count: jnp.full((), 0.1),
-            loss_config=loss,
+            loss_settings=loss,
             total_steps=10,
             augment=AugmentConfig(out_size=8, crop_padding=0, flip=False),
             mesh=distributed.make_mesh(jax.devices()[:1]),
