@@ -10,7 +10,7 @@ from swin_flax.model.attention import (
     WindowAttention,
     relative_position_index,
 )
-from swin_flax.model.swin import shifted_window_mask
+from swin_flax.model.windows import shifted_window_mask
 
 
 def test_relative_position_index_corners():

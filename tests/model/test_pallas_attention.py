@@ -9,7 +9,7 @@ import pytest
 
 from swin_flax.model.attention import _einsum_attention, relative_position_index
 from swin_flax.model.pallas_attention import window_attention
-from swin_flax.model.swin import shifted_window_mask
+from swin_flax.model.windows import shifted_window_mask
 
 
 @pytest.fixture(autouse=True)

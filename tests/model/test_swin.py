@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import swin_flax
-from swin_flax.model.swin import shifted_window_mask
 
 
 def run(model, params, images, **kwargs):
@@ -68,15 +67,6 @@ def test_drop_path_is_active_only_in_training():
     train_a = run(model, params, x, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
     np.testing.assert_array_equal(eval_a, eval_b)
     assert not np.allclose(eval_a, train_a)
-
-
-def test_shifted_window_mask_separates_regions():
-    mask = shifted_window_mask(resolution=4, window_size=2, shift_size=1)
-    assert mask.shape == (4, 4, 4)
-    assert np.all(mask[0] == 0)  # the top-left window holds one region only
-    # the bottom-right window holds four regions: only the diagonal is unmasked
-    np.testing.assert_array_equal(mask[3] == 0, np.eye(4, dtype=bool))
-    assert set(np.unique(mask)) == {0.0, -100.0}
 
 
 # --- SwinConfig: the one description of an architecture -------------------------------
