@@ -48,6 +48,10 @@ _SEEDS = (
     lambda v: _options.distinct_ints(v.split(",")),
     "comma-separated distinct ints >= 0, e.g. '0,1,2'",
 )
+_FEATURE_WEIGHTS = (
+    lambda v: re.fullmatch(r"[0-9.eE, ]*", str(v)) is not None,
+    "'' or a weight >= 0 per stage",
+)
 _SWEEP = (
     lambda v: isinstance(v, str) and (not v.strip() or "=" in v),
     "'' or rows such as 'alpha=0,0.25' or 'w_d=1; w_d=13'",
@@ -271,6 +275,9 @@ class DistillSettings(LossSettings, OptimSettings):
     teacher_logits_dtype: str = option(
         "auto", *one_of(*_DTYPES), help="of stored logits; auto = the teacher's compute dtype"
     )
+    feature_weights: str = option(
+        "", *_FEATURE_WEIGHTS, help="stage-feature distillation: '0,0,1,1' ('0 0 1 1' in a sweep)"
+    )
 
     def loss(self) -> LossSettings:
         return LossSettings(
@@ -356,9 +363,8 @@ class RunSettings:
 
     @classmethod
     def from_config(cls, config, *, check_ranges: bool = True) -> RunSettings:
-        """The typed settings of an ml_collections config (or a plain dict), every unknown
-        key and (unless the caller adds its own checks to them) out-of-range value reported
-        in one error."""
+        """The typed settings of an ml_collections config (or a plain dict), every unknown key
+        and (unless the caller checks them itself) out-of-range value reported in one error."""
         return _options.build(cls, config, SECTIONS, check_ranges=check_ranges)
 
 

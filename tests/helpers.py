@@ -61,7 +61,14 @@ def streamed_folder(root, split="train", size=None, **loader):
 
 
 def run_tiny_stage(
-    stage_dir, *, stop_after=None, mesh=None, steps_epochs=2.0, teacher=None, data=None
+    stage_dir,
+    *,
+    stop_after=None,
+    mesh=None,
+    steps_epochs=2.0,
+    teacher=None,
+    data=None,
+    feature_weights=(),
 ):
     """Two epochs of swin_pico_n on 48 32x32 images (`data`: tiny_dataset()'s, or another
     4-class set of that size, resident or streamed), checkpoints every 4 steps."""
@@ -89,6 +96,7 @@ def run_tiny_stage(
         mesh=mesh,
         teacher=teacher[0] if teacher else None,
         teacher_params=teacher[1] if teacher else None,
+        feature_weights=feature_weights,
     )
 
 

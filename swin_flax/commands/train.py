@@ -227,7 +227,8 @@ def describe(run_plan, workdir: Path) -> str:
             f"{number:>3}. {spec.name} ({spec.title}): {status}",
             f"       model  {spec.model.describe()}",
             f"       init   {_init_text(spec)}",
-            f"       loss   {_loss_text(spec.loss)}",
+            f"       loss   {_loss_text(spec.loss)}"
+            + (f" + stage features {list(spec.features)} (teacher live)" if spec.features else ""),
             f"       steps  {_steps_text(spec, run_plan)}",
         ]
         if len(shared) > 1:

@@ -11,6 +11,7 @@ or a setting to the world.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import jax
@@ -20,6 +21,7 @@ from swin_flax.model import presets
 from swin_flax.model.config import SwinConfig
 from swin_flax.pipeline import students
 from swin_flax.settings import (
+    DistillSettings,
     OptimSettings,
     RunSettings,
     StudentSettings,
@@ -27,6 +29,7 @@ from swin_flax.settings import (
     range_problems,
 )
 from swin_flax.training.distributed import check_batch_size, make_mesh
+from swin_flax.training.losses import parse_feature_weights, uses_features
 from swin_flax.weights import checkpoint, transfer
 from swin_flax.weights import keep_blocks as kb
 
@@ -136,9 +139,33 @@ def _world_problems(settings: RunSettings, rows, variants) -> list[str]:
                 "distill.joint='hard_only' trains without the teacher: use a variant "
                 "without '+kd' (e.g. 'transfer') or a distillation joint loss"
             )
+        if any(v.distill for v in variants):
+            found += feature_problems(s.distill, len(teacher.depths))
         batches = {"finetune": s.finetune.batch_size, "distill": s.distill.batch_size}
         problems += _in_row(row, found + device_batch_problems(batches))
     return problems
+
+
+def feature_problems(distill: DistillSettings, num_stages: int) -> list[str]:
+    """distill.feature_weights: one finite weight >= 0 per teacher stage, the teacher live."""
+    text = distill.feature_weights
+    try:
+        weights = parse_feature_weights(text)
+    except ValueError:
+        return [f"distill.feature_weights={text!r} must be numbers, e.g. '0,0,1,1'"]
+    if not weights:
+        return []
+    if len(weights) != num_stages or not all(math.isfinite(w) and w >= 0 for w in weights):
+        return [
+            f"distill.feature_weights={text!r} must be {num_stages} finite weights >= 0, one "
+            f"per stage of the teacher, e.g. '{','.join(['0'] * (num_stages - 2) + ['1', '1'])}'"
+        ]
+    if uses_features(weights) and distill.teacher_logits in ("record", "cached"):
+        return [
+            f"distill.feature_weights needs the teacher live: stage outputs are not recorded "
+            f"(distill.teacher_logits={distill.teacher_logits!r}; set 'live' or 'auto')"
+        ]
+    return []
 
 
 def data_problems(settings: RunSettings, rows, variants, data, source) -> list[str]:

@@ -33,6 +33,7 @@ from swin_flax.settings import (
     StudentSettings,
     student_seeds,
 )
+from swin_flax.training.losses import parse_feature_weights, uses_features
 from swin_flax.training.optim import steps_from_epochs
 from swin_flax.weights import transfer
 from swin_flax.weights.keep_blocks import KeptBlocks
@@ -69,6 +70,7 @@ class StageSpec:
     data: str = "target"  # its images: the target task's, or the pretraining's source
     blocks: Blocks | None = None  # a transferred student's
     teacher_logits: tuple[str, str] | None = None  # a distilling student's (mode, dtype)
+    features: tuple[float, ...] = ()  # its stage-feature weights (the teacher runs live)
     given: str = ""  # a finished teacher loaded from this checkpoint, not trained
     name: str = dataclasses.field(default="", compare=False)
     sweep_row: str = dataclasses.field(default="", compare=False)  # whose directory it is
@@ -127,12 +129,11 @@ class RunPlan:
         return next(spec for spec in self.stages if spec.name == name)
 
     def logit_readers(self) -> Counter:
-        """How many distilling stages see each batch schedule (seed, batch, epochs, augment):
-        those read the same teacher logits (training/teacher_logits.py)."""
+        """How many stages may read each batch schedule's teacher logits (teacher_logits.py)."""
         return Counter(
             (s.seed, s.optim.batch_size, s.optim.epochs, s.augment)
             for s in self.stages
-            if s.distills
+            if s.distills and not s.features
         )
 
 
@@ -291,15 +292,12 @@ class _Builder:
     def pretrain(self) -> StageSpec:
         """Only what the pretrained weights depend on (not the target data): every later
         run in the workdir, on any target, reuses them."""
-        settings, p = self.settings, self.settings.pretrain
+        settings, p, t = self.settings, self.settings.pretrain, self.settings.teacher
         record = {
             "seed": settings.seed,
             "compute_dtype": settings.compute_dtype,
             "data": {k: getattr(settings.data, k) for k in PRETRAIN_DATA_FIELDS},
-            "teacher": {
-                "model": settings.teacher.model,
-                "drop_path": settings.teacher.drop_path_rate,
-            },
+            "teacher": {"model": t.model, "drop_path": t.drop_path_rate},
             "pretrain": dataclasses.asdict(p),
         }
         model = self.teacher.replace(num_classes=self.source.num_classes)
@@ -335,10 +333,14 @@ class _Builder:
         }
         seeded = f"seed{seed}" if row_settings.seeds else ""
         name = "_".join(part for part in ("student", variant.name, row.name, seeded) if part)
-        logits = (distill.teacher_logits, distill.teacher_logits_dtype) if variant.distill else None
+        features = parse_feature_weights(distill.feature_weights) if variant.distill else ()
+        features = features if uses_features(features) else ()
+        mode = "live" if features else distill.teacher_logits  # stage outputs are not recorded
+        logits = (mode, distill.teacher_logits_dtype) if variant.distill else None
         spec = self._spec(
             kind, seed, model, variant.init, distill, loss, blocks=blocks, teacher_logits=logits,
-            name=name, sweep_row=row.name, title=f"student {variant.name}", record=record,
+            features=features, name=name, sweep_row=row.name, title=f"student {variant.name}",
+            record=record,
         )  # fmt: skip
         label = self._student_label(row_settings.student, model)
         label += " (strong scratch)" if variant.long else ""
@@ -354,10 +356,9 @@ class _Builder:
         the kept blocks (student.keep_blocks / budget), or Algorithm 1's cut points."""
         student_settings, teacher = row_settings.student, self.teacher
         tail_init = student_settings.tail_init
-        own = {
-            "num_classes": self.data.num_classes,
-            "drop_path_rate": student_settings.drop_path_rate,
-        }
+        own = dict(
+            num_classes=self.data.num_classes, drop_path_rate=student_settings.drop_path_rate
+        )
         if students.uses_keep_blocks(student_settings):
             e = row_settings.eval
             timing = (e.throughput_batch_size, e.throughput_repeats, row_settings.compute_dtype)

@@ -193,6 +193,7 @@ class Execution:
             teacher_logits=self.teacher_logits(spec),
             evaluate=evaluate,
             evaluate_every_epochs=self.eval.every_epochs if evaluate else 0.0,
+            feature_weights=spec.features,
         )
         stages.finish_stage(stage_dir, model, result, train_data.class_names, self.plan.stored_size)
         return model, result.params

@@ -146,7 +146,7 @@ def sweep_rows(text: str) -> list[SweepRow]:
         shown = [(k, v) for k, v in typed if k in varying] or list(typed)
         name = "_".join(
             _text(v) if k == "student.model" else f"{_short(k)}{_text(v)}" for k, v in shown
-        )
+        ).replace(" ", "-")  # a directory name: feature_weights0-0-1-1
         column = ", ".join(f"{_short(k)}={_text(v)}" for k, v in shown if k.startswith("distill."))
         rows.append(SweepRow(overrides=typed, name=name, column=column))
     names = [r.name for r in rows]

@@ -31,7 +31,7 @@ from swin_flax.data.stream import StreamedDataset
 from swin_flax.errors import DataLoaderError, TrainingDivergedError, UserInputError
 from swin_flax.model.swin import SwinTransformer
 from swin_flax.settings import LoopSettings, LossSettings, OptimSettings
-from swin_flax.training import optim, preemption
+from swin_flax.training import losses, optim, preemption
 from swin_flax.training.checkpoints import TrainCheckpointer
 from swin_flax.training.distributed import (
     batch_sharded,
@@ -43,7 +43,12 @@ from swin_flax.training.distributed import (
     replicated,
 )
 from swin_flax.training.metrics import MetricsWriter, ProgressBar
-from swin_flax.training.step import create_train_state, make_train_step
+from swin_flax.training.step import (
+    FEATURE_PROJECTIONS,
+    create_train_state,
+    make_train_step,
+    model_params,
+)
 from swin_flax.training.teacher_logits import TeacherLogitSource
 
 
@@ -74,6 +79,7 @@ def train_stage(
     mesh=None,
     evaluate: Callable[[Any], float] | None = None,
     evaluate_every_epochs: float = 0.0,
+    feature_weights: tuple[float, ...] = (),
 ) -> StageResult:
     """Train `model` from `init_params` (or from the newest checkpoint in stage_dir).
 
@@ -83,6 +89,8 @@ def train_stage(
 
     A distilling stage gets its teacher as `teacher_logits` (a `TeacherLogitSource`: live, or
     reading and writing a recording) or, for a live teacher, as `teacher` + `teacher_params`.
+    `feature_weights` (one per stage) add stage-feature distillation: the teacher runs live,
+    learned projections where widths differ train beside the student and are not kept.
     """
     stage_dir = Path(stage_dir)
     mesh = mesh if mesh is not None else make_mesh()
@@ -93,6 +101,12 @@ def train_stage(
         raise UserInputError(
             f"stage {name!r}: batch_size {batch_size} is larger than the training set "
             f"({len(train_data)} examples); lower the batch size"
+        )
+    if teacher_logits is None and teacher is not None:
+        teacher_logits = TeacherLogitSource(teacher, teacher_params)
+    if losses.uses_features(feature_weights):
+        init_params = with_feature_projections(
+            init_params, model, teacher_logits, feature_weights, seed
         )
     total_steps = optim.steps_from_epochs(optim_settings.epochs, steps_per_epoch)
     warmup_steps = min(
@@ -118,8 +132,6 @@ def train_stage(
     state = checkpointer.restore_newest_intact(state) or state
     start_step = int(jax.device_get(state.step))
 
-    if teacher_logits is None and teacher is not None:
-        teacher_logits = TeacherLogitSource(teacher, teacher_params)
     if teacher_logits is not None and not loss_settings.uses_teacher:
         if teacher_logits.store is not None:
             raise ValueError(f"stage {name!r}: recorded teacher logits need a distillation loss")
@@ -138,6 +150,7 @@ def train_stage(
         mesh=mesh,
         round_teacher_logits_to=teacher_logits.round_to if teacher_logits is not None else None,
         ema_decay=optim_settings.ema_decay,
+        feature_weights=feature_weights,
     )
     check_data_unchanged(stage_dir, name, train_data, start_step)
     base_rng = put_replicated(jax.random.PRNGKey(seed), mesh)
@@ -295,8 +308,21 @@ def check_data_unchanged(stage_dir: Path, stage: str, data, start_step: int) -> 
 
 
 def kept(state):
-    """The parameters a stage evaluates and keeps: the EMA when it keeps one."""
-    return state.ema_params if state.ema_params is not None else state.params
+    """The parameters a stage evaluates and keeps: the EMA when it keeps one; the model's
+    own (feature projections are the training's, not the model's)."""
+    return model_params(state.ema_params if state.ema_params is not None else state.params)
+
+
+def with_feature_projections(params, model, teacher_logits, weights, seed: int):
+    """The student's parameters and, where a weighted stage's width differs from the
+    teacher's, a learned projection to it; the teacher must run live (features are not
+    recorded)."""
+    if teacher_logits is None or teacher_logits.store is not None:
+        raise UserInputError("stage-feature distillation needs the teacher live (no recording)")
+    teacher_dims = teacher_logits.teacher.stage_dims
+    rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+    projections = losses.feature_projections(model.stage_dims, teacher_dims, weights, rng)
+    return {**params, FEATURE_PROJECTIONS: projections} if projections else params
 
 
 def _drain(pending: list[dict], stage: str, step: int, checkpointer: TrainCheckpointer) -> dict:

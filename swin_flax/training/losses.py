@@ -22,6 +22,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import jax
@@ -146,6 +147,16 @@ def normalized_feature_mse(student: Array, teacher: Array, mask: Array | None = 
 
     squared = jnp.square(standardised(student) - standardised(teacher))
     return _masked_mean(jnp.mean(squared, axis=tuple(range(1, squared.ndim))), mask)
+
+
+def parse_feature_weights(text: str) -> tuple[float, ...]:
+    """distill.feature_weights as numbers: '0,0,1,1' or '0 0 1 1' -> (0.0, 0.0, 1.0, 1.0);
+    () for '' (off). A ValueError for a part that is not a number."""
+    return tuple(float(part) for part in re.split(r"[,\s]+", text.strip()) if part)
+
+
+def uses_features(weights: tuple[float, ...]) -> bool:
+    return any(w > 0 for w in weights)
 
 
 def stage_feature_loss(

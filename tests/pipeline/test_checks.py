@@ -79,6 +79,26 @@ def test_cut_points_that_copy_a_block_into_the_other_window_kind_fail_before_tra
         (lambda c: setattr(c.student, "tail_init", "copy"), "tail_init"),
         (lambda c: setattr(c.student, "model", "swin_q"), "swin_q"),
         (lambda c: setattr(c, "compute_dtype", "int8"), "compute_dtype"),
+        (
+            lambda c: setattr(c.distill, "feature_weights", "0,1,1"),
+            r"distill.feature_weights='0,1,1' must be 4 finite weights >= 0, one per stage of "
+            r"the teacher, e.g. '0,0,1,1'",
+        ),
+        (
+            lambda c: setattr(c.distill, "feature_weights", "0,0,1,x"),
+            r"distill.feature_weights must be '' or a weight >= 0 per stage, got '0,0,1,x'",
+        ),
+        (
+            lambda c: setattr(c.distill, "feature_weights", "0,0.,1,1..5"),
+            r"distill.feature_weights='0,0.,1,1..5' must be numbers",
+        ),
+        (
+            lambda c: (
+                setattr(c.distill, "feature_weights", "0 0 1 1"),
+                setattr(c.distill, "teacher_logits", "record"),
+            ),
+            r"distill.feature_weights needs the teacher live: stage outputs are not recorded",
+        ),
     ],
 )
 def test_config_mistakes_fail_before_any_data_is_loaded(tmp_path, change, message):

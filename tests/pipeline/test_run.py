@@ -72,6 +72,32 @@ def test_smoke_pipeline_under_mock_cifar100(tmp_path, mock_tfds):
 
 
 @pytest.mark.slow
+def test_a_sweep_over_stage_feature_weights_runs_the_teacher_live(tmp_path, mock_tfds):
+    config = smoke_config()
+    config.runs = "transfer+kd"
+    config.evaluate_teacher = False
+    config.distill.teacher_logits = "auto"  # would record for two readers: features run live
+    config.sweep = "feature_weights=0 0 0 0,0 0 1 1"
+    with mock_tfds.testing.mock_data(num_examples=32):
+        rows = run_pipeline(config, tmp_path)
+    stages_run = [r["stage"] for r in rows]
+    assert stages_run == [
+        "student_transfer_kd_feature_weights0-0-0-0",
+        "student_transfer_kd_feature_weights0-0-1-1",
+    ]
+    last = [
+        json.loads((tmp_path / stage / "metrics.jsonl").read_text().splitlines()[-1])
+        for stage in stages_run
+    ]
+    assert "loss_features" not in last[0] and last[1]["loss_features"] > 0
+    record = json.loads((tmp_path / stages_run[1] / "stage_config.json").read_text())
+    assert record["distill"]["feature_weights"] == "0 0 1 1"
+    assert not (tmp_path / "teacher_logits").exists()  # nothing recorded: one reader, live
+    model, params = swin_flax.load_checkpoint(tmp_path / stages_run[1] / "final_model")
+    assert model.depths == (2, 2, 2, 2) and "feature_projections" not in params
+
+
+@pytest.mark.slow
 def test_seeds_give_one_student_per_seed_with_curves_and_a_report(tmp_path):
     """--config.seeds: each variant once per seed against one teacher; every epoch's test
     accuracy in metrics.jsonl; the report (mean ± std, plots) at the end."""

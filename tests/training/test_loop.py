@@ -64,6 +64,30 @@ def test_resume_after_interruption_gives_identical_parameters(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_feature_distilling_stage_resumes_bit_for_bit_and_keeps_no_projection(tmp_path):
+    """Stage features from a wider teacher: projections train beside the student, are
+    checkpointed with it (the resume is exact) and are left out of its parameters."""
+    config = swin_flax.MODEL_PRESETS["swin_pico_n"].replace(embed_dim=48, num_classes=4)
+    wide = swin_flax.SwinTransformer(config)
+    teacher = (wide, swin_flax.init_params(wide, 1))
+    weights = (0.0, 0.0, 1.0, 1.0)
+    full = run_tiny_stage(tmp_path / "full", teacher=teacher, feature_weights=weights)
+    partial = run_tiny_stage(
+        tmp_path / "resumed", stop_after=6, teacher=teacher, feature_weights=weights
+    )
+    assert not partial.completed
+    resumed = run_tiny_stage(tmp_path / "resumed", teacher=teacher, feature_weights=weights)
+    assert_trees_equal(full.params, resumed.params)
+    student = swin_flax.create_model("swin_pico_n", num_classes=4)
+    assert set(full.params) == set(swin_flax.init_params(student, 0))  # no projections
+    assert full.final_metrics["loss_features"] > 0
+    plain = run_tiny_stage(tmp_path / "plain", teacher=teacher)
+    assert "loss_features" not in plain.final_metrics
+    with pytest.raises(AssertionError):
+        assert_trees_equal(full.params, plain.params)  # the features changed the training
+
+
+@pytest.mark.slow
 def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path):
     data = tiny_dataset()
     model = swin_flax.create_model("swin_pico_n", num_classes=4)
