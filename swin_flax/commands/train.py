@@ -228,10 +228,15 @@ def describe(run_plan, workdir: Path) -> str:
             f"       model  {spec.model.describe()}",
             f"       init   {_init_text(spec)}",
             f"       loss   {_loss_text(spec.loss)}"
-            + (f" + stage features {list(spec.features)} (teacher live)" if spec.features else ""),
+            + (f" + stage features {list(spec.features)} (teacher live)" if spec.features else "")
+            + (
+                " for the exit, from the full path; the full path: labels"
+                if spec.kind == "exits"
+                else ""
+            ),
             f"       steps  {_steps_text(spec, run_plan)}",
         ]
-        if len(shared) > 1:
+        if len(shared) > 1 and spec.kind != "exits":  # exits: its full path and its exit
             lines.append(
                 f"       results rows  {len(shared)} (sweep rows that resolve to this stage)"
             )
@@ -242,6 +247,8 @@ def describe(run_plan, workdir: Path) -> str:
 
 def _init_text(spec) -> str:
     blocks = spec.blocks
+    if spec.kind == "exits":
+        return f"{spec.init}; its exit takes the blocks {blocks.kept.text} (shared, not copied)"
     if blocks is None:
         return "the given checkpoint" if spec.given else spec.init
     tail = f"the rest {blocks.tail_init}"

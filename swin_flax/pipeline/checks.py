@@ -131,7 +131,7 @@ def _world_problems(settings: RunSettings, rows, variants) -> list[str]:
         problems += finetuned_teacher_problems(t, settings.data.image_size)
     problems += attention_problems(settings.attention, settings.compute_dtype)
     teacher = students.teacher_architecture(t, settings.data.image_size)
-    transfers = any(v.transfer for v in variants)
+    transfers = any(v.transfer or v.exits for v in variants)
     for row, s in rows:
         found = student_model_problems(t.model, s.student, teacher, transfers)
         if s.distill.joint == "hard_only" and any(v.distill for v in variants):
@@ -141,6 +141,12 @@ def _world_problems(settings: RunSettings, rows, variants) -> list[str]:
             )
         if any(v.distill for v in variants):
             found += feature_problems(s.distill, len(teacher.depths))
+        if any(v.exits for v in variants) and students.needs_importance(s.student):
+            found.append(
+                "runs=exits takes its exit's blocks before anything trains; "
+                "student.keep_blocks=importance chooses them after the teacher's fine-tuning: "
+                "write the blocks (e.g. '0,1;0,1;0,1;0,1') or choose another policy"
+            )
         batches = {"finetune": s.finetune.batch_size, "distill": s.distill.batch_size}
         problems += _in_row(row, found + device_batch_problems(batches))
     return problems

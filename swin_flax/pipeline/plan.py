@@ -21,6 +21,7 @@ from swin_flax.data.sizes import SplitSizes, count_folder, count_splits
 from swin_flax.model import presets
 from swin_flax.model.config import SwinConfig
 from swin_flax.pipeline import checks, students
+from swin_flax.pipeline.lengths import StageLength, stage_lengths, strong_scratch
 from swin_flax.pipeline.results import ResultRow
 from swin_flax.pipeline.stages import TIMM_EXPORT_FILE
 from swin_flax.pipeline.sweeps import StudentVariant, SweepRow, parse_variants, sweep_rows
@@ -38,7 +39,7 @@ from swin_flax.training.optim import steps_from_epochs
 from swin_flax.weights import transfer
 from swin_flax.weights.keep_blocks import KeptBlocks
 
-STAGE_KINDS = ("pretrain", "teacher", "student", "strong_scratch")
+STAGE_KINDS = ("pretrain", "teacher", "student", "strong_scratch", "exits")
 PRETRAIN_DATA_FIELDS = ("stored_size", "skip_bad_images", "image_size", "crop_padding", "flip")
 
 
@@ -72,6 +73,7 @@ class StageSpec:
     teacher_logits: tuple[str, str] | None = None  # a distilling student's (mode, dtype)
     features: tuple[float, ...] = ()  # its stage-feature weights (the teacher runs live)
     given: str = ""  # a finished teacher loaded from this checkpoint, not trained
+    full_path_smoothing: float = 0.0  # exits: the full path's label smoothing (the teacher's)
     name: str = dataclasses.field(default="", compare=False)
     sweep_row: str = dataclasses.field(default="", compare=False)  # whose directory it is
     title: str = dataclasses.field(default="", compare=False)
@@ -87,26 +89,6 @@ class StageSpec:
         if self.given or self.steps_per_epoch is None:
             return 0 if self.given else None
         return steps_from_epochs(self.optim.epochs, self.steps_per_epoch)
-
-
-@dataclasses.dataclass(frozen=True)
-class StageLength:
-    """What a 'stage length:' line says: `key` is the config section (finetune, ...)."""
-
-    label: str
-    key: str
-    epochs: float
-    steps_per_epoch: int
-
-    @property
-    def steps(self) -> int:
-        return steps_from_epochs(self.epochs, self.steps_per_epoch)
-
-    def describe(self) -> str:
-        return (
-            f"{self.label}: {self.steps:,} steps ({self.epochs:g} epochs of "
-            f"{self.steps_per_epoch:,})"
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +145,7 @@ def build_plan(
     if not problems:
         problems += checks.data_problems(settings, rows, variants, data, source)
     if not problems:
-        lengths = _lengths(settings, rows, variants, data, source)
+        lengths = stage_lengths(settings, rows, variants, data, source)
         problems += checks.length_problems(lengths, settings.loop.max_stage_steps)
     checks.raise_problems(problems)
     stages, results = _Builder(settings, Path(workdir), data, source).stages(rows, variants)
@@ -181,46 +163,6 @@ def _row_settings(settings: RunSettings, row: SweepRow) -> RunSettings:
     """`settings` with a sweep row's values."""
     changed = {k: dataclasses.replace(getattr(settings, k), **v) for k, v in row.sections().items()}
     return dataclasses.replace(settings, **changed)
-
-
-def _lengths(settings: RunSettings, rows, variants, data, source) -> list[StageLength]:
-    """The stages' lengths on this data: pretraining, the teacher's fine-tuning, then the
-    students of each sweep row (and the strong scratch baseline's, the teacher's steps)."""
-    if data.train is None:
-        return []
-    lengths = []
-    if source is not None and source.train is not None:
-        p = settings.pretrain
-        lengths.append(_length("pretrain teacher (source task)", "pretrain", p, source.train))
-    needs_teacher = settings.evaluate_teacher or any(v.transfer or v.distill for v in variants)
-    if needs_teacher and not settings.teacher.finetuned:
-        lengths.append(_length("fine-tune teacher", "finetune", settings.finetune, data.train))
-    long = " but the strong scratch baseline" if any(v.long for v in variants) else ""
-    for row, row_settings in rows if variants else ():
-        label = f"each student{long}" + (f" of sweep row {row.name!r}" if row.name else "")
-        lengths.append(_length(label, "distill", row_settings.distill, data.train))
-        if long:
-            stretched = _strong_scratch(row_settings, data, source).distill
-            label = "the strong scratch baseline" + label[len(f"each student{long}") :]
-            lengths.append(_length(label, "distill", stretched, data.train))
-    return lengths
-
-
-def _length(label: str, key: str, optim_settings: OptimSettings, num_train: int) -> StageLength:
-    steps_per_epoch = max(1, num_train // optim_settings.batch_size)
-    return StageLength(label, key, optim_settings.epochs, steps_per_epoch)
-
-
-def _strong_scratch(row_settings: RunSettings, data: SplitSizes, source) -> RunSettings:
-    """The student recipe stretched to the teacher's budget (random+long): as many steps as
-    the teacher had (pretraining and fine-tuning), at the students' batch size on this
-    training set; the warmup is unchanged."""
-    f, p, d = row_settings.finetune, row_settings.pretrain, row_settings.distill
-    teacher_steps = steps_from_epochs(f.epochs, data.train // f.batch_size)
-    if source is not None:
-        teacher_steps += steps_from_epochs(p.epochs, source.train // p.batch_size)
-    epochs = max(d.epochs, teacher_steps / (data.train // d.batch_size))
-    return dataclasses.replace(row_settings, distill=dataclasses.replace(d, epochs=epochs))
 
 
 class _Builder:
@@ -256,10 +198,11 @@ class _Builder:
         for seed in student_seeds(settings):
             for row, row_settings in rows:
                 for variant in variants:
-                    spec, result = self.student(row_settings, row, variant, seed)
+                    make = self.exits if variant.exits else self.student
+                    spec, rows_of_spec = make(row_settings, row, variant, seed)
                     same = next((other for other in stages if other == spec), spec)
                     stages += [] if same is not spec else [spec]
-                    results.append(dataclasses.replace(result, stage=same.name))
+                    results += [dataclasses.replace(r, stage=same.name) for r in rows_of_spec]
         return tuple(stages), tuple(results)
 
     def _spec(self, kind, seed, model, init, optim_settings, loss, **fields) -> StageSpec:
@@ -318,7 +261,7 @@ class _Builder:
         """A student's stage and its results row (Algorithm 1's steps 2-4)."""
         kind = "strong_scratch" if variant.long else "student"
         if variant.long:
-            row_settings = _strong_scratch(row_settings, self.data, self.source)
+            row_settings = strong_scratch(row_settings, self.data, self.source)
         distill = row_settings.distill
         model, blocks = self._student_model(row_settings, variant.transfer)
         loss = distill.loss()
@@ -349,7 +292,42 @@ class _Builder:
             variant.distill, seed, name, baseline="strong scratch" if variant.long else "",
             student=label if row.name else "", sweep_row=row.column or row.name,
         )  # fmt: skip
-        return spec, result
+        return spec, (result,)
+
+    def exits(self, row_settings: RunSettings, row: SweepRow, variant: StudentVariant, seed: int):
+        """The multi-exit stage (one Swin of the teacher's shape, its full path and the row's
+        student as an exit) and its two results rows: the full path, then the exit."""
+        model, blocks = self._student_model(row_settings, transfers=True)
+        f, distill = row_settings.finetune, row_settings.distill
+        kept = blocks.kept or students.kept_blocks(  # cut points: the blocks around the cut
+            "first+teacher_tail", self.teacher, model.depths, "teacher"
+        )
+        record = {
+            **self._teacher_record(row_settings),
+            "student": dataclasses.asdict(row_settings.student),
+            "distill": dataclasses.asdict(distill),
+            "variant": variant.name,
+            "student_seed": seed,
+        }
+        seeded = f"seed{seed}" if row_settings.seeds else ""
+        name = "_".join(part for part in ("exits", row.name, seeded) if part)
+        spec = self._spec(
+            "exits", seed, self.teacher, self.teacher_init, f, distill.loss(),
+            blocks=Blocks("teacher", kept=kept), full_path_smoothing=f.label_smoothing,
+            name=name, sweep_row=row.name, title="multi-exit", record=record,
+        )  # fmt: skip
+        label = self._student_label(row_settings.student, model)
+        column = row.column or row.name
+        shown = f" [{row.column}]" if row.column else ""
+        full = f"{self.settings.teacher.model} (multi-exit full path){shown}"
+        exit_label = f"{label} (exit of the multi-exit model){shown}"
+        return spec, (
+            ResultRow("student", full, "multi-exit", False, seed, name, sweep_row=column),
+            ResultRow(
+                "student", exit_label, "multi-exit", True, seed, name,
+                student=label if row.name else "", sweep_row=column,
+            ),
+        )  # fmt: skip
 
     def _student_model(self, row_settings: RunSettings, transfers: bool):
         """The student's architecture and, when it transfers, what it takes from the teacher:

@@ -47,6 +47,7 @@ from swin_flax.training.evaluate import make_top1_fn, measure_throughput, top1_a
 from swin_flax.training.loop import train_stage
 from swin_flax.training.teacher_logits import TeacherLogitSources
 from swin_flax.weights import checkpoint
+from swin_flax.weights.keep_blocks import exit_student
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -157,8 +158,14 @@ class Execution:
             if spec.kind == "teacher":
                 self.after_teacher(model, params)
             mine = [i for i, row in enumerate(self.plan.rows) if row.stage == spec.name]
-            for index in mine:
-                self.scored[index] = self.score(self.plan.rows[index], model, params)
+            # A multi-exit stage's rows are its full path, then its exit (a student's model).
+            models = (
+                [(model, params), exit_model(spec, model, params)] if spec.kind == "exits" else []
+            )
+            for index, (row_model, row_params) in zip(
+                mine, models or [(model, params)] * len(mine)
+            ):
+                self.scored[index] = self.score(self.plan.rows[index], row_model, row_params)
             if mine:  # written at once (a later stage may still fail), marked partial
                 write_results(self.workdir, self.rows, self.plan.sweep, partial=True)
             if spec.kind == "student" and spec.blocks is not None and not spec.distills:
@@ -194,14 +201,21 @@ class Execution:
             evaluate=evaluate,
             evaluate_every_epochs=self.eval.every_epochs if evaluate else 0.0,
             feature_weights=spec.features,
+            exits=(spec.blocks.kept.blocks,) if spec.kind == "exits" else (),
+            full_path_smoothing=spec.full_path_smoothing,
         )
-        stages.finish_stage(stage_dir, model, result, train_data.class_names, self.plan.stored_size)
+        names, size = train_data.class_names, self.plan.stored_size
+        if spec.kind == "exits" and result.completed:  # the exit first: the stage's end marks both
+            student, student_params = exit_model(spec, model, result.params)
+            exit_result = dataclasses.replace(result, params=student_params)
+            stages.finish_stage(stage_dir / EXIT_DIR, student, exit_result, names, size)
+        stages.finish_stage(stage_dir, model, result, names, size)
         return model, result.params
 
     def initial_params(self, spec: plan.StageSpec, model: SwinTransformer):
         if spec.kind == "pretrain":
             return init_params(model, spec.seed)
-        if spec.kind == "teacher":
+        if spec.kind in ("teacher", "exits"):
             return students.initial_teacher_params(spec.init, model, seed=spec.seed)
         teacher, teacher_params = self.teacher or (None, None)
         return students.student_params(spec, model, teacher, teacher_params, self.importance)
@@ -307,6 +321,14 @@ class Execution:
         warning = regime_warning(self.teacher_val, transfer_val, stage=spec.name)
         if warning and is_main_process():
             cli.warn(warning)
+
+
+EXIT_DIR = "exit"  # a multi-exit stage's exit, a standalone student (final_model/, timm file)
+
+
+def exit_model(spec: plan.StageSpec, model: SwinTransformer, params):
+    """The exit of a multi-exit stage as the student it is: its blocks' modules copied."""
+    return exit_student(model.config, spec.blocks.kept.blocks, params, attention=model.attention)
 
 
 def regime_warning(teacher_val: float, transfer_val: float, *, stage: str) -> str | None:

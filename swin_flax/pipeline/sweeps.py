@@ -6,7 +6,11 @@ A variant is written `INIT` or `INIT+kd`, INIT in {random, transfer}:
     random+kd    from scratch, distilled from the teacher (Tables IV-VII)
     transfer     first blocks copied from the teacher, hard labels only (Table VIII)
     transfer+kd  the full framework (Algorithm 1, Table IX last rows)
-and `random+long`, the strong scratch baseline: from scratch on hard labels for as many
+and `exits`, one model with many exits (the paper's Section V): a Swin of the teacher's
+shape, trained from the teacher's start with the teacher's recipe, whose full path learns
+from the labels while the row's student, a path through its blocks, learns from the labels
+and the full path (training/multi_exit.py); the exit is exported as that student. Also
+`random+long`, the strong scratch baseline: from scratch on hard labels for as many
 optimizer steps as the teacher had (its pretraining and fine-tuning together), so that a
 gain over scratch is not just the teacher's longer training showing through.
 
@@ -45,6 +49,10 @@ class StudentVariant:
         return self.init == "transfer"
 
     @property
+    def exits(self) -> bool:
+        return self.init == "exits"
+
+    @property
     def name(self) -> str:
         return self.init + ("_kd" if self.distill else "") + ("_long" if self.long else "")
 
@@ -58,10 +66,12 @@ def parse_variant(text: str) -> StudentVariant:
     init, _, suffix = text.strip().partition("+")
     if (init, suffix) == ("random", "long"):
         return StudentVariant(init="random", distill=False, long=True)
+    if (init, suffix) == ("exits", ""):
+        return StudentVariant(init="exits", distill=False)
     if init not in INITS or suffix not in ("", "kd"):
         raise UserInputError(
             f"unknown student variant {text!r}; expected one of random, random+kd, transfer, "
-            "transfer+kd, random+long"
+            "transfer+kd, random+long, exits"
         )
     return StudentVariant(init=init, distill=suffix == "kd")
 

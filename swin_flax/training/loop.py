@@ -29,6 +29,7 @@ from swin_flax.data.dataset import ArrayDataset, data_fingerprint
 from swin_flax.data.feed import DataFeed
 from swin_flax.data.stream import StreamedDataset
 from swin_flax.errors import DataLoaderError, TrainingDivergedError, UserInputError
+from swin_flax.model.exits import MultiExitSwin
 from swin_flax.model.swin import SwinTransformer
 from swin_flax.settings import LoopSettings, LossSettings, OptimSettings
 from swin_flax.training import losses, optim, preemption
@@ -43,6 +44,7 @@ from swin_flax.training.distributed import (
     replicated,
 )
 from swin_flax.training.metrics import MetricsWriter, ProgressBar
+from swin_flax.training.multi_exit import make_multi_exit_step
 from swin_flax.training.step import (
     FEATURE_PROJECTIONS,
     create_train_state,
@@ -80,6 +82,8 @@ def train_stage(
     evaluate: Callable[[Any], float] | None = None,
     evaluate_every_epochs: float = 0.0,
     feature_weights: tuple[float, ...] = (),
+    exits: tuple = (),
+    full_path_smoothing: float = 0.0,
 ) -> StageResult:
     """Train `model` from `init_params` (or from the newest checkpoint in stage_dir).
 
@@ -91,6 +95,9 @@ def train_stage(
     reading and writing a recording) or, for a live teacher, as `teacher` + `teacher_params`.
     `feature_weights` (one per stage) add stage-feature distillation: the teacher runs live,
     learned projections where widths differ train beside the student and are not kept.
+    `exits` (keep lists of `model`'s blocks) train `model` as a multi-exit Swin instead
+    (training/multi_exit.py): its full path on the labels (`full_path_smoothing`), each exit
+    with `loss_settings` against the full path; no teacher.
     """
     stage_dir = Path(stage_dir)
     mesh = mesh if mesh is not None else make_mesh()
@@ -139,19 +146,32 @@ def train_stage(
     if teacher_logits is not None:
         teacher_logits.check_schedule(name, total_steps, batch_size)
         teacher_logits = teacher_logits.placed(lambda p: put_replicated(p, mesh))
-    step_fn = make_train_step(
-        student=model,
-        teacher=teacher_logits.teacher if teacher_logits is not None else None,
-        tx=tx,
-        schedule=schedule,
-        loss_settings=loss_settings,
-        total_steps=total_steps,
-        augment=augment,
-        mesh=mesh,
-        round_teacher_logits_to=teacher_logits.round_to if teacher_logits is not None else None,
-        ema_decay=optim_settings.ema_decay,
-        feature_weights=feature_weights,
-    )
+    if exits:
+        step_fn = make_multi_exit_step(
+            model=MultiExitSwin(model.config, exits, dtype=model.dtype, attention=model.attention),
+            tx=tx,
+            schedule=schedule,
+            full_path_smoothing=full_path_smoothing,
+            exit_loss=loss_settings,
+            total_steps=total_steps,
+            augment=augment,
+            mesh=mesh,
+            ema_decay=optim_settings.ema_decay,
+        )
+    else:
+        step_fn = make_train_step(
+            student=model,
+            teacher=teacher_logits.teacher if teacher_logits is not None else None,
+            tx=tx,
+            schedule=schedule,
+            loss_settings=loss_settings,
+            total_steps=total_steps,
+            augment=augment,
+            mesh=mesh,
+            round_teacher_logits_to=teacher_logits.round_to if teacher_logits is not None else None,
+            ema_decay=optim_settings.ema_decay,
+            feature_weights=feature_weights,
+        )
     check_data_unchanged(stage_dir, name, train_data, start_step)
     base_rng = put_replicated(jax.random.PRNGKey(seed), mesh)
     index_sharding = batch_sharded(mesh)

@@ -8,6 +8,7 @@ baseline); the regime warning; the compute dtype and stops between stages."""
 import dataclasses
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -95,6 +96,52 @@ def test_a_sweep_over_stage_feature_weights_runs_the_teacher_live(tmp_path, mock
     assert not (tmp_path / "teacher_logits").exists()  # nothing recorded: one reader, live
     model, params = swin_flax.load_checkpoint(tmp_path / stages_run[1] / "final_model")
     assert model.depths == (2, 2, 2, 2) and "feature_projections" not in params
+
+
+@pytest.mark.slow
+def test_a_multi_exit_run_scores_its_full_path_and_exports_its_exit_as_the_student(
+    tmp_path, mock_tfds
+):
+    from swin_flax.model.exits import MultiExitSwin
+
+    config = smoke_config()  # teacher swin_pico (2, 2, 4, 2), the exit swin_pico_n's blocks
+    config.runs = "exits"
+    config.evaluate_teacher = False
+    with mock_tfds.testing.mock_data(num_examples=32):
+        rows = run_pipeline(config, tmp_path)
+    assert [(r["model"], r["init"], r["distillation"], r["stage"]) for r in rows] == [
+        ("swin_pico (multi-exit full path)", "multi-exit", False, "exits"),
+        ("swin_pico_n (exit of the multi-exit model)", "multi-exit", True, "exits"),
+    ]
+    assert not (tmp_path / "teacher").exists()  # no separate teacher is trained
+    full, params = swin_flax.load_checkpoint(tmp_path / "exits" / "final_model")
+    student, student_params = swin_flax.load_checkpoint(tmp_path / "exits" / "exit" / "final_model")
+    assert full.depths == (2, 2, 4, 2) and student.depths == (2, 2, 2, 2)
+    assert rows[1]["params"] < rows[0]["params"]
+    images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    both = MultiExitSwin(full.config, (((0, 1), (0, 1), (0, 1), (0, 1)),))
+    logits = both.apply({"params": params}, images)
+    np.testing.assert_allclose(full.apply({"params": params}, images), logits[0], atol=1e-5)
+    np.testing.assert_allclose(
+        student.apply({"params": student_params}, images), logits[1], atol=1e-5
+    )
+    last = json.loads((tmp_path / "exits" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"loss_full_path", "exit1_loss_hard", "exit1_loss_distill", "exit1_accuracy"} <= set(
+        last
+    )
+    assert (tmp_path / "exits" / "exit" / "timm_model.safetensors").exists()
+    # interrupted after 3 steps and resumed: the same model as the run that was not
+    config.loop.stop_after_steps = 3
+    with mock_tfds.testing.mock_data(num_examples=32):
+        assert run_pipeline(config, tmp_path / "resumed") == []  # stopped early
+    assert not (tmp_path / "resumed" / "exits" / "exit").exists()
+    config.loop.stop_after_steps = 0
+    with mock_tfds.testing.mock_data(num_examples=32):
+        again = run_pipeline(config, tmp_path / "resumed")
+    _, resumed = swin_flax.load_checkpoint(tmp_path / "resumed" / "exits" / "final_model")
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(resumed)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [r["top1"] for r in again] == [r["top1"] for r in rows]
 
 
 @pytest.mark.slow

@@ -136,17 +136,25 @@ def test_a_stop_request_saves_the_step_just_run_and_the_resume_is_identical(tmp_
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_kill_minus_nine_then_rerun_resumes_to_the_same_result(tmp_path):
-    """A real SIGKILL in the middle of the demo's teacher stage, then the same command."""
+@pytest.mark.parametrize(
+    "runs,stage",
+    [("--config.runs=", "teacher"), ("--config.runs=exits", "exits")],
+    ids=["teacher", "multi-exit"],
+)
+def test_kill_minus_nine_then_rerun_resumes_to_the_same_result(tmp_path, runs, stage):
+    """A real SIGKILL in the middle of the demo's teacher stage (or of its multi-exit
+    model, the teacher's shape with an exit), then the same command."""
     args = [
         "--config",
         "configs/demo.py:smoke",
-        "--config.runs=",
+        runs,
         "--config.finetune.epochs=1",
         "--config.finetune.warmup_epochs=0.5",
         "--config.loop.checkpoint_every_steps=5",
         "--config.eval.throughput_batch_size=0",
     ]
+    if stage == "exits":
+        args.append("--config.evaluate_teacher=False")
     clean = run_train_py(*args, "--workdir", str(tmp_path / "clean"))
     assert clean.returncode == 0, clean.stderr[-2000:]
 
@@ -158,7 +166,7 @@ def test_kill_minus_nine_then_rerun_resumes_to_the_same_result(tmp_path):
         stderr=subprocess.DEVNULL,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
     )
-    checkpoints = killed_dir / "teacher" / "checkpoints"
+    checkpoints = killed_dir / stage / "checkpoints"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (
         checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())
@@ -166,12 +174,12 @@ def test_kill_minus_nine_then_rerun_resumes_to_the_same_result(tmp_path):
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed_dir / "teacher" / "stage_done.json").exists()
+    assert not (killed_dir / stage / "stage_done.json").exists()
 
     resumed = run_train_py(*args, "--workdir", str(killed_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    _, clean_params = swin_flax.load_checkpoint(tmp_path / "clean" / "teacher" / "final_model")
-    _, resumed_params = swin_flax.load_checkpoint(killed_dir / "teacher" / "final_model")
+    _, clean_params = swin_flax.load_checkpoint(tmp_path / "clean" / stage / "final_model")
+    _, resumed_params = swin_flax.load_checkpoint(killed_dir / stage / "final_model")
     assert_trees_equal(clean_params, resumed_params)
     assert (
         json.loads((killed_dir / "results.json").read_text())[0]["top1"]
