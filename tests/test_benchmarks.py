@@ -48,6 +48,7 @@ assert "jax" not in sys.modules or {jax_ok}, "imported jax"
         ("benchmarks.profile_kernels", True),
         ("benchmarks.data_memory", False),
         ("benchmarks.cpu_gemm", False),
+        ("benchmarks.multi_exit_memory", True),
     ],
 )
 @pytest.mark.multiprocess
@@ -269,3 +270,20 @@ def test_kernel_names_are_classed_like_their_work(name, expected):
     import profile_kernels
 
     assert profile_kernels.classify(name) == expected
+
+
+@pytest.mark.slow  # compiles two train steps
+def test_multi_exit_memory_reports_both_steps_compiled_memory(tmp_path):
+    out = tmp_path / "memory.json"
+    args = ["--teacher", "swin_pico", "--student", "swin_pico_n", "--batch", "4", "--out"]
+    run_script("benchmarks/multi_exit_memory.py", *args, str(out))
+    found = json.loads(out.read_text())
+    assert found["exit blocks"] == "0,1;0,1;0,1;0,1" and found["backend"] == "cpu"
+    for step in (
+        "distillation step (student trained, teacher frozen and live)",
+        "multi-exit step (one model, full path + exit)",
+    ):
+        memory = found[step]
+        assert memory["arguments_mib"] > 0 and memory["temporaries_mib"] > 0
+        total = memory["arguments_mib"] + memory["temporaries_mib"]
+        assert memory["arguments_plus_temporaries_mib"] == pytest.approx(total, abs=0.02)
