@@ -275,7 +275,8 @@ def test_kernel_names_are_classed_like_their_work(name, expected):
 @pytest.mark.slow  # compiles two train steps
 def test_multi_exit_memory_reports_both_steps_compiled_memory(tmp_path):
     out = tmp_path / "memory.json"
-    args = ["--teacher", "swin_pico", "--student", "swin_pico_n", "--batch", "4", "--out"]
+    args = ["--teacher", "swin_pico", "--student", "swin_pico_n", "--batch", "4"]
+    args += ["--time-rounds", "1", "--out"]
     run_script("benchmarks/multi_exit_memory.py", *args, str(out))
     found = json.loads(out.read_text())
     assert found["exit blocks"] == "0,1;0,1;0,1;0,1" and found["backend"] == "cpu"
@@ -287,3 +288,9 @@ def test_multi_exit_memory_reports_both_steps_compiled_memory(tmp_path):
         assert memory["arguments_mib"] > 0 and memory["temporaries_mib"] > 0
         total = memory["arguments_mib"] + memory["temporaries_mib"]
         assert memory["arguments_plus_temporaries_mib"] == pytest.approx(total, abs=0.02)
+    seconds = found["seconds_per_step (median)"]
+    assert set(seconds) == {"teacher fine-tuning", "student distillation", "multi-exit"}
+    ratio = seconds["multi-exit"] / (
+        seconds["teacher fine-tuning"] + seconds["student distillation"]
+    )
+    assert found["multi-exit / (teacher + student)"] == pytest.approx(ratio, abs=0.002)
