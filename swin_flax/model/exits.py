@@ -30,12 +30,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from swin_flax.errors import UserInputError
 from swin_flax.model.attention import dense_init
 from swin_flax.model.config import SwinConfig
-from swin_flax.model.swin import LAYER_NORM_EPS, PatchEmbed, SwinStage, check_images
+from swin_flax.model.swin import LAYER_NORM_EPS, PatchEmbed, check_images, swin_stages
 
 Blocks = tuple[tuple[int, ...], ...]  # per stage, the kept block indices (keep_blocks.Blocks)
 
@@ -79,26 +78,7 @@ class MultiExitSwin(nn.Module):
             images.astype(self.dtype)
         )
         x = nn.Dropout(c.drop_rate)(x, deterministic=deterministic)
-        rates = np.linspace(0.0, c.drop_path_rate, sum(c.depths)).tolist()
-        stages = [
-            SwinStage(
-                out_dim=c.stage_dims[i],
-                depth=depth,
-                num_heads=c.num_heads[i],
-                window_size=c.window_size,
-                resolution=c.stage_resolutions[i],
-                downsample=i > 0,
-                mlp_ratio=c.mlp_ratio,
-                qkv_bias=c.qkv_bias,
-                drop_rate=c.drop_rate,
-                attn_drop_rate=c.attn_drop_rate,
-                drop_path_rates=tuple(rates[sum(c.depths[:i]) : sum(c.depths[: i + 1])]),
-                dtype=self.dtype,
-                attention=self.attention,
-                name=f"layers_{i}",
-            )
-            for i, depth in enumerate(c.depths)
-        ]
+        stages = swin_stages(c, self.dtype, self.attention)
         # Activations by the sequence of operations that made them: paths with the same
         # prefix of blocks share its activations (computed once).
         computed: dict[tuple, jax.Array] = {(): x}

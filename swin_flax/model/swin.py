@@ -288,26 +288,9 @@ class SwinTransformer(nn.Module):
         )
         x = nn.Dropout(self.drop_rate)(x, deterministic=deterministic)
 
-        rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
         features = {}
-        for i, depth in enumerate(self.depths):
-            start = sum(self.depths[:i])
-            x = SwinStage(
-                out_dim=self.stage_dims[i],
-                depth=depth,
-                num_heads=self.num_heads[i],
-                window_size=self.window_size,
-                resolution=self.stage_resolutions[i],
-                downsample=i > 0,
-                mlp_ratio=self.mlp_ratio,
-                qkv_bias=self.qkv_bias,
-                drop_rate=self.drop_rate,
-                attn_drop_rate=self.attn_drop_rate,
-                drop_path_rates=tuple(rates[start : start + depth]),
-                dtype=self.dtype,
-                attention=self.attention,
-                name=f"layers_{i}",
-            )(x, deterministic)
+        for i, stage in enumerate(swin_stages(self.config, self.dtype, self.attention)):
+            x = stage(x, deterministic)
             features[f"stage_{i}"] = x
 
         x = _layer_norm("norm", self.dtype)(x)
@@ -321,6 +304,32 @@ class SwinTransformer(nn.Module):
         # Logits leave the model in float32 so losses never run in bf16.
         x = x.astype(jnp.float32)
         return (x, features) if return_features else x
+
+
+def swin_stages(config: SwinConfig, dtype: Any, attention: str) -> list[SwinStage]:
+    """The stages `layers_0..` of `config`, stochastic depth rising linearly over all blocks
+    (timm's); called inside a compact method, whose submodules they become."""
+    rates = np.linspace(0.0, config.drop_path_rate, sum(config.depths)).tolist()
+    starts = np.cumsum((0, *config.depths)).tolist()
+    return [
+        SwinStage(
+            out_dim=config.stage_dims[i],
+            depth=depth,
+            num_heads=config.num_heads[i],
+            window_size=config.window_size,
+            resolution=config.stage_resolutions[i],
+            downsample=i > 0,
+            mlp_ratio=config.mlp_ratio,
+            qkv_bias=config.qkv_bias,
+            drop_rate=config.drop_rate,
+            attn_drop_rate=config.attn_drop_rate,
+            drop_path_rates=tuple(rates[starts[i] : starts[i + 1]]),
+            dtype=dtype,
+            attention=attention,
+            name=f"layers_{i}",
+        )
+        for i, depth in enumerate(config.depths)
+    ]
 
 
 def check_images(images: jax.Array, img_size: int, in_chans: int) -> None:
