@@ -105,6 +105,16 @@ def assert_trees_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def small_swin_t_config(**changes) -> swin_flax.SwinConfig:
+    """Swin-T's depths (2, 2, 6, 2) at 32 px and width 16, windows shifting in stages 0-1:
+    the teacher shape that multi-exit and stage-feature tests cut students from."""
+    small = dict(
+        img_size=32, patch_size=2, embed_dim=16, num_heads=(1, 2, 2, 4), window_size=4,
+        num_classes=5,
+    )  # fmt: skip
+    return swin_flax.MODEL_PRESETS["swin_t"].replace(**{**small, **changes})
+
+
 def tiny_model(num_classes: int = 3) -> swin_flax.SwinTransformer:
     """The smallest Swin that still shifts its windows (a 4x4 map in 2x2 windows): it
     compiles in about a second, for tests of the step and evaluation code around it."""

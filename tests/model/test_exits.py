@@ -9,20 +9,12 @@ import pytest
 
 from swin_flax.errors import UserInputError
 from swin_flax.model.exits import MultiExitSwin, full_path
-from swin_flax.model.presets import preset_config
 from swin_flax.model.swin import SwinTransformer, init_params
 from swin_flax.weights.keep_blocks import exit_student
+from tests.helpers import small_swin_t_config
 
 # A small Swin-T shape (stage 2 of depth 6, windows that shift in stages 0-1).
-CONFIG = dataclasses.replace(
-    preset_config("swin_t"),
-    img_size=32,
-    patch_size=2,
-    embed_dim=16,
-    num_heads=(1, 2, 2, 4),
-    window_size=4,
-    num_classes=5,
-)
+CONFIG = small_swin_t_config()
 SWIN_N_EXIT = ((0, 1), (0, 1), (0, 1), (0, 1))
 SWIN_M_EXIT = ((0, 1), (0, 1), (0, 1, 2, 3), (0, 1))
 

@@ -145,21 +145,12 @@ def test_soft_targets_are_smoothed_one_hots_and_their_cross_entropy_matches_hard
 
 
 def test_the_feature_loss_is_zero_for_the_teachers_own_features_and_positive_otherwise():
-    import dataclasses
 
-    from swin_flax.model.presets import preset_config
     from swin_flax.model.swin import SwinTransformer, init_params
     from swin_flax.weights.keep_blocks import KeptBlocks, transfer_kept
+    from tests.helpers import small_swin_t_config
 
-    config = dataclasses.replace(
-        preset_config("swin_t"),
-        img_size=32,
-        patch_size=2,
-        embed_dim=16,
-        num_heads=(1, 2, 2, 4),
-        window_size=4,
-        num_classes=5,
-    )
+    config = small_swin_t_config()
     teacher = SwinTransformer.from_config(config)
     params = init_params(teacher, 0)
     images = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3))

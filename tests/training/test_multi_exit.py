@@ -2,8 +2,6 @@
 hard-label loss plus each exit's joint loss against the full path, which the exits do not
 pull toward them (a constant in their distillation terms)."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,16 +10,14 @@ from flax import traverse_util
 
 from swin_flax.data.augment import AugmentConfig, preprocess_eval
 from swin_flax.model.exits import MultiExitSwin
-from swin_flax.model.presets import preset_config
 from swin_flax.model.swin import SwinTransformer, init_params
 from swin_flax.settings import LossSettings
 from swin_flax.training import distributed, joint_losses, losses, step
 from swin_flax.training.multi_exit import make_multi_exit_step
+from tests.helpers import small_swin_t_config
 
-CONFIG = dataclasses.replace(
-    preset_config("swin_t"),
+CONFIG = small_swin_t_config(
     img_size=16,
-    patch_size=2,
     embed_dim=8,
     num_heads=(1, 1, 2, 2),
     window_size=2,
